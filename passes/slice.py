@@ -1,0 +1,145 @@
+"""The slicing pass: remove a plan's channels from every member parameter, then let each op rule
+rewrite the attributes and constants that encode a width (Reshape shapes, Split sizes, Slice
+bounds, `group`, `num_groups`, Expand/Resize shapes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from spa.errors import SpaError
+from spa.rules.base import rule_for
+
+
+@dataclass
+class SliceReport:
+    modified: bool
+    axes_changed: int = 0
+    params_sliced: list[str] = field(default_factory=list)
+
+
+def kept_indices(analysis, plan) -> dict[tuple[str, int], np.ndarray]:
+    """Original indices kept along every (tensor, axis) the plan narrows."""
+    kept: dict[tuple[str, int], np.ndarray] = {}
+    groups = analysis.group_by_key()
+    for key, remove in plan.removed.items():
+        if not remove:
+            continue
+        removed = np.asarray(sorted(set(remove)))
+        for member in groups[key].members:
+            if member.kind == "virtual":
+                continue
+            keep = ~np.isin(member.pos2class, removed)
+            if keep.all():
+                continue
+            for axis, idx in _per_axis(member, keep).items():
+                if (member.value, axis) in kept and not np.array_equal(kept[(member.value, axis)], idx):
+                    raise SpaError(f"internal: two groups narrow axis {axis} of '{member.value}' differently")
+                kept[(member.value, axis)] = idx
+    return kept
+
+
+def _per_axis(member, keep: np.ndarray) -> dict[int, np.ndarray]:
+    if len(member.axes) == 1:
+        return {member.axes[0]: np.nonzero(keep)[0]}
+    grid = keep.reshape(member.dims)
+    masks = []
+    for i in range(len(member.axes)):
+        others = tuple(j for j in range(len(member.axes)) if j != i)
+        masks.append(grid.any(axis=others))
+    product = masks[0]
+    for mask in masks[1:]:
+        product = np.multiply.outer(product, mask)
+    if not np.array_equal(product, grid):
+        raise SpaError(f"internal: kept channels of {member.key} are not a product set")
+    return {a: np.nonzero(m)[0] for a, m in zip(member.axes, masks) if not m.all()}
+
+
+class SliceContext:
+    """What a rule's `update` may read and change after parameters are sliced."""
+
+    def __init__(self, model: ir.Model, kept: dict, old_dims: dict[str, tuple]):
+        self.model = model
+        self._kept = kept
+        self._old = old_dims
+        self._counter = 0
+
+    def kept(self, value_name: str, axis: int) -> np.ndarray | None:
+        return self._kept.get((value_name, axis))
+
+    def old_dims(self, value: ir.Value) -> tuple:
+        return self._old[value.name]
+
+    def new_dims(self, value: ir.Value) -> tuple:
+        dims = list(self._old[value.name])
+        for axis in range(len(dims)):
+            idx = self._kept.get((value.name, axis))
+            if idx is not None:
+                dims[axis] = len(idx)
+        return tuple(dims)
+
+    def set_const_input(self, node: ir.Node, index: int, data) -> None:
+        array = np.asarray(data, dtype=np.int64) if not isinstance(data, np.ndarray) else data
+        self._counter += 1
+        name = f"{node.name}_spa_in{index}_{self._counter}"
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name),
+                         shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)))
+        self.model.graph.register_initializer(value)
+        if index >= len(node.inputs):
+            node.resize_inputs(index + 1)
+        node.replace_input_with(index, value)
+
+    def set_attr_int(self, node: ir.Node, name: str, number: int) -> None:
+        node.attributes[name] = ir.AttrInt64(name, int(number))
+
+    def set_attr_ints(self, node: ir.Node, name: str, numbers) -> None:
+        node.attributes[name] = ir.AttrInt64s(name, [int(n) for n in numbers])
+
+    def fail(self, message: str):
+        raise SpaError(message)
+
+
+def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
+    """Apply `plan` (made from `analysis` of this very model) in place."""
+    plan.check_against(analysis)
+    kept = kept_indices(analysis, plan)
+    if not kept:
+        return SliceReport(modified=False)
+    values = _all_values(model)
+    old_dims = {name: tuple(v.shape) if v.shape is not None else () for name, v in values.items()}
+    report = SliceReport(modified=True, axes_changed=len(kept))
+    by_tensor: dict[str, dict[int, np.ndarray]] = {}
+    for (name, axis), idx in kept.items():
+        by_tensor.setdefault(name, {})[axis] = idx
+    for name, axes in by_tensor.items():
+        value = values[name]
+        if value.is_initializer():
+            data = value.const_value.numpy()
+            for axis, idx in axes.items():
+                data = np.take(data, idx, axis=axis)
+            value.const_value = ir.tensor(np.ascontiguousarray(data), name=name)
+            value.shape = ir.Shape(data.shape)
+            report.params_sliced.append(name)
+    sctx = SliceContext(model, kept, old_dims)
+    for node in list(model.graph):
+        rule = rule_for(node)
+        if rule is not None:
+            rule.update(node, sctx)
+    for name, axes in by_tensor.items():
+        value = values[name]
+        if not value.is_initializer() and value.shape is not None:
+            dims = list(value.shape)
+            for axis, idx in axes.items():
+                dims[axis] = len(idx)
+            value.shape = ir.Shape(dims)
+    return report
+
+
+def _all_values(model: ir.Model) -> dict[str, ir.Value]:
+    values = {v.name: v for v in model.graph.inputs}
+    values.update(model.graph.initializers)
+    for node in model.graph:
+        for v in node.outputs:
+            values[v.name] = v
+    return values

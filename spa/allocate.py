@@ -1,0 +1,133 @@
+"""Allocation: turn importance scores and a budget into a PruningPlan.
+
+Local allocation removes the same share of every group; global allocation ranks all channels of
+all groups together. A parameter or MAC target searches the channel ratio that meets it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spa.errors import SpaError
+from spa.metrics import count, planned_dims
+from spa.plan import PruningPlan
+
+TARGETS = ("channels", "params", "macs")
+
+
+@dataclass
+class Budget:
+    ratio: float = 0.3
+    target: str = "channels"
+    global_rank: bool = False
+    round_to: int = 1
+    min_width: int = 1
+    max_group_ratio: float = 0.9   # never remove more than this share of one group
+    protect: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise SpaError(f"ratio must be in [0, 1), got {self.ratio}")
+        if self.target not in TARGETS:
+            raise SpaError(f"target must be one of {', '.join(TARGETS)}, got '{self.target}'")
+        if self.round_to < 1 or self.min_width < 1:
+            raise SpaError("--round-to and --min-width must be at least 1")
+
+
+def eligible_groups(analysis, protect: list[str]):
+    names = set()
+    for node in analysis.model.graph:
+        names.add(node.name)
+        names.update(v.name for v in node.outputs)
+    names.update(analysis.model.graph.initializers)
+    names.update(v.name for v in analysis.model.graph.inputs)
+    unknown = [p for p in protect if p not in names]
+    if unknown:
+        raise SpaError(f"--protect names {unknown[0]!r}, which is neither a node nor a tensor of the model")
+    protected = set(protect)
+    return [g for g in analysis.prunable_groups()
+            if not protected & ({m.value for m in g.members} | set(g.nodes))]
+
+
+def _kept_count(width: int, remove: int, budget: Budget) -> int:
+    kept = width - remove
+    if budget.round_to > 1 and width >= budget.round_to:
+        kept = int(round(kept / budget.round_to)) * budget.round_to
+        kept = max(budget.round_to, kept)
+    floor = max(budget.min_width, width - int(np.floor(budget.max_group_ratio * width)), 1)
+    return int(min(width, max(kept, floor)))
+
+
+def _plan_for_ratio(groups, scores, ratio: float, budget: Budget) -> PruningPlan:
+    plan = PruningPlan()
+    if budget.global_rank:
+        remove_counts = _global_counts(groups, scores, ratio, budget)
+    else:
+        remove_counts = {g.key: int(np.floor(ratio * g.width)) for g in groups}
+    for g in groups:
+        kept = _kept_count(g.width, remove_counts[g.key], budget)
+        order = np.argsort(scores[g.key], kind="stable")
+        plan.removed[g.key] = sorted(int(i) for i in order[: g.width - kept])
+        plan.widths[g.key] = g.width
+    return plan
+
+
+def _global_counts(groups, scores, ratio: float, budget: Budget) -> dict[str, int]:
+    entries = [(float(s), g.key) for g in groups for s in scores[g.key]]
+    entries.sort(key=lambda e: e[0])
+    budget_count = int(np.floor(ratio * len(entries)))
+    caps = {g.key: g.width - _kept_count(g.width, g.width, budget) for g in groups}
+    counts = {g.key: 0 for g in groups}
+    taken = 0
+    for _, key in entries:
+        if taken >= budget_count:
+            break
+        if counts[key] < caps[key]:
+            counts[key] += 1
+            taken += 1
+    return counts
+
+
+def plan_metrics(analysis, plan) -> dict[str, int]:
+    from spa.passes.slice import kept_indices
+
+    return count(analysis.model, planned_dims(analysis, kept_indices(analysis, plan)))
+
+
+def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget) -> PruningPlan:
+    budget.check()
+    groups = eligible_groups(analysis, budget.protect)
+    meta = {"ratio": budget.ratio, "target": budget.target, "global": budget.global_rank,
+            "round_to": budget.round_to, "min_width": budget.min_width}
+    if budget.target == "channels" or budget.ratio == 0.0:
+        plan = _plan_for_ratio(groups, scores, budget.ratio, budget)
+    else:
+        plan = _search_ratio(analysis, groups, scores, budget)
+    plan.meta.update(meta)
+    return plan
+
+
+def _search_ratio(analysis, groups, scores, budget: Budget) -> PruningPlan:
+    """Bisect the channel ratio until the plan removes `budget.ratio` of params or MACs."""
+    base = count(analysis.model)[budget.target]
+    if base == 0:
+        raise SpaError(f"the model has no {budget.target} to reduce")
+
+    def reduction(plan):
+        return 1.0 - plan_metrics(analysis, plan)[budget.target] / base
+
+    lo, hi = 0.0, 0.99
+    best = _plan_for_ratio(groups, scores, hi, budget)
+    reachable = reduction(best)
+    if reachable < budget.ratio:
+        raise SpaError(f"cannot remove {budget.ratio:.0%} of {budget.target}: the prunable groups allow "
+                       f"at most {reachable:.1%}")
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        plan = _plan_for_ratio(groups, scores, mid, budget)
+        if reduction(plan) >= budget.ratio:
+            hi, best = mid, plan
+        else:
+            lo = mid
+    best.meta["channel_ratio"] = round(hi, 4)
+    return best

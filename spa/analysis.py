@@ -1,0 +1,280 @@
+"""Channel-dependency analysis: op rules couple channel spaces; connected components are groups.
+
+The space-level graph lives in networkx (one node per space, one edge per coupling). Inside a
+component, positions are merged element by element (Concat offsets, Flatten blocks, shuffles and
+group tokens are all position maps), and every resulting class is one root channel of the group:
+removing it removes its positions from every member space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import onnx_ir as ir
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from spa import rules as _rules  # noqa: F401  (imports every rule module, filling the registry)
+from spa.rules.base import Block, rule_for
+from spa.space import Space
+
+
+@dataclass
+class Coupling:
+    a: Space
+    b: Space
+    a_to_b: np.ndarray | None  # position in b of every position of a; None = identity
+
+
+@dataclass
+class Sink:
+    node: str
+    input_index: int
+    space: Space
+
+
+@dataclass
+class Group:
+    id: int
+    key: str                      # stable name: the smallest member key
+    members: list[Space]
+    width: int                    # number of root channels (classes)
+    sinks: list[Sink]
+    reason: str | None = None     # why it may not be pruned
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def prunable(self) -> bool:
+        return self.reason is None
+
+    @property
+    def params(self) -> list[Space]:
+        return [m for m in self.members if m.kind == "param"]
+
+    def class_sizes(self) -> np.ndarray:
+        """Channels of the widest activation member per root channel (1 for a plain channel)."""
+        acts = [m for m in self.members if m.kind == "act"] or self.members
+        widest = max(acts, key=lambda m: m.size)
+        return np.bincount(widest.pos2class, minlength=self.width)
+
+
+@dataclass
+class Analysis:
+    model: ir.Model
+    spaces: dict[str, Space]
+    couplings: list[Coupling]
+    sinks: list[Sink]
+    blocked: dict[str, str]
+    graph: nx.Graph
+    groups: list[Group]
+
+    def group_by_key(self) -> dict[str, Group]:
+        return {g.key: g for g in self.groups}
+
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+
+class Context:
+    """What a rule may ask and tell while the graph is analysed."""
+
+    def __init__(self, model: ir.Model):
+        self.model = model
+        self.spaces: dict[str, Space] = {}
+        self.by_value: dict[str, list[Space]] = {}
+        self.couplings: list[Coupling] = []
+        self.sinks: list[Sink] = []
+        self.blocked: dict[str, str] = {}
+        self.node: ir.Node | None = None
+
+    # -- shapes and constants
+    def dims(self, value: ir.Value) -> tuple:
+        if value.shape is None:
+            raise Block(f"the shape of '{value.name}' is unknown (give --input-shape)")
+        return tuple(d if isinstance(d, int) else str(d) for d in value.shape)
+
+    def rank(self, value: ir.Value) -> int:
+        return len(self.dims(value))
+
+    # -- spaces
+    def spaces_on(self, value: ir.Value | None) -> list[Space]:
+        return [] if value is None else list(self.by_value.get(value.name, []))
+
+    def get(self, value: ir.Value, axes: tuple[int, ...]) -> Space | None:
+        for space in self.by_value.get(value.name, []):
+            if space.axes == tuple(axes):
+                return space
+        return None
+
+    def _new(self, value: ir.Value, axes: tuple[int, ...], kind: str, frozen=None, prune_axis=None) -> Space:
+        axes = tuple(axes)
+        dims = self.dims(value)
+        for other in self.by_value.get(value.name, []):
+            if set(other.axes) & set(axes):
+                raise Block(f"'{value.name}' would carry two overlapping channel structures "
+                            f"(axes {other.axes} and {axes})")
+        sizes = tuple(dims[a] for a in axes)
+        if not all(isinstance(s, int) for s in sizes):
+            raise Block(f"channel axis {axes} of '{value.name}' has a symbolic size")
+        space = Space(value.name, axes, sizes, kind, frozen=frozen, prune_axis=prune_axis)
+        self.spaces[space.key] = space
+        self.by_value.setdefault(value.name, []).append(space)
+        return space
+
+    def output_space(self, value: ir.Value, axes, prune_axis: int | None = None) -> Space:
+        """The channel space on an output of the current node (created on first request)."""
+        return self.get(value, tuple(axes)) or self._new(value, tuple(axes), "act", prune_axis=prune_axis)
+
+    def operand(self, value: ir.Value, axes) -> Space:
+        """The space an input contributes on `axes`: the tracked one, else a parameter space for a
+        weight, else a frozen space (its channels come from somewhere SPA does not follow)."""
+        axes = tuple(axes)
+        found = self.get(value, axes)
+        if found is not None:
+            return found
+        if value.is_initializer() and not value.is_graph_input() and value.const_value is not None:
+            return self._new(value, axes, "param")
+        producer = value.producer()
+        origin = f"graph input '{value.name}'" if producer is None else (
+            f"'{value.name}' (made by {producer.op_type} '{producer.name}', which does not carry these channels)")
+        return self._new(value, axes, "act", frozen=f"channels come from {origin}")
+
+    def virtual(self, label: str, size: int) -> Space:
+        space = Space(None, (), (size,), "virtual", label=label)
+        self.spaces[space.key] = space
+        return space
+
+    def couple(self, a: Space, b: Space, a_to_b: np.ndarray | None = None) -> None:
+        if a is b:
+            return
+        if a_to_b is None and a.size != b.size:
+            raise Block(f"cannot couple {a.key} ({a.size}) with {b.key} ({b.size})")
+        if a_to_b is not None:
+            a_to_b = np.asarray(a_to_b, dtype=np.int64)
+            if a_to_b.shape != (a.size,) or (a.size and (a_to_b.min() < 0 or a_to_b.max() >= b.size)):
+                raise Block(f"bad position map from {a.key} to {b.key}")
+        self.couplings.append(Coupling(a, b, a_to_b))
+
+    def sink(self, input_index: int, space: Space) -> None:
+        self.sinks.append(Sink(self.node.name, input_index, space))
+
+    def block(self, value: ir.Value | None, reason: str) -> None:
+        if value is not None:
+            self.blocked.setdefault(value.name, reason)
+
+
+def analyze(model: ir.Model) -> Analysis:
+    """Build the channel-dependency graph and its groups. The model must be canonicalized."""
+    ctx = Context(model)
+    for node in model.graph:
+        ctx.node = node
+        rule = rule_for(node)
+        if rule is None:
+            _block_node(ctx, node, f"{_describe(node)} has no channel rule (unsupported op)")
+            continue
+        try:
+            rule.analyze(node, ctx)
+        except Block as exc:
+            _block_node(ctx, node, f"{_describe(node)}: {exc}")
+    ctx.node = None
+    graph = nx.Graph()
+    graph.add_nodes_from(ctx.spaces)
+    for c in ctx.couplings:
+        graph.add_edge(c.a.key, c.b.key)
+    groups = _build_groups(model, ctx, graph)
+    return Analysis(model, ctx.spaces, ctx.couplings, ctx.sinks, ctx.blocked, graph, groups)
+
+
+def _describe(node: ir.Node) -> str:
+    return f"{node.op_type} '{node.name}'"
+
+
+def _block_node(ctx: Context, node: ir.Node, reason: str) -> None:
+    for v in list(node.inputs) + list(node.outputs):
+        ctx.block(v, reason)
+
+
+def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]:
+    graph_inputs = {v.name for v in model.graph.inputs}
+    graph_outputs = {v.name for v in model.graph.outputs}
+    by_space: dict[str, list[Coupling]] = {}
+    for c in ctx.couplings:
+        by_space.setdefault(c.a.key, []).append(c)
+    sinks_by_space: dict[str, list[Sink]] = {}
+    for s in ctx.sinks:
+        sinks_by_space.setdefault(s.space.key, []).append(s)
+    users = _value_users(model)
+
+    components = sorted((sorted(comp) for comp in nx.connected_components(graph)), key=lambda c: c[0])
+    groups = []
+    for gid, keys in enumerate(components):
+        members = [ctx.spaces[k] for k in keys]
+        width = _assign_classes(members, [c for k in keys for c in by_space.get(k, [])])
+        reason = None
+        for m in members:
+            if m.value in ctx.blocked:
+                reason = ctx.blocked[m.value]
+            elif m.value in graph_inputs and m.kind == "act":
+                reason = f"reaches graph input '{m.value}'"
+            elif m.value in graph_outputs:
+                reason = f"reaches graph output '{m.value}'"
+            elif m.frozen:
+                reason = m.frozen
+            if reason:
+                break
+        if reason is None and width < 2:
+            reason = "has a single channel"
+        nodes = sorted({n for m in members if m.value for n in users.get(m.value, ())})
+        groups.append(Group(gid, keys[0], members, width,
+                            [s for k in keys for s in sinks_by_space.get(k, [])], reason, nodes))
+    return groups
+
+
+def _value_users(model: ir.Model) -> dict[str, set[str]]:
+    users: dict[str, set[str]] = {}
+    for node in model.graph:
+        for v in list(node.inputs) + list(node.outputs):
+            if v is not None:
+                users.setdefault(v.name, set()).add(node.name)
+    return users
+
+
+def _assign_classes(members: list[Space], couplings: list[Coupling]) -> int:
+    """Merge positions that must share a fate; number the classes in a stable order."""
+    offsets, total = {}, 0
+    for m in members:
+        offsets[m.key] = total
+        total += m.size
+    rows, cols = [], []
+    for c in couplings:
+        a = np.arange(c.a.size) + offsets[c.a.key]
+        b = (np.arange(c.b.size) if c.a_to_b is None else c.a_to_b) + offsets[c.b.key]
+        rows.append(a)
+        cols.append(b)
+    for m in members:
+        if m.prune_axis is not None and len(m.axes) > 1:
+            # A multi-axis space keeps a product shape: all positions that share one index on the
+            # pruned axis go together.
+            along = m.coordinates()[:, m.axes.index(m.prune_axis)]
+            order = np.arange(m.size)
+            first_pos = np.full(m.dims[m.axes.index(m.prune_axis)], m.size)
+            np.minimum.at(first_pos, along, order)
+            rows.append(order + offsets[m.key])
+            cols.append(first_pos[along] + offsets[m.key])
+    if rows:
+        r = np.concatenate(rows)
+        c = np.concatenate(cols)
+    else:
+        r = c = np.zeros(0, np.int64)
+    adjacency = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(total, total))
+    _, labels = connected_components(adjacency, directed=False)
+    # Stable numbering: classes in order of first appearance over sorted members.
+    _, first_index = np.unique(labels, return_index=True)
+    order = np.argsort(first_index)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    classes = renumber[labels]
+    for m in members:
+        m.pos2class = classes[offsets[m.key]: offsets[m.key] + m.size]
+    return len(order)

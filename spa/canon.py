@@ -1,0 +1,68 @@
+"""Canonicalization: put any exporter's graph into the one shape the analysis expects.
+
+Everything here is delegated to onnx-ir passes and onnxscript's optimizer; SPA adds only the order.
+"""
+from __future__ import annotations
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+import onnxscript.optimizer
+import onnxscript.rewriter
+from onnxscript.rewriter.rules import common as rewrite_rules
+
+from spa.errors import SpaError
+
+_BN_FUSIONS = [
+    rewrite_rules.fuse_batchnorm_into_conv_rule,
+    rewrite_rules.fuse_batchnorm_into_conv_transpose_rule,
+    rewrite_rules.fuse_batchnorm_into_gemm_rule,
+]
+
+
+def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: dict | None = None) -> ir.Model:
+    """Inline functions, lift weights out of Constant nodes, fix given input shapes, fold shape
+    subgraphs, fuse BatchNorm into the preceding Conv/ConvTranspose/Gemm, infer shapes, toposort.
+    Works in place and returns the model."""
+    if input_shapes:
+        set_input_shapes(model, input_shapes)
+    common.InlinePass()(model)
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    try:
+        onnxscript.optimizer.optimize(model)
+    except Exception as exc:
+        raise SpaError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
+    if fuse_batchnorm:
+        onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=_BN_FUSIONS)
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    common.RemoveUnusedNodesPass()(model)
+    infer_shapes(model)
+    common.TopologicalSortPass()(model)
+    common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
+    return model
+
+
+def infer_shapes(model: ir.Model) -> None:
+    try:
+        common.ShapeInferencePass(strict_mode=True)(model)
+    except Exception as exc:
+        raise SpaError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+
+
+def set_input_shapes(model: ir.Model, input_shapes: dict) -> None:
+    by_name = {v.name: v for v in model.graph.inputs}
+    for name, dims in input_shapes.items():
+        if name not in by_name:
+            raise SpaError(f"--input-shape names '{name}', but the model's inputs are {sorted(by_name)}")
+        value = by_name[name]
+        if value.shape is not None and len(value.shape) != len(dims):
+            raise SpaError(f"input '{name}' has rank {len(value.shape)}, the given shape has rank {len(dims)}")
+        value.shape = ir.Shape(list(dims))
+
+
+def fix_dynamic_inputs(model: ir.Model, default_dim: int = 1) -> None:
+    """Give every symbolic input dimension a concrete size so shapes fold (batch 1 by default)."""
+    for value in model.graph.inputs:
+        if value.shape is None:
+            continue
+        dims = [d if isinstance(d, int) else default_dim for d in value.shape]
+        value.shape = ir.Shape(dims)

@@ -1,0 +1,88 @@
+"""The pruning plan: which root channels of which group are removed. Plain data, saved as JSON,
+so a plan can be inspected, edited and re-applied to another copy of the same model."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spa.errors import SpaError
+
+PLAN_FORMAT = 1
+
+
+@dataclass
+class PruningPlan:
+    removed: dict[str, list[int]] = field(default_factory=dict)  # group key -> removed classes
+    widths: dict[str, int] = field(default_factory=dict)         # group key -> width it was made for
+    meta: dict = field(default_factory=dict)                     # how it was made (criterion, target…)
+
+    def is_empty(self) -> bool:
+        return not any(self.removed.values())
+
+    def to_json(self) -> dict:
+        return {"spa_plan": PLAN_FORMAT, "meta": self.meta,
+                "groups": [{"key": k, "width": self.widths.get(k), "remove": sorted(v)}
+                           for k, v in sorted(self.removed.items()) if v]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PruningPlan":
+        if not isinstance(data, dict) or data.get("spa_plan") != PLAN_FORMAT:
+            raise SpaError("not an SPA plan (missing 'spa_plan': 1)")
+        plan = cls(meta=data.get("meta", {}))
+        for entry in data.get("groups", []):
+            try:
+                key, remove = str(entry["key"]), [int(i) for i in entry["remove"]]
+            except (KeyError, TypeError, ValueError):
+                raise SpaError("plan entry without a valid 'key' and 'remove' list") from None
+            plan.removed[key] = remove
+            if entry.get("width") is not None:
+                plan.widths[key] = int(entry["width"])
+        return plan
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(Path(path), json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PruningPlan":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise SpaError(f"{path}: no such plan file") from None
+        except (OSError, ValueError) as exc:
+            raise SpaError(f"{path}: not a readable JSON plan ({exc})") from None
+        return cls.from_json(data)
+
+    def check_against(self, analysis) -> None:
+        """Refuse a plan that does not fit this model's groups."""
+        groups = analysis.group_by_key()
+        for key, remove in self.removed.items():
+            if not remove:
+                continue
+            group = groups.get(key)
+            if group is None:
+                raise SpaError(f"plan names group '{key}', which this model does not have")
+            if not group.prunable:
+                raise SpaError(f"plan prunes group '{key}', which is not prunable: {group.reason}")
+            if self.widths.get(key, group.width) != group.width:
+                raise SpaError(f"plan was made for width {self.widths[key]} of group '{key}', the model has {group.width}")
+            if min(remove) < 0 or max(remove) >= group.width:
+                raise SpaError(f"plan removes channel indices outside group '{key}' (width {group.width})")
+            if len(set(remove)) >= group.width:
+                raise SpaError(f"plan removes every channel of group '{key}'")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    if not path.parent.exists():
+        raise SpaError(f"{path.parent}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,79 @@
+"""The op-rule interface and registry.
+
+A rule looks at one node, with its inferred shapes and constant inputs, and tells the analysis
+context which channel spaces it couples (`analyze`). After slicing it rewrites whatever attribute
+or constant input of that node encodes a width (`update`). When it cannot prove what the node does
+to a channel axis it raises `Block` with a reason; unknown ops have no rule and block too.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+RULES: dict[str, "Rule"] = {}
+
+
+class Block(Exception):
+    """The rule cannot prove what this node does to a channel axis; the message says why."""
+
+
+class Rule:
+    op_types: tuple[str, ...] = ()
+
+    def analyze(self, node: ir.Node, ctx) -> None:
+        raise NotImplementedError
+
+    def update(self, node: ir.Node, sctx) -> None:
+        """Rewrite width-carrying attributes or constant inputs after slicing (default: none)."""
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    rule = cls()
+    for op in cls.op_types:
+        if op in RULES:
+            raise RuntimeError(f"two rules claim op {op}")
+        RULES[op] = rule
+    return cls
+
+
+def rule_for(node: ir.Node) -> Rule | None:
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    return RULES.get(node.op_type)
+
+
+# ---- small helpers shared by rules -------------------------------------------------------------
+
+def attr_int(node: ir.Node, name: str, default: int | None = None) -> int | None:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_int()
+
+
+def attr_ints(node: ir.Node, name: str, default=None) -> list[int] | None:
+    attr = node.attributes.get(name)
+    return default if attr is None else list(attr.as_ints())
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def input_or_none(node: ir.Node, index: int) -> ir.Value | None:
+    return node.inputs[index] if len(node.inputs) > index else None
+
+
+def int_list_input_or_attr(node: ir.Node, index: int, attr: str) -> list[int] | None:
+    """Opsets moved many int-list attributes (axes, pads, split) to inputs; read either form."""
+    value = input_or_none(node, index)
+    if value is not None:
+        arr = const_array(value)
+        if arr is None:
+            raise Block(f"input {index} ('{value.name}') is computed at run time, not a constant")
+        return [int(v) for v in arr.reshape(-1)]
+    return attr_ints(node, attr)
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis

@@ -1,0 +1,291 @@
+"""Ops that move channels between axes and tensors: Reshape/Flatten/Squeeze/Unsqueeze (regroup
+axes), Transpose, Concat/Split/Slice (offsets), Gather, and Shape/Size (which read widths)."""
+from __future__ import annotations
+
+import numpy as np
+
+from spa.rules.base import Block, Rule, attr_int, attr_ints, const_array, input_or_none, norm_axis, register
+from spa.rules.norm import opset
+from spa.space import regroup_map, reshape_groups
+
+
+def _numeric(dims_a: tuple, dims_b: tuple) -> tuple[list[int], list[int]]:
+    """Give each symbolic dim a unique stand-in size so symbolic batch dims match only themselves."""
+    names: dict[str, int] = {}
+    stand_in = lambda d: d if isinstance(d, int) else names.setdefault(d, 1_000_003 + 2 * len(names))
+    return [stand_in(d) for d in dims_a], [stand_in(d) for d in dims_b]
+
+
+def regroup(ctx, x, y) -> None:
+    """Couple channel spaces across an op that only changes how axes are grouped (a reshape)."""
+    spaces = ctx.spaces_on(x)
+    if not spaces:
+        return
+    xd, yd = _numeric(ctx.dims(x), ctx.dims(y))
+    groups = reshape_groups(xd, yd)
+    if groups is None:
+        raise Block(f"cannot match the axes of {ctx.dims(x)} and {ctx.dims(y)}")
+    for space in spaces:
+        run = next(((gi, gj) for gi, gj in groups if set(space.axes) <= set(gi)), None)
+        if run is None:
+            raise Block(f"the reshape moves channel axes {space.axes} of '{x.name}' into different runs")
+        gi, gj = run
+        in_axes = [a for a in gi if xd[a] != 1]
+        out_axes = [a for a in gj if yd[a] != 1] or [gj[0]]
+        if len(out_axes) == 1:
+            # Merge (or plain move): each output position maps onto a channel position.
+            merged = regroup_map({a: xd[a] for a in gi}, space.axes, gi)
+            ctx.couple(ctx.output_space(y, (out_axes[0],)), space, merged)
+        elif in_axes == list(space.axes) and len(in_axes) == 1:
+            # Split one channel axis into several: the output is a multi-axis space whose inner
+            # axis is pruned (the outer structure — shuffle groups — stays whole).
+            ctx.couple(ctx.output_space(y, tuple(out_axes), prune_axis=out_axes[-1]), space)
+        else:
+            raise Block(f"the reshape regroups channel axes {space.axes} of '{x.name}' with other axes")
+
+
+def new_shape_constant(shape: np.ndarray, old: tuple, new: tuple) -> np.ndarray:
+    shape = shape.copy()
+    for axis, (o, n) in enumerate(zip(old, new)):
+        if o != n and shape[axis] not in (-1, 0):
+            shape[axis] = n
+    return shape
+
+
+@register
+class Reshape(Rule):
+    op_types = ("Reshape",)
+
+    def analyze(self, node, ctx):
+        if ctx.spaces_on(node.inputs[0]) and const_array(node.inputs[1]) is None:
+            raise Block("the target shape is computed at run time")
+        regroup(ctx, node.inputs[0], node.outputs[0])
+
+    def update(self, node, sctx):
+        y = node.outputs[0]
+        old, new = sctx.old_dims(y), sctx.new_dims(y)
+        if old != new:
+            sctx.set_const_input(node, 1, new_shape_constant(const_array(node.inputs[1]), old, new))
+
+
+@register
+class Regroup(Rule):
+    """Flatten, Squeeze and Unsqueeze change only size-1 axes or the grouping of axes."""
+    op_types = ("Flatten", "Squeeze", "Unsqueeze")
+
+    def analyze(self, node, ctx):
+        regroup(ctx, node.inputs[0], node.outputs[0])
+
+
+@register
+class Transpose(Rule):
+    op_types = ("Transpose",)
+
+    def analyze(self, node, ctx):
+        x, y = node.inputs[0], node.outputs[0]
+        rank = ctx.rank(x)
+        perm = attr_ints(node, "perm", list(reversed(range(rank))))
+        for space in ctx.spaces_on(x):
+            prune = None if space.prune_axis is None else perm.index(space.prune_axis)
+            ctx.couple(space, ctx.output_space(y, tuple(perm.index(a) for a in space.axes), prune))
+
+
+def _other_axes(ctx, node, values, outputs, axis):
+    """Spaces that do not involve `axis` pass straight through to every output."""
+    for value in values:
+        for space in ctx.spaces_on(value):
+            if axis in space.axes:
+                if space.axes != (axis,):
+                    raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
+                continue
+            for out in outputs:
+                ctx.couple(space, ctx.output_space(out, space.axes, space.prune_axis))
+    for out in outputs:
+        for target in ctx.spaces_on(out):
+            if axis not in target.axes:
+                for value in values:
+                    ctx.couple(ctx.operand(value, target.axes), target)
+
+
+@register
+class Concat(Rule):
+    op_types = ("Concat",)
+
+    def analyze(self, node, ctx):
+        y = node.outputs[0]
+        inputs = [v for v in node.inputs if v is not None]
+        axis = norm_axis(attr_int(node, "axis"), ctx.rank(y))
+        _other_axes(ctx, node, inputs, [y], axis)
+        if not any(ctx.get(v, (axis,)) for v in inputs):
+            return
+        out = ctx.output_space(y, (axis,))
+        offset = 0
+        for value in inputs:
+            size = ctx.dims(value)[axis]
+            if size:
+                ctx.couple(ctx.operand(value, (axis,)), out, offset + np.arange(size))
+            offset += size
+
+
+@register
+class Split(Rule):
+    op_types = ("Split",)
+
+    def analyze(self, node, ctx):
+        x = node.inputs[0]
+        outs = [o for o in node.outputs]
+        axis = norm_axis(attr_int(node, "axis", 0), ctx.rank(x))
+        _other_axes(ctx, node, [x], outs, axis)
+        space = ctx.get(x, (axis,))
+        if space is None:
+            return
+        offset = 0
+        for out in outs:
+            size = ctx.dims(out)[axis]
+            ctx.couple(ctx.output_space(out, (axis,)), space, offset + np.arange(size))
+            offset += size
+
+    def update(self, node, sctx):
+        x = node.inputs[0]
+        axis = norm_axis(attr_int(node, "axis", 0), len(sctx.old_dims(x)))
+        sizes = [sctx.new_dims(o)[axis] for o in node.outputs]
+        if sizes == [sctx.old_dims(o)[axis] for o in node.outputs]:
+            return
+        if min(sizes) == 0:
+            sctx.fail(f"Split '{node.name}' would produce an empty output")
+        if "num_outputs" in node.attributes:
+            del node.attributes["num_outputs"]
+        if opset(node, sctx) >= 13:
+            sctx.set_const_input(node, 1, sizes)
+        else:
+            sctx.set_attr_ints(node, "split", sizes)
+
+
+def _slice_params(node, ctx_or_sctx, rank: int, dims):
+    """(axis, start, end, step) per sliced axis, normalized to the input's dims."""
+    if opset(node, ctx_or_sctx) < 10:
+        starts, ends = attr_ints(node, "starts"), attr_ints(node, "ends")
+        axes = attr_ints(node, "axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        arrays = [const_array(input_or_none(node, i)) for i in range(1, 5)]
+        if arrays[0] is None or arrays[1] is None or (input_or_none(node, 3) is not None and arrays[2] is None) \
+                or (input_or_none(node, 4) is not None and arrays[3] is None):
+            raise Block("slice bounds are computed at run time")
+        starts, ends = arrays[0].tolist(), arrays[1].tolist()
+        axes = arrays[2].tolist() if arrays[2] is not None else list(range(len(starts)))
+        steps = arrays[3].tolist() if arrays[3] is not None else [1] * len(starts)
+    result = []
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = norm_axis(int(a), rank)
+        dim = dims[a]
+        s = max(0, min(dim, s + dim if s < 0 else s))
+        e = max(0, min(dim, e + dim if e < 0 else e))
+        result.append((a, s, e, int(st)))
+    return result
+
+
+@register
+class Slice(Rule):
+    op_types = ("Slice",)
+
+    def analyze(self, node, ctx):
+        x, y = node.inputs[0], node.outputs[0]
+        spaces = ctx.spaces_on(x)
+        if not spaces:
+            return
+        dims = ctx.dims(x)
+        sliced = {a: (s, e, st) for a, s, e, st in _slice_params(node, ctx, len(dims), dims)}
+        for space in spaces:
+            hit = set(space.axes) & set(sliced)
+            if not hit:
+                ctx.couple(space, ctx.output_space(y, space.axes, space.prune_axis))
+                continue
+            if len(space.axes) > 1:
+                raise Block(f"slices a multi-axis channel space of '{x.name}'")
+            s, e, step = sliced[space.axes[0]]
+            if step != 1:
+                raise Block("slices channels with a step other than 1")
+            ctx.couple(ctx.output_space(y, space.axes), space, s + np.arange(ctx.dims(y)[space.axes[0]]))
+
+    def update(self, node, sctx):
+        x = node.inputs[0]
+        old = sctx.old_dims(x)
+        if old == sctx.new_dims(x):
+            return
+        params = _slice_params(node, sctx, len(old), old)
+        starts, ends = [], []
+        changed = False
+        for a, s, e, _ in params:
+            kept = sctx.kept(x.name, a)
+            if kept is None:
+                starts.append(s)
+                ends.append(e)
+                continue
+            changed = True
+            new_s = int(np.sum(kept < s))
+            starts.append(new_s)
+            ends.append(new_s + int(np.sum((kept >= s) & (kept < e))))
+        if not changed:
+            return
+        if opset(node, sctx) < 10:
+            sctx.set_attr_ints(node, "starts", starts)
+            sctx.set_attr_ints(node, "ends", ends)
+            sctx.set_attr_ints(node, "axes", [a for a, *_ in params])
+        else:
+            sctx.set_const_input(node, 1, starts)
+            sctx.set_const_input(node, 2, ends)
+            sctx.set_const_input(node, 3, [a for a, *_ in params])
+            if len(node.inputs) < 5 or node.inputs[4] is None:
+                sctx.set_const_input(node, 4, [1] * len(params))
+
+
+@register
+class Gather(Rule):
+    op_types = ("Gather",)
+
+    def analyze(self, node, ctx):
+        data, indices = node.inputs
+        rank = ctx.rank(data)
+        axis = norm_axis(attr_int(node, "axis", 0), rank)
+        extra = ctx.rank(indices) - 1
+        for space in ctx.spaces_on(data):
+            if axis in space.axes:
+                raise Block(f"Gather selects along channel axis {axis} of '{data.name}'")
+            move = lambda a: a if a < axis else a + extra
+            prune = None if space.prune_axis is None else move(space.prune_axis)
+            ctx.couple(space, ctx.output_space(node.outputs[0], tuple(move(a) for a in space.axes), prune))
+
+
+@register
+class ShapeOf(Rule):
+    """Shape and Size read widths at run time: fine unless they read a channel axis."""
+    op_types = ("Shape", "Size")
+
+    def analyze(self, node, ctx):
+        x = node.inputs[0]
+        spaces = ctx.spaces_on(x)
+        if not spaces:
+            return
+        if node.op_type == "Size":
+            raise Block(f"reads the size of '{x.name}', which carries channels")
+        rank = ctx.rank(x)
+        start = norm_axis(attr_int(node, "start", 0), rank)
+        end = attr_int(node, "end", rank)
+        end = norm_axis(end, rank) if end < 0 else min(end, rank)
+        for space in spaces:
+            if any(start <= a < end for a in space.axes):
+                raise Block(f"reads the width of channel axis {space.axes} of '{x.name}' at run time")
+
+
+@register
+class NoChannels(Rule):
+    """Ops that build shapes, indices and constants; they never take channel-carrying inputs in
+    a graph SPA can prune, so any channel space reaching them blocks."""
+    op_types = ("Constant", "ConstantOfShape", "Range", "EyeLike", "RandomNormal", "RandomUniform",
+                "RandomNormalLike", "RandomUniformLike", "NonZero")
+
+    def analyze(self, node, ctx):
+        for value in node.inputs:
+            if ctx.spaces_on(value):
+                raise Block(f"takes channel-carrying input '{value.name}'")
