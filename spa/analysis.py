@@ -226,9 +226,15 @@ def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]
         if reason is None and width < 2:
             reason = "has a single channel"
         nodes = sorted({n for m in members if m.value for n in users.get(m.value, ())})
-        groups.append(Group(gid, keys[0], members, width,
+        groups.append(Group(gid, _group_key(members), members, width,
                             [s for k in keys for s in sinks_by_space.get(k, [])], reason, nodes))
     return groups
+
+
+def _group_key(members: list[Space]) -> str:
+    """A readable, stable name: the first weight whose output axis is a member, else the first member."""
+    weights = [m.key for m in members if m.kind == "param" and m.axes == (0,)]
+    return min(weights) if weights else members[0].key
 
 
 def _value_users(model: ir.Model) -> dict[str, set[str]]:

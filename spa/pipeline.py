@@ -1,0 +1,64 @@
+"""The stages strung together: load → canonicalize → analyze → score → allocate → slice → validate.
+The CLI and the Python API are thin layers over these functions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from spa import io
+from spa.allocate import Budget, allocate
+from spa.analysis import Analysis, analyze
+from spa.canon import canonicalize
+from spa.importance import score_groups
+from spa.metrics import count
+from spa.oracle import OracleResult, oracle
+from spa.passes.slice import slice_model
+from spa.plan import PruningPlan
+from spa.validate import copy_model, validate
+
+
+def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True) -> ir.Model:
+    """Load any accepted model form and canonicalize a private copy (the input is never changed)."""
+    model = io.load(source)
+    if not isinstance(source, (str, os.PathLike)):
+        model = copy_model(model)
+    return canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
+
+
+@dataclass
+class PruneResult:
+    original: ir.Model            # canonicalized, unpruned
+    model: ir.Model               # pruned
+    analysis: Analysis
+    plan: PruningPlan
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    oracle: OracleResult | None = None
+
+    def save(self, path) -> None:
+        io.save(self.model, path)
+
+
+def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0) -> PruningPlan:
+    plan = allocate(analysis, score_groups(analysis, criterion, seed=seed), budget)
+    plan.meta["criterion"] = criterion
+    return plan
+
+
+def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
+          input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
+          seed: int = 0) -> PruneResult:
+    """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model."""
+    original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
+    analysis = analyze(original)
+    if plan is None:
+        plan = make_plan(analysis, budget or Budget(), criterion, seed)
+    else:
+        plan.check_against(analysis)
+    result_oracle = oracle(original, analysis, plan, seed) if verify else None
+    pruned = copy_model(original)
+    slice_model(pruned, analysis, plan)
+    validate(original, pruned)
+    return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle)
