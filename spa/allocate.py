@@ -96,7 +96,7 @@ def plan_metrics(analysis, plan) -> dict[str, int]:
 
 def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget) -> PruningPlan:
     budget.check()
-    groups = eligible_groups(analysis, budget.protect)
+    groups = [g for g in eligible_groups(analysis, budget.protect) if g.key in scores]
     meta = {"ratio": budget.ratio, "target": budget.target, "global": budget.global_rank,
             "round_to": budget.round_to, "min_width": budget.min_width}
     if budget.target == "channels" or budget.ratio == 0.0:

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from spa.allocate import Budget, allocate
+from spa.analysis import analyze
+from spa.canon import canonicalize
+from spa.importance import score_groups
+from spa.oracle import oracle
+from spa.passes.slice import slice_model
+from spa.plan import PruningPlan
+from spa.validate import copy_model, validate
+
+
+def prune_and_check(model, ratio: float = 0.3, tol: float = 1e-4, per_group: bool = True, canon: bool = True):
+    """Canonicalize, analyze, and check the oracle for each prunable group alone and all together.
+
+    Returns the analysis; asserts the sliced model validates and equals the masked model."""
+    if canon:
+        model = canonicalize(copy_model(model))
+    analysis = analyze(model)
+    scores = score_groups(analysis)
+    plans = []
+    if per_group:
+        for g in analysis.prunable_groups():
+            plan = allocate(analysis, {g.key: scores[g.key]}, Budget(ratio=ratio, protect=[]))
+            plan.removed = {g.key: plan.removed.get(g.key, [])}
+            plans.append((g.key, plan))
+    plans.append(("all", allocate(analysis, scores, Budget(ratio=ratio))))
+    for label, plan in plans:
+        result = oracle(model, analysis, plan)
+        assert result.holds(tol), f"oracle failed for group {label}: {result.error:.3e}"
+        sliced = copy_model(model)
+        slice_model(sliced, analysis, plan)
+        validate(model, sliced)
+    return analysis
+
+
+def random_plan(analysis, fraction=0.3, seed=0) -> PruningPlan:
+    rng = np.random.default_rng(seed)
+    plan = PruningPlan()
+    for g in analysis.prunable_groups():
+        n = int(fraction * g.width)
+        plan.removed[g.key] = sorted(rng.choice(g.width, n, replace=False).tolist())
+        plan.widths[g.key] = g.width
+    return plan
+
+
+@pytest.fixture
+def check():
+    return prune_and_check

@@ -1,0 +1,57 @@
+"""Tiny ONNX graphs for rule tests, built with onnx.helper so every op and attribute is explicit."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx_ir as ir
+
+OPSET = 18
+
+
+class GraphBuilder:
+    """Collects nodes and random weights; `model()` returns an onnx_ir.Model with inferred shapes."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
+        self._n = 0
+
+    def input(self, name: str, shape) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+        return name
+
+    def output(self, name: str) -> None:
+        self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+
+    def weight(self, shape, name: str | None = None, data=None) -> str:
+        name = name or self._name("w")
+        array = np.asarray(data) if data is not None else self.rng.standard_normal(shape).astype(np.float32) * 0.5
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def ints(self, values, name: str | None = None) -> str:
+        return self.weight(None, name or self._name("i"), np.asarray(values, dtype=np.int64))
+
+    def op(self, op_type: str, inputs, n_out: int = 1, **attrs):
+        outs = [self._name(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self._name(op_type), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def conv(self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1, bias: bool = True) -> str:
+        w = self.weight((c_out, c_in // group, k, k))
+        ins = [x, w] + ([self.weight((c_out,))] if bias else [])
+        return self.op("Conv", ins, pads=[k // 2] * 4, group=group)
+
+    def proto(self) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, "test", self.inputs, self.outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+    def model(self) -> ir.Model:
+        return ir.serde.deserialize_model(self.proto())
+
+    def _name(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
