@@ -27,12 +27,16 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
         set_input_shapes(model, input_shapes)
     common.InlinePass()(model)
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
+    # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).
+    rules = [r for r in onnxscript.rewriter._DEFAULT_REWRITE_RULES if fuse_batchnorm or r not in _BN_FUSIONS]
     try:
-        onnxscript.optimizer.optimize(model)
+        for _ in range(2):
+            onnxscript.optimizer.fold_constants_ir(model)
+            onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
+            common.RemoveUnusedNodesPass()(model)
     except Exception as exc:
         raise SpaError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
-    if fuse_batchnorm:
-        onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=_BN_FUSIONS)
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.RemoveUnusedNodesPass()(model)
     infer_shapes(model)

@@ -13,10 +13,13 @@ OPSET = 18
 class GraphBuilder:
     """Collects nodes and random weights; `model()` returns an onnx_ir.Model with inferred shapes."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, opset: int = OPSET):
+        self.opset = opset
         self.rng = np.random.default_rng(seed)
         self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
         self._n = 0
+        self.weight_of: dict[str, str] = {}  # conv output -> its weight name
+        self.hints = []
 
     def input(self, name: str, shape) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
@@ -24,6 +27,10 @@ class GraphBuilder:
 
     def output(self, name: str) -> None:
         self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+
+    def hint(self, name: str, shape) -> None:
+        """Declare a shape ONNX's inference cannot find (function ops such as GroupNormalization)."""
+        self.hints.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
 
     def weight(self, shape, name: str | None = None, data=None) -> str:
         name = name or self._name("w")
@@ -42,11 +49,14 @@ class GraphBuilder:
     def conv(self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1, bias: bool = True) -> str:
         w = self.weight((c_out, c_in // group, k, k))
         ins = [x, w] + ([self.weight((c_out,))] if bias else [])
-        return self.op("Conv", ins, pads=[k // 2] * 4, group=group)
+        out = self.op("Conv", ins, pads=[k // 2] * 4, group=group)
+        self.weight_of[out] = w
+        return out
 
     def proto(self) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, "test", self.inputs, self.outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        graph = helper.make_graph(self.nodes, "test", self.inputs, self.outputs, self.inits,
+                                  value_info=self.hints)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
     def model(self) -> ir.Model:

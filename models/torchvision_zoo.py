@@ -1,0 +1,273 @@
+"""Randomly initialised torchvision classifiers and their ONNX exports.
+
+Nothing here downloads anything: every model is built with ``weights=None``.
+
+Random initialisation leaves BatchNorm as an identity (mean 0, var 1, gamma 1,
+beta 0) and, e.g., ConvNeXt's layer scale at 1e-6, which makes a pruning oracle
+weak (folded BN would be a no-op, whole residual branches would be ~0).
+:func:`build` therefore
+
+1. calibrates every BatchNorm on a random batch (train-mode forward with
+   cumulative averaging), so activations stay well scaled through deep nets, and
+2. perturbs the statistics and the affine parameters of every normalisation
+   layer (BatchNorm / LayerNorm / GroupNorm) and sets layer-scale parameters to
+   O(0.1), so nothing folds to an identity.
+
+Public API: :func:`classification_names`, :func:`build`, :func:`input_shape`,
+:func:`export`, :func:`cached_export`, :data:`SUBSET`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+__all__ = [
+    "SUBSET",
+    "ExportError",
+    "build",
+    "cached_export",
+    "classification_names",
+    "default_cache_dir",
+    "export",
+    "input_shape",
+]
+
+#: Bump when :func:`build` changes in a way that changes the weights; it is part
+#: of the cache key of :func:`cached_export`.
+INIT_VERSION = 1
+
+#: A small representative subset for fast tests (see the module docstring of
+#: the tests for what each one exercises).
+SUBSET: list[str] = [
+    "resnet18",            # residual Add
+    "squeezenet1_1",       # Fire modules: Concat of two convs, conv classifier
+    "googlenet",           # inception branches: 4-way Concat, MaxPool branch
+    "regnet_x_400mf",      # grouped convolutions (group width 16) + residual
+    "mobilenet_v2",        # depthwise convolutions, inverted residuals
+    "shufflenet_v2_x0_5",  # channel split / shuffle (Reshape-Transpose-Reshape)
+    "alexnet",             # Flatten -> Linear (6x6 spatial x channels)
+    "mobilenet_v3_small",  # squeeze-excite (Mul by broadcast gate), hardswish
+]
+
+#: Families whose graph needs the full 224x224 input.
+#: * vit_*: the position embedding is fixed to 224/patch.
+#: * maxvit_t: window/grid partitions need 224 (divisible by 7*32).
+#: * alexnet / vgg*: the classifier is an AdaptiveAvgPool to 6x6 / 7x7 before
+#:   Flatten->Linear; 224 gives exactly that feature size (pooling is an
+#:   identity), whereas smaller inputs make the pool *upsample* (not exportable
+#:   by the TorchScript exporter, odd graphs with dynamo).
+#: * swin*: run at 64x64 too, but the windows then cover the whole feature map
+#:   and shifted-window masks vanish; 224 keeps the real structure.
+_FULL_SIZE_PREFIXES = ("vit_", "swin_", "maxvit_", "alexnet", "vgg")
+
+#: Everything else runs (and exports) at this size; checked for every model in
+#: :func:`classification_names` (inception_v3's minimum is 75).
+_SMALL_SIZE = 64
+
+
+def classification_names() -> list[str]:
+    """Every torchvision classification architecture (sorted).
+
+    Detection / segmentation / video / quantization / optical-flow models live
+    in submodules and are excluded.
+    """
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def input_shape(name: str) -> tuple[int, int, int, int]:
+    """The smallest sensible NCHW input (batch 1) for fast tests of ``name``."""
+    if name.startswith(_FULL_SIZE_PREFIXES):
+        size = 224
+    elif name == "inception_v3":
+        size = 96  # minimum is 75 (three stride-2 stages without padding)
+    else:
+        size = _SMALL_SIZE
+    return (1, 3, size, size)
+
+
+def _constructor_kwargs(name: str) -> dict:
+    # Auxiliary heads are unused in eval mode; leaving them out keeps the
+    # state dict equal to the exported graph. init_weights=True silences the
+    # "default weight init will change" warning.
+    if name in ("googlenet", "inception_v3"):
+        return {"aux_logits": False, "init_weights": True}
+    return {}
+
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def _randomize_norms(model: nn.Module, shape: tuple[int, ...], gen: torch.Generator) -> None:
+    bns = [m for m in model.modules() if isinstance(m, _BNS)]
+    if bns:
+        # 1. calibrate: exact average of batch statistics over one random batch
+        saved = [(m, m.momentum) for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        x = torch.randn((2,) + tuple(shape[1:]), generator=gen)
+        model(x)
+        for m, mom in saved:
+            m.momentum = mom
+        model.eval()
+    # 2. perturb
+    for m in model.modules():
+        if isinstance(m, _BNS) and m.track_running_stats and m.running_var is not None:
+            c = m.running_var.numel()
+            std = m.running_var.clamp_min(1e-6).sqrt()
+            m.running_mean.add_(0.1 * std * torch.randn(c, generator=gen))
+            m.running_var.mul_(0.5 + torch.rand(c, generator=gen))
+        if isinstance(m, _NORMS) and getattr(m, "weight", None) is not None:
+            w, b = m.weight, m.bias
+            w.copy_(0.5 + torch.rand(w.shape, generator=gen))
+            if b is not None:
+                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+    # ConvNeXt (CNBlock.layer_scale, 1e-6) and similar layer-scale parameters.
+    for pname, p in model.named_parameters():
+        if pname.endswith("layer_scale"):
+            p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=gen))
+
+
+def build(name: str) -> nn.Module:
+    """``name`` with deterministic random weights (seed 0), in eval mode.
+
+    Normalisation layers are calibrated and perturbed (see module docstring).
+    """
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"unknown torchvision classification model {name!r}")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torchvision.models.get_model(name, weights=None, **_constructor_kwargs(name))
+    gen = torch.Generator().manual_seed(0)
+    _randomize_norms(model, input_shape(name), gen)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def example_input(name: str, seed: int = 0) -> torch.Tensor:
+    """A deterministic N(0,1) input of :func:`input_shape` ``(name)``."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(input_shape(name), generator=gen)
+
+
+class ExportError(RuntimeError):
+    """Raised when a model cannot be exported to ONNX."""
+
+
+_TWO_GIB = 2**31 - 1
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' warnings, logging and progress prints."""
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
+                                                "torch.fx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def export(name: str, path: str | os.PathLike, exporter: str = "dynamo", opset: int = 18,
+           model: nn.Module | None = None) -> Path:
+    """Export :func:`build` ``(name)`` to ONNX at ``path`` and return the path.
+
+    ``exporter`` is ``"dynamo"`` (``torch.onnx.export(..., dynamo=True)``, which
+    also runs the onnxscript optimizer) or ``"torchscript"`` (the legacy
+    exporter, ``dynamo=False``, with constant folding). Input is named
+    ``"input"``, output ``"logits"``; all shapes are static
+    (:func:`input_shape`). Weights are stored inside the single .onnx file
+    unless the model exceeds the 2 GiB protobuf limit (then a
+    ``<path>.data`` / exporter-chosen side file is written next to it).
+    Raises :class:`ExportError` with the exporter's message on failure.
+    """
+    if exporter not in ("dynamo", "torchscript"):
+        raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        model = build(name)
+    x = example_input(name)
+    big = _model_bytes(model) > _TWO_GIB - (64 << 20)
+    common = dict(input_names=["input"], output_names=["logits"], opset_version=opset,
+                  verbose=False)
+    try:
+        with _quiet() as log:
+            if exporter == "dynamo":
+                torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=big,
+                                  optimize=True, report=False, **common)
+            else:
+                torch.onnx.export(model, (x,), str(path), dynamo=False,
+                                  do_constant_folding=True, **common)
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{exporter} export of {name} failed: {type(exc).__name__}: {first}") from exc
+    if not path.is_file():
+        raise ExportError(f"{exporter} export of {name} wrote no file at {path}")
+    del log
+    return path
+
+
+def default_cache_dir() -> Path:
+    """``<repo>/build/zoo`` (git-ignored)."""
+    return Path(__file__).resolve().parents[1] / "build" / "zoo"
+
+
+def _cache_name(name: str, exporter: str, opset: int) -> str:
+    tv = re.sub(r"[^0-9A-Za-z.]+", "_", torch.__version__)
+    return f"{name}.{exporter}.opset{opset}.torch{tv}.init{INIT_VERSION}.onnx"
+
+
+def cached_export(name: str, exporter: str = "dynamo", cache_dir: str | os.PathLike | None = None,
+                  opset: int = 18) -> Path:
+    """Like :func:`export`, but done once per name/exporter/opset/torch version.
+
+    The file is written into a private temporary folder inside ``cache_dir``
+    and moved into place with :func:`os.replace`, so concurrent callers never
+    see a partial file (external-data side files, if any, are moved first).
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = cache_dir / _cache_name(name, exporter, opset)
+    if final.is_file():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    try:
+        tmp = export(name, tmpdir / final.name, exporter=exporter, opset=opset)
+        # side files (external data) first, the .onnx last: its presence marks completion
+        for f in tmpdir.iterdir():
+            if f != tmp:
+                os.replace(f, cache_dir / f.name)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return final

@@ -1,0 +1,344 @@
+"""Per-rule tests on tiny graphs: the coupling each rule builds (widths, index maps) and the
+oracle (sliced == masked) for every prunable group."""
+import numpy as np
+import pytest
+
+from spa.analysis import analyze
+from spa.canon import canonicalize
+from spa.validate import copy_model
+from tests.graphs import GraphBuilder
+
+
+def groups_by_param(analysis):
+    """Map every weight name to the group holding its output axis (axis 0)."""
+    out = {}
+    for g in analysis.groups:
+        for m in g.members:
+            if m.kind == "param":
+                out.setdefault(m.value, {})[m.axes] = g
+    return out
+
+
+def member(group, value, axes):
+    return next(m for m in group.members if m.value == value and m.axes == axes)
+
+
+def analyzed(b):
+    return analyze(canonicalize(b.model(), fuse_batchnorm=False))
+
+
+def test_plain_chain_couples_conv_output_bias_and_next_input(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    c1 = b.conv(x, 3, 8)
+    y = b.conv(b.op("Relu", [c1]), 8, 4)
+    b.output(y)
+    a = check(b.model())
+    prunable = a.prunable_groups()
+    assert len(prunable) == 1 and prunable[0].width == 8
+    keys = {m.key for m in prunable[0].members if m.kind == "param"}
+    # producer weight rows, its bias, consumer's input columns
+    assert keys == {f"{b.weight_of[c1]}:0", f"{b.weight_of[y]}:1", "w2:0"}
+    reasons = sorted(g.reason for g in a.groups if not g.prunable)
+    assert any("graph input" in r for r in reasons) and any("graph output" in r for r in reasons)
+
+
+def test_residual_add_merges_both_branches(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 8, 8))
+    c1 = b.conv(x, 4, 8)
+    h1 = b.op("Relu", [c1])
+    h2 = b.conv(h1, 8, 8)
+    s = b.op("Add", [h1, h2])
+    b.output(b.conv(s, 8, 2))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    # both convs' output rows live in one group of width 8 (the residual couples them)
+    assert {f"{b.weight_of[c1]}:0", f"{b.weight_of[h2]}:0"} <= {m.key for m in g.params}
+    assert g.width == 8
+
+
+def test_concat_offsets_map_each_input_to_its_slice(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    a1 = b.conv(x, 3, 5)
+    a2 = b.conv(x, 3, 7)
+    cat = b.op("Concat", [a1, a2], axis=1)
+    b.output(b.conv(cat, 12, 2))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 12
+    out_space = member(g, cat, (1,))
+    first = member(g, a1, (1,))
+    second = member(g, a2, (1,))
+    # a channel of the second input sits at offset 5 in the concat output
+    np.testing.assert_array_equal(out_space.pos2class[:5], first.pos2class)
+    np.testing.assert_array_equal(out_space.pos2class[5:], second.pos2class)
+
+
+def test_flatten_to_gemm_maps_one_channel_to_a_block_of_features(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.op("Relu", [b.conv(x, 3, 6)])
+    f = b.op("Flatten", [h], axis=1)
+    w = b.weight((10, 96))
+    b.output(b.op("Gemm", [f, w], transB=1))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 6
+    gemm_cols = member(g, w, (1,))
+    # feature p of the flattened tensor belongs to channel p // 16
+    np.testing.assert_array_equal(gemm_cols.pos2class, member(g, h, (1,)).pos2class[np.arange(96) // 16])
+
+
+def test_gemm_without_transpose_and_matmul_weights(check):
+    b = GraphBuilder()
+    x = b.input("x", (2, 5))
+    w1 = b.weight((5, 9))
+    h = b.op("Relu", [b.op("Gemm", [x, w1, b.weight((9,))])])
+    w2 = b.weight((9, 6))
+    m = b.op("MatMul", [h, w2])
+    w3 = b.weight((6, 3))
+    b.output(b.op("MatMul", [b.op("Tanh", [m]), w3]))
+    a = check(b.model())
+    widths = sorted(g.width for g in a.prunable_groups())
+    assert widths == [6, 9]
+    gp = groups_by_param(a)
+    assert gp[w1][(1,)] is gp[w2][(0,)]   # Gemm output columns ↔ next weight rows
+    assert gp[w2][(1,)] is gp[w3][(0,)]
+
+
+def test_depthwise_conv_ties_input_and_output_channels(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 8, k=1)])
+    d = b.op("Relu", [b.conv(h, 8, 8, group=8)])
+    b.output(b.conv(d, 8, 4, k=1))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 8
+    np.testing.assert_array_equal(member(g, h, (1,)).pos2class, member(g, d, (1,)).pos2class)
+
+
+def test_depthwise_multiplier_keeps_each_input_channels_outputs_together(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.conv(x, 3, 4, k=1)
+    d = b.conv(h, 4, 8, group=4)  # multiplier 2
+    b.output(b.conv(d, 8, 2, k=1))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 4
+    np.testing.assert_array_equal(member(g, d, (1,)).pos2class, np.repeat(member(g, h, (1,)).pos2class, 2))
+
+
+def test_grouped_conv_removes_whole_groups_and_rewrites_group_attribute(check):
+    from spa.allocate import Budget, allocate
+    from spa.importance import score_groups
+    from spa.passes.slice import slice_model
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.conv(x, 3, 12, k=1)
+    gconv = b.conv(h, 12, 8, group=4)
+    b.output(b.conv(b.op("Relu", [gconv]), 8, 2, k=1))
+    a = check(b.model(), ratio=0.5)
+    [g] = a.prunable_groups()
+    assert g.width == 4  # a root channel is one group: 3 inputs + 2 outputs
+    assert set(g.class_sizes().tolist()) == {3}
+    model = canonicalize(b.model())
+    a = analyze(model)
+    plan = allocate(a, score_groups(a), Budget(ratio=0.5))
+    slice_model(model, a, plan)
+    node = next(n for n in model.graph if n.op_type == "Conv" and n.attributes.get("group") is not None
+                and n.attributes["group"].as_int() > 1)
+    assert node.attributes["group"].as_int() == 2
+    assert tuple(node.inputs[1].shape) == (4, 3, 3, 3)
+
+
+def test_channel_shuffle_keeps_groups_and_prunes_inner_channels(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 6, 6))
+    h = b.op("Relu", [b.conv(x, 3, 8, k=1)])
+    r = b.op("Reshape", [h, b.ints([1, 2, 4, 6, 6])])
+    t = b.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+    s = b.op("Reshape", [t, b.ints([1, 8, 6, 6])])
+    b.output(b.conv(s, 8, 2, k=1))
+    a = check(b.model(), ratio=0.5)
+    [g] = a.prunable_groups()
+    # the shuffle (2 groups x 4) is kept whole: a unit is channel j of each of the 2 groups
+    assert g.width == 4 and set(g.class_sizes().tolist()) == {2}
+    shuffled = member(g, s, (1,)).pos2class
+    produced = member(g, h, (1,)).pos2class
+    # output channel c of the shuffle reads input channel (c % 2) * 4 + c // 2
+    np.testing.assert_array_equal(shuffled, produced[(np.arange(8) % 2) * 4 + np.arange(8) // 2])
+
+
+def test_split_and_slice_on_channel_axis_rewrite_sizes_and_bounds(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 6, 6))
+    h = b.op("Relu", [b.conv(x, 3, 10, k=1)])
+    p1, p2 = b.op("Split", [h, b.ints([4, 6])], n_out=2, axis=1)
+    s = b.op("Slice", [h, b.ints([2]), b.ints([7]), b.ints([1])])
+    out = b.op("Concat", [b.conv(p1, 4, 3, k=1), b.conv(p2, 6, 3, k=1), b.conv(s, 5, 3, k=1)], axis=1)
+    b.output(b.conv(out, 9, 2, k=1))
+    a = check(b.model(), ratio=0.4)
+    g = next(g for g in a.prunable_groups() if g.width == 10)
+    np.testing.assert_array_equal(member(g, p2, (1,)).pos2class, member(g, h, (1,)).pos2class[4:])
+    np.testing.assert_array_equal(member(g, s, (1,)).pos2class, member(g, h, (1,)).pos2class[2:7])
+
+
+def test_squeeze_excite_gate_couples_expand_conv_with_trunk(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    c1 = b.conv(x, 3, 8)
+    h = b.op("Relu", [c1])
+    pooled = b.op("GlobalAveragePool", [h])
+    squeeze = b.op("Relu", [b.conv(pooled, 8, 2, k=1)])
+    expand = b.conv(squeeze, 2, 8, k=1)
+    gate = b.op("Sigmoid", [expand])
+    y = b.op("Mul", [h, gate])
+    b.output(b.conv(y, 8, 4, k=1))
+    a = check(b.model())
+    gp = groups_by_param(a)
+    trunk = gp[b.weight_of[c1]][(0,)]
+    assert gp[b.weight_of[expand]][(0,)] is trunk  # the gate's expand conv rows join the trunk group
+    assert trunk.width == 8
+
+
+def test_per_channel_constants_and_norms_are_sliced_with_their_channels(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.conv(x, 3, 6)
+    bn = b.op("BatchNormalization", [h, b.weight((6,)), b.weight((6,)), b.weight((6,)),
+                                     b.weight((6,), data=np.full(6, 1.5, np.float32))])
+    inorm = b.op("InstanceNormalization", [bn, b.weight((6,)), b.weight((6,))])
+    scaled = b.op("Mul", [inorm, b.weight((1, 6, 1, 1))])
+    pr = b.op("PRelu", [scaled, b.weight((6, 1, 1))])
+    b.output(b.conv(pr, 6, 2))
+    [g] = analyzed(b).prunable_groups()  # BatchNorm kept: its 4 vectors are members
+    assert g.width == 6 and len(g.params) == 11  # conv w,b + 4 BN + 2 IN + scale + slope + sink
+    [g] = check(b.model()).prunable_groups()  # BatchNorm fused into the conv
+    assert g.width == 6 and len(g.params) == 7
+
+
+def test_group_norm_removes_whole_groups(check):
+    b = GraphBuilder(opset=21)
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.conv(x, 3, 8, k=1)
+    gn = b.op("GroupNormalization", [h, b.weight((8,)), b.weight((8,))], num_groups=2)
+    b.hint(gn, (1, 8, 4, 4))
+    b.output(b.conv(b.op("Relu", [gn]), 8, 2, k=1))
+    a = check(b.model(), ratio=0.5)
+    [g] = a.prunable_groups()
+    assert g.width == 2 and set(g.class_sizes().tolist()) == {4}
+
+
+def test_layernorm_over_non_channel_axis_passes_and_over_channel_blocks():
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.conv(x, 3, 8, k=1)
+    ln = b.op("LayerNormalization", [h, b.weight((4,)), b.weight((4,))], axis=-1)
+    b.output(b.conv(ln, 8, 2, k=1))
+    assert [g.width for g in analyzed(b).prunable_groups()] == [8]
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 8))
+    w = b.weight((8, 8))
+    h = b.op("MatMul", [x, w])
+    ln = b.op("LayerNormalization", [h, b.weight((8,)), b.weight((8,))], axis=-1)
+    b.output(b.op("MatMul", [ln, b.weight((8, 4))]))
+    a = analyzed(b)
+    assert not a.prunable_groups()
+    assert any("LayerNormalization normalizes over a channel axis" in (g.reason or "") for g in a.groups)
+
+
+def test_pooling_resize_pad_and_spatial_reduce_pass_channels(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 6)])
+    p = b.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    p = b.op("AveragePool", [p], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    p = b.op("Pad", [p, b.ints([0, 0, 1, 1, 0, 0, 1, 1])])
+    p = b.op("Resize", [p, "", b.weight(None, data=np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    p = b.op("Clip", [p, b.weight(None, data=np.array(0, np.float32)), b.weight(None, data=np.array(6, np.float32))])
+    p = b.op("Dropout", [b.op("Identity", [b.op("Cast", [p], to=1)])])
+    r = b.op("ReduceMean", [p, b.ints([2, 3])], keepdims=0)
+    b.output(b.op("Gemm", [r, b.weight((5, 6))], transB=1))
+    a = check(b.model())
+    assert [g.width for g in a.prunable_groups()] == [6]
+
+
+def test_channel_reduce_and_unknown_ops_block_with_reasons():
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.conv(x, 3, 6)
+    r = b.op("ReduceMean", [h, b.ints([1])], keepdims=1)
+    h2 = b.conv(x, 3, 5)
+    u = b.op("Hardmax", [h2], axis=1)
+    h3 = b.conv(x, 3, 4)
+    unknown = b.op("DepthToSpace", [h3], blocksize=2)
+    b.output(r)
+    b.output(u)
+    b.output(unknown)
+    a = analyzed(b)
+    assert not a.prunable_groups()
+    reasons = " | ".join(g.reason for g in a.groups)
+    assert "ReduceMean reduces over a channel axis" in reasons
+    assert "Hardmax mixes values along a channel axis" in reasons
+    assert "DepthToSpace" in reasons and "no channel rule" in reasons
+
+
+def test_transpose_then_matmul_follows_the_moved_channel_axis(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.op("Relu", [b.conv(x, 3, 6, k=1)])
+    t = b.op("Transpose", [h], perm=[0, 2, 3, 1])  # NCHW -> NHWC, channels last
+    b.output(b.op("MatMul", [t, b.weight((6, 5))]))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 6 and member(g, t, (3,)) is not None
+
+
+def test_conv_transpose_and_unsqueeze_squeeze(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.op("Relu", [b.conv(x, 3, 6, k=1)])
+    up = b.op("ConvTranspose", [h, b.weight((6, 5, 2, 2)), b.weight((5,))], strides=[2, 2])
+    u = b.op("Unsqueeze", [b.op("Relu", [up]), b.ints([0])])
+    s = b.op("Squeeze", [u, b.ints([0])])
+    b.output(b.conv(s, 5, 2, k=1))
+    a = check(b.model())
+    assert sorted(g.width for g in a.prunable_groups()) == [5, 6]
+
+
+def test_expand_rewrites_its_shape_constant(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.conv(x, 3, 6, k=1)
+    pooled = b.op("GlobalAveragePool", [h])
+    e = b.op("Expand", [pooled, b.ints([1, 6, 4, 4])])
+    b.output(b.conv(b.op("Add", [e, h]), 6, 2, k=1))
+    check(b.model())
+
+
+def test_initializer_shared_by_two_ops_is_one_member(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h1 = b.conv(x, 3, 6, k=1)
+    h2 = b.conv(x, 3, 6, k=1)
+    scale = b.weight((1, 6, 1, 1))
+    y = b.op("Add", [b.op("Mul", [h1, scale]), b.op("Mul", [h2, scale])])
+    b.output(b.conv(y, 6, 2, k=1))
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert sum(1 for m in g.members if m.value == scale) == 1
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "HardSwish", "Tanh", "LeakyRelu", "Gelu", "Erf", "Abs", "Softplus"])
+def test_unary_ops_pass_channels(check, op):
+    b = GraphBuilder(opset=20)
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.op(op, [b.conv(x, 3, 6, k=1)])
+    b.output(b.conv(h, 6, 2, k=1))
+    assert [g.width for g in check(b.model()).prunable_groups()] == [6]
