@@ -108,39 +108,94 @@ def _constructor_kwargs(name: str) -> dict:
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+#: Target standard deviation of the logits after calibration.
+_LOGIT_STD = 3.0
 
 
 @torch.no_grad()
-def _randomize_norms(model: nn.Module, shape: tuple[int, ...], gen: torch.Generator) -> None:
-    bns = [m for m in model.modules() if isinstance(m, _BNS)]
-    if bns:
-        # 1. calibrate: exact average of batch statistics over one random batch
-        saved = [(m, m.momentum) for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        x = torch.randn((2,) + tuple(shape[1:]), generator=gen)
-        model(x)
-        for m, mom in saved:
-            m.momentum = mom
-        model.eval()
-    # 2. perturb
+def _calibrate(model: nn.Module, shape: tuple[int, ...], gen: torch.Generator) -> None:
+    """Make a randomly initialised model non-trivial and well scaled.
+
+    1. Norm affine parameters ~ U(0.5, 1.5) / N(0, 0.1); layer-scale ~ U(0.1, 0.3);
+       all-zero weight tensors (e.g. ViT's head) get a random init.
+    2. One eval-mode forward pass over a random batch, in execution order:
+       * each BatchNorm's running stats are set from its actual input statistics,
+         then perturbed (mean + 0.1*std*N(0,1), var * U(0.5, 1.5)), so eval-mode
+         BN is not an identity yet keeps activations O(1) at any depth;
+       * each Conv/Linear weight is rescaled so its output (minus bias) has unit
+         std (data-dependent init, LSUV style), so nets without BN neither vanish
+         nor explode.
+    3. The last executed Conv/Linear (the classifier) is scaled so the logits
+       have std ~ ``_LOGIT_STD``, a trained-model-like softmax temperature.
+    """
     for m in model.modules():
-        if isinstance(m, _BNS) and m.track_running_stats and m.running_var is not None:
-            c = m.running_var.numel()
-            std = m.running_var.clamp_min(1e-6).sqrt()
-            m.running_mean.add_(0.1 * std * torch.randn(c, generator=gen))
-            m.running_var.mul_(0.5 + torch.rand(c, generator=gen))
         if isinstance(m, _NORMS) and getattr(m, "weight", None) is not None:
-            w, b = m.weight, m.bias
-            w.copy_(0.5 + torch.rand(w.shape, generator=gen))
-            if b is not None:
-                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-    # ConvNeXt (CNBlock.layer_scale, 1e-6) and similar layer-scale parameters.
+            m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=gen))
+            if m.bias is not None:
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
     for pname, p in model.named_parameters():
-        if pname.endswith("layer_scale"):
+        if pname.endswith("layer_scale"):  # ConvNeXt CNBlock (init 1e-6)
             p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=gen))
+        elif p.dim() >= 2 and not p.any():  # zero-initialised heads
+            p.copy_(torch.randn(p.shape, generator=gen) / max(1, p[0].numel()) ** 0.5)
+
+    done: set[int] = set()
+    order: list[nn.Module] = []
+
+    def bn_pre(m, args):
+        if id(m) in done or not m.track_running_stats:
+            return
+        done.add(id(m))
+        x = args[0]
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean = x.mean(dim=dims)
+        var = x.var(dim=dims, unbiased=False)
+        c = mean.numel()
+        m.running_mean.copy_(mean + 0.1 * var.sqrt() * torch.randn(c, generator=gen))
+        m.running_var.copy_(var.clamp_min(1e-4) * (0.5 + torch.rand(c, generator=gen)))
+
+    def lin_post(m, args, out):
+        if id(m) in done:
+            return None
+        done.add(id(m))
+        order.append(m)
+        if m.bias is not None:
+            shape_b = [1] * out.dim()
+            shape_b[1 if not isinstance(m, nn.Linear) else -1] = -1
+            b = m.bias.view(shape_b)
+        else:
+            b = 0
+        std = float((out - b).std())
+        if not (std > 1e-12) or std != std:
+            return None
+        s = 1.0 / std
+        m.weight.mul_(s)
+        return (out - b) * s + b
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, _BNS):
+            hooks.append(m.register_forward_pre_hook(bn_pre))
+        elif isinstance(m, _LINEAR):
+            hooks.append(m.register_forward_hook(lin_post))
+    model.eval()
+    n = 16 if shape[-1] <= 96 else 4
+    x = torch.randn((n,) + tuple(shape[1:]), generator=gen)
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if order and isinstance(out, torch.Tensor):
+        std = float(out.std())
+        if std > 1e-12:
+            last = order[-1]
+            k = _LOGIT_STD / std
+            last.weight.mul_(k)
+            if last.bias is not None:
+                last.bias.mul_(k)
 
 
 def build(name: str) -> nn.Module:
@@ -155,7 +210,7 @@ def build(name: str) -> nn.Module:
         warnings.simplefilter("ignore")
         model = torchvision.models.get_model(name, weights=None, **_constructor_kwargs(name))
     gen = torch.Generator().manual_seed(0)
-    _randomize_norms(model, input_shape(name), gen)
+    _calibrate(model, input_shape(name), gen)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
