@@ -25,3 +25,19 @@ def oracle(model, analysis, plan, seed: int = 0) -> OracleResult:
     slice_model(sliced, analysis, plan)
     feeds = random_inputs(model, seed)
     return OracleResult(relative_error(run(masked, feeds), run(sliced, feeds)), count)
+
+
+def check_groups(model, analysis, ratio: float = 0.3, per_group: bool = False, criterion: str = "l2",
+                 seed: int = 0) -> dict[str, float]:
+    """Oracle errors for a plan pruning every prunable group at `ratio` (key "all"), and with
+    per_group also for each group pruned alone (keyed by group key)."""
+    from spa.allocate import Budget, allocate
+    from spa.importance import score_groups
+
+    scores = score_groups(analysis, criterion, seed=seed)
+    errors = {"all": oracle(model, analysis, allocate(analysis, scores, Budget(ratio=ratio)), seed).error}
+    if per_group:
+        for group in analysis.prunable_groups():
+            plan = allocate(analysis, {group.key: scores[group.key]}, Budget(ratio=ratio))
+            errors[group.key] = oracle(model, analysis, plan, seed).error
+    return errors
