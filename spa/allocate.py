@@ -41,10 +41,15 @@ def eligible_groups(analysis, protect: list[str]):
         names.update(v.name for v in node.outputs)
     names.update(analysis.model.graph.initializers)
     names.update(v.name for v in analysis.model.graph.inputs)
-    unknown = [p for p in protect if p not in names]
-    if unknown:
-        raise SpaError(f"--protect names {unknown[0]!r}, which is neither a node nor a tensor of the model")
-    protected = set(protect)
+    aliases = analysis.model.meta.get("spa.weight_aliases", {})
+    protected = set()
+    for name in protect:
+        if name in names:
+            protected.add(name)
+        elif any(w in names for w in aliases.get(name, ())):
+            protected.update(w for w in aliases[name] if w in names)  # renamed by a fusion
+        else:
+            raise SpaError(f"--protect names {name!r}, which is neither a node nor a tensor of the model")
     return [g for g in analysis.prunable_groups()
             if not protected & ({m.value for m in g.members} | set(g.nodes))]
 
@@ -63,7 +68,8 @@ def _plan_for_ratio(groups, scores, ratio: float, budget: Budget) -> PruningPlan
     if budget.global_rank:
         remove_counts = _global_counts(groups, scores, ratio, budget)
     else:
-        remove_counts = {g.key: int(np.floor(ratio * g.width)) for g in groups}
+        # the epsilon keeps 0.29 * 100 at 29 despite binary floating point
+        remove_counts = {g.key: int(np.floor(ratio * g.width + 1e-9)) for g in groups}
     for g in groups:
         kept = _kept_count(g.width, remove_counts[g.key], budget)
         order = np.argsort(scores[g.key], kind="stable")
@@ -75,7 +81,7 @@ def _plan_for_ratio(groups, scores, ratio: float, budget: Budget) -> PruningPlan
 def _global_counts(groups, scores, ratio: float, budget: Budget) -> dict[str, int]:
     entries = [(float(s), g.key) for g in groups for s in scores[g.key]]
     entries.sort(key=lambda e: e[0])
-    budget_count = int(np.floor(ratio * len(entries)))
+    budget_count = int(np.floor(ratio * len(entries) + 1e-9))
     caps = {g.key: g.width - _kept_count(g.width, g.width, budget) for g in groups}
     counts = {g.key: 0 for g in groups}
     taken = 0

@@ -25,6 +25,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     Works in place and returns the model."""
     if input_shapes:
         set_input_shapes(model, input_shapes)
+    model.meta[ALIASES] = weight_aliases(model)
     common.InlinePass()(model)
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
@@ -43,6 +44,24 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     return model
+
+
+ALIASES = "spa.weight_aliases"
+
+
+def weight_aliases(model: ir.Model) -> dict[str, list[str]]:
+    """Node and tensor names of the model as given, mapped to the weights their node reads.
+
+    Fusions rename nodes and tensors but keep weight names, so a user's name (say `--protect`)
+    still finds its layer after canonicalization."""
+    aliases: dict[str, list[str]] = {}
+    for node in model.graph:
+        weights = [v.name for v in node.inputs if v is not None and v.is_initializer()]
+        if weights:
+            for name in [node.name] + [v.name for v in node.outputs]:
+                if name:
+                    aliases[name] = weights
+    return aliases
 
 
 def infer_shapes(model: ir.Model) -> None:

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_ratio, default=0.3, help="share of the target to remove, in [0, 1)")
     p.add_argument("--target", choices=["channels", "params", "macs"], default="channels")
     p.add_argument("--criterion", choices=["l1", "l2", "random"], default="l2")
+    p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default="mean",
+                   help="scale each member's scores before combining (mean: relative to its group)")
+    p.add_argument("--reduction", choices=["mean", "sum", "max"], default="mean",
+                   help="how member scores combine into one score per channel")
     p.add_argument("--global", dest="global_rank", action="store_true", help="rank channels across groups")
     p.add_argument("--round-to", type=int, default=1, metavar="N", help="keep widths at multiples of N")
     p.add_argument("--min-width", type=int, default=1, metavar="N", help="keep at least N channels per group")
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `spa groups --json | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # a bug: still one line unless asked for the traceback
         if os.environ.get("SPA_DEBUG"):
             raise
@@ -165,13 +172,21 @@ def cmd_prune(args) -> int:
         raise SpaError(f"{out}: is a folder; give a file name for -o")
     if not out.parent.exists():
         raise SpaError(f"{out.parent}: output folder does not exist")
+    if args.plan_out:
+        plan_out = Path(args.plan_out)
+        if plan_out.resolve() in (out.resolve(), Path(args.model).resolve()):
+            raise SpaError("--plan-out must differ from the input model and from -o")
+        if plan_out.is_dir():
+            raise SpaError(f"{plan_out}: is a folder; give a file name for --plan-out")
+        if not plan_out.parent.exists():
+            raise SpaError(f"{plan_out.parent}: plan output folder does not exist")
     plan = PruningPlan.load(args.plan) if args.plan else None
     budget = Budget(ratio=args.ratio, target=args.target, global_rank=args.global_rank, round_to=args.round_to,
                     min_width=args.min_width, protect=list(args.protect))
     budget.check()
     result = prune(args.model, budget, criterion=args.criterion, plan=plan,
                    input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
-                   verify=args.verify, seed=args.seed)
+                   verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction)
     if result.oracle is not None and not result.oracle.holds():
         raise SpaError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} (relative)")
     before, after = model_stats(result.original), model_stats(result.model)

@@ -48,5 +48,8 @@ def group_importance(group, model, criterion: str = "l2", normalizer: str = "mea
 
 
 def score_groups(analysis, criterion="l2", normalizer="mean", reduction="mean", seed=0) -> dict[str, np.ndarray]:
+    for name, value, choices in (("normalizer", normalizer, NORMALIZERS), ("reduction", reduction, REDUCTIONS)):
+        if value not in choices:
+            raise SpaError(f"unknown {name} '{value}' (choose from {', '.join(choices)})")
     return {g.key: group_importance(g, analysis.model, criterion, normalizer, reduction, seed)
             for g in analysis.prunable_groups()}

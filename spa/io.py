@@ -45,6 +45,10 @@ def _load_path(path: Path) -> ir.Model:
         raise SpaError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if len(model.graph) == 0 and not model.graph.outputs:
         raise SpaError(f"{path}: not an ONNX model (the graph is empty)")
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and not Path(tensor.path).is_file():
+            raise SpaError(f"{path}: external data file '{tensor.location}' of tensor '{value.name}' is missing")
     return model
 
 

@@ -41,20 +41,21 @@ class PruneResult:
         io.save(self.model, path)
 
 
-def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0) -> PruningPlan:
-    plan = allocate(analysis, score_groups(analysis, criterion, seed=seed), budget)
-    plan.meta["criterion"] = criterion
+def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0,
+              normalizer: str = "mean", reduction: str = "mean") -> PruningPlan:
+    plan = allocate(analysis, score_groups(analysis, criterion, normalizer, reduction, seed), budget)
+    plan.meta.update(criterion=criterion, normalizer=normalizer, reduction=reduction)
     return plan
 
 
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
-          seed: int = 0) -> PruneResult:
+          seed: int = 0, normalizer: str = "mean", reduction: str = "mean") -> PruneResult:
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze(original)
     if plan is None:
-        plan = make_plan(analysis, budget or Budget(), criterion, seed)
+        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction)
     else:
         plan.check_against(analysis)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None

@@ -31,15 +31,21 @@ class PruningPlan:
     def from_json(cls, data: dict) -> "PruningPlan":
         if not isinstance(data, dict) or data.get("spa_plan") != PLAN_FORMAT:
             raise SpaError("not an SPA plan (missing 'spa_plan': 1)")
-        plan = cls(meta=data.get("meta", {}))
-        for entry in data.get("groups", []):
-            try:
-                key, remove = str(entry["key"]), [int(i) for i in entry["remove"]]
-            except (KeyError, TypeError, ValueError):
-                raise SpaError("plan entry without a valid 'key' and 'remove' list") from None
-            plan.removed[key] = remove
+        meta = data.get("meta", {})
+        entries = data.get("groups", [])
+        if not isinstance(meta, dict) or not isinstance(entries, list):
+            raise SpaError("plan 'meta' must be an object and 'groups' a list")
+        plan = cls(meta=meta)
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) \
+                    or not isinstance(entry.get("remove"), list) \
+                    or not all(_is_int(i) for i in entry["remove"]) \
+                    or not (entry.get("width") is None or _is_int(entry["width"])):
+                raise SpaError("each plan group needs a string 'key', an integer list 'remove' "
+                               "and an optional integer 'width'")
+            plan.removed[entry["key"]] = list(entry["remove"])
             if entry.get("width") is not None:
-                plan.widths[key] = int(entry["width"])
+                plan.widths[entry["key"]] = entry["width"]
         return plan
 
     def save(self, path: str | os.PathLike) -> None:
@@ -74,9 +80,15 @@ class PruningPlan:
                 raise SpaError(f"plan removes every channel of group '{key}'")
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     if not path.parent.exists():
         raise SpaError(f"{path.parent}: output folder does not exist")
+    if path.is_dir():
+        raise SpaError(f"{path}: is a folder")
     fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:

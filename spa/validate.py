@@ -2,22 +2,53 @@
 (input/output names, dtypes, ranks) as the original."""
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from spa.errors import SpaError
-from spa.io import to_proto
+from spa.io import to_proto, weight_bytes
+
+
+# ONNX protobufs cannot exceed 2 GB; above this, models go to ONNX tools as files with external data.
+_IN_MEMORY_LIMIT = 1 << 30
 
 
 def copy_model(model: ir.Model) -> ir.Model:
-    return ir.serde.deserialize_model(to_proto(model))
+    """A structural copy; weight tensors are shared (passes replace tensors, never write into them),
+    so memory-mapped external data stays mapped."""
+    copy = ir.Model(model.graph.clone(), ir_version=model.ir_version, producer_name=model.producer_name,
+                    producer_version=model.producer_version, domain=model.domain,
+                    model_version=model.model_version, doc_string=model.doc_string,
+                    functions=list(model.functions.values()), metadata_props=dict(model.metadata_props))
+    copy.meta.update(model.meta)
+    return copy
+
+
+@contextmanager
+def as_file_if_needed(model: ir.Model):
+    """Yield serialized bytes for a small self-contained model, else a path to a temporary copy
+    written with external data (big models, or weights that live in external files)."""
+    external = any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+    if not external and weight_bytes(model) < _IN_MEMORY_LIMIT:
+        yield to_proto(model).SerializeToString()
+        return
+    with tempfile.TemporaryDirectory(prefix="spa-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data", size_threshold_bytes=1024)
+        yield str(path)
 
 
 def checker(model: ir.Model) -> None:
     try:
-        onnx.checker.check_model(to_proto(model), full_check=True)
+        with as_file_if_needed(model) as source:
+            onnx.checker.check_model(onnx.load_from_string(source) if isinstance(source, bytes) else source,
+                                     full_check=True)
     except Exception as exc:
         raise SpaError(f"the model fails onnx.checker: {str(exc).strip().splitlines()[0][:300]}") from None
 
@@ -34,8 +65,8 @@ def session(model: ir.Model, providers=None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(to_proto(model).SerializeToString(), options,
-                                    providers=providers or ["CPUExecutionProvider"])
+        with as_file_if_needed(model) as source:
+            return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:
         raise SpaError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
 

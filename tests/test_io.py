@@ -1,0 +1,265 @@
+"""spa.io: every accepted model form loads, prune never mutates what it was given, saving is atomic
+and switches to external data. Checked against onnx.load, file bytes and ONNX Runtime outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from spa import io
+from spa.allocate import Budget
+from spa.errors import SpaError
+from spa.pipeline import prune
+from tests.graphs import GraphBuilder
+
+
+def build_proto(seed: int = 0) -> onnx.ModelProto:
+    """x(1,3,8,8) → conv 16 → relu → conv 24 → relu → conv 4: two prunable groups (16, 24)."""
+    b = GraphBuilder(seed=seed)
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 16)])
+    h = b.op("Relu", [b.conv(h, 16, 24)])
+    b.output(b.conv(h, 24, 4))
+    return b.proto()
+
+
+@pytest.fixture(scope="module")
+def proto() -> onnx.ModelProto:
+    return build_proto()
+
+
+@pytest.fixture
+def model_path(tmp_path, proto) -> Path:
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def arrays(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def feeds(seed=0):
+    return {"x": np.random.default_rng(seed).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+
+
+def ort_outputs(model) -> list[np.ndarray]:
+    if isinstance(model, ir.Model):
+        model = ir.serde.serialize_model(model)
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds())
+
+
+def same_content(loaded: ir.Model, proto: onnx.ModelProto):
+    assert [n.op_type for n in loaded.graph] == [n.op_type for n in proto.graph.node]
+    want = arrays(proto)
+    got = {name: v.const_value.numpy() for name, v in loaded.graph.initializers.items()}
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+# ---------------------------------------------------------------- load
+
+
+@pytest.mark.parametrize("form", ["str", "Path"])
+def test_load_path(model_path, proto, form):
+    loaded = io.load(str(model_path) if form == "str" else model_path)
+    assert isinstance(loaded, ir.Model)
+    same_content(loaded, proto)
+
+
+def test_load_proto_ir_and_graphsurgeon(proto):
+    same_content(io.load(proto), proto)
+    ir_model = ir.serde.deserialize_model(proto)
+    assert io.load(ir_model) is ir_model
+    loaded = io.load(gs.import_onnx(proto))
+    assert isinstance(loaded, ir.Model)
+    same_content(loaded, proto)
+
+
+@pytest.mark.parametrize("bad", [b"\x08\x01", 42, None, ["m.onnx"]], ids=["bytes", "int", "None", "list"])
+def test_load_rejects_other_objects(bad):
+    with pytest.raises(SpaError):
+        io.load(bad)
+
+
+def test_load_missing_and_empty(tmp_path):
+    with pytest.raises(SpaError):
+        io.load(tmp_path / "nope.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(SpaError):
+        io.load(tmp_path / "empty.onnx")
+    with pytest.raises(SpaError):
+        io.load(tmp_path)
+
+
+# ---------------------------------------------------------------- prune on every form, no mutation
+
+
+@pytest.mark.parametrize("form", ["str", "Path", "ModelProto", "onnx_ir", "graphsurgeon"])
+def test_prune_every_form_without_mutation(model_path, form):
+    proto = onnx.load(str(model_path))
+    if form == "str":
+        source, snapshot = str(model_path), lambda: model_path.read_bytes()
+    elif form == "Path":
+        source, snapshot = model_path, lambda: model_path.read_bytes()
+    elif form == "ModelProto":
+        source = proto
+        snapshot = lambda: source.SerializeToString(deterministic=True)  # noqa: E731
+    elif form == "onnx_ir":
+        source = ir.serde.deserialize_model(proto)
+        snapshot = lambda: ir.serde.serialize_model(source).SerializeToString(deterministic=True)  # noqa: E731
+    else:
+        source = gs.import_onnx(proto)
+        snapshot = lambda: gs.export_onnx(source).SerializeToString(deterministic=True)  # noqa: E731
+    before = snapshot()
+    result = prune(source, Budget(ratio=0.5))
+    assert snapshot() == before, f"prune mutated the {form} it was given"
+    pruned = ir.serde.serialize_model(result.model)
+    got = arrays(pruned)
+    want = arrays(proto)
+    # the first two convs lost half their output channels; the last one kept its 4 outputs
+    shapes = sorted((v.shape for k, v in got.items() if v.ndim == 4), key=lambda s: s[1])
+    assert shapes == [(8, 3, 3, 3), (12, 8, 3, 3), (4, 12, 3, 3)]
+    assert sum(v.size for v in got.values()) < sum(v.size for v in want.values())
+    (y,) = ort_outputs(pruned)
+    assert y.shape == ort_outputs(proto)[0].shape
+
+
+def test_prune_results_agree_across_forms(model_path):
+    proto = onnx.load(str(model_path))
+    results = [prune(src, Budget(ratio=0.3)) for src in (model_path, proto, gs.import_onnx(proto))]
+    outs = [ort_outputs(r.model)[0] for r in results]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+# ---------------------------------------------------------------- save
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_save_writes_loadable_model_without_temp_files(tmp_path, proto):
+    model = io.load(proto)
+    out = tmp_path / "out.onnx"
+    assert io.save(model, out) == out
+    assert _listing(tmp_path) == ["out.onnx"]
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    for a, b in zip(ort_outputs(out), ort_outputs(proto)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_overwrites_existing_file(tmp_path, proto):
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"old content that is not a model")
+    io.save(io.load(proto), out)
+    assert _listing(tmp_path) == ["out.onnx"]
+    same_content(io.load(out), proto)
+    # and a second save of another model replaces the first
+    other = build_proto(seed=5)
+    io.save(io.load(other), out)
+    same_content(io.load(out), other)
+    assert _listing(tmp_path) == ["out.onnx"]
+
+
+def test_save_external_data(tmp_path, proto):
+    model = io.load(proto)
+    reference = ort_outputs(model)
+    out = tmp_path / "ext.onnx"
+    io.save(model, out, external_data=True)
+    assert _listing(tmp_path) == ["ext.onnx", "ext.onnx.data"]
+    assert (tmp_path / "ext.onnx.data").stat().st_size > 0
+    # the weights really are outside the model file
+    assert out.stat().st_size < sum(a.nbytes for a in arrays(proto).values())
+    loaded = onnx.load(str(out), load_external_data=True)
+    onnx.checker.check_model(str(out), full_check=True)
+    same_content(ir.serde.deserialize_model(loaded), proto)
+    for got, want in zip(ort_outputs(out), reference):
+        np.testing.assert_array_equal(got, want)
+    # the in-memory model still works after being saved with external data
+    for got, want in zip(ort_outputs(model), reference):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_save_switches_to_external_data_above_threshold(tmp_path, proto, monkeypatch):
+    model = io.load(proto)
+    io.save(model, tmp_path / "small.onnx")
+    assert _listing(tmp_path) == ["small.onnx"]
+    monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD", 1000)
+    io.save(model, tmp_path / "big.onnx")
+    assert _listing(tmp_path) == ["big.onnx", "big.onnx.data", "small.onnx"]
+    for got, want in zip(ort_outputs(tmp_path / "big.onnx"), ort_outputs(proto)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_failing_save_leaves_nothing_behind(tmp_path, proto, monkeypatch, external):
+    def broken_save(model, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")  # a half-written file, then the failure
+        if kwargs.get("external_data"):
+            (Path(path).parent / kwargs["external_data"]).write_bytes(b"partial data")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ir, "save", broken_save)
+    with pytest.raises(SpaError):
+        io.save(io.load(proto), tmp_path / "out.onnx", external_data=external)
+    assert _listing(tmp_path) == []
+
+
+def test_failing_save_keeps_previous_file(tmp_path, proto, monkeypatch):
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"previous")
+    monkeypatch.setattr(ir, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(SpaError):
+        io.save(io.load(proto), out)
+    assert out.read_bytes() == b"previous"
+    assert _listing(tmp_path) == ["out.onnx"]
+
+
+def test_save_into_missing_folder(tmp_path, proto):
+    with pytest.raises(SpaError):
+        io.save(io.load(proto), tmp_path / "nope" / "out.onnx")
+    assert _listing(tmp_path) == []
+
+
+# ---------------------------------------------------------------- models stored with external data
+
+
+@pytest.fixture
+def external_model(tmp_path, proto) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "m.onnx"
+    io.save(io.load(proto), path, external_data=True)
+    assert (folder / "m.onnx.data").is_file()
+    return path
+
+
+def test_prune_external_data_model_from_its_folder(external_model, monkeypatch):
+    monkeypatch.chdir(external_model.parent)
+    before = {p.name: p.read_bytes() for p in external_model.parent.iterdir()}
+    result = prune(external_model, Budget(ratio=0.5))
+    shapes = sorted(v.const_value.numpy().shape for v in result.model.graph.initializers.values()
+                    if v.const_value.numpy().ndim == 4)
+    assert shapes == sorted([(8, 3, 3, 3), (12, 8, 3, 3), (4, 12, 3, 3)])
+    assert {p.name: p.read_bytes() for p in external_model.parent.iterdir()} == before
+
+
+def test_prune_external_data_model_from_another_folder(external_model, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = prune(external_model, Budget(ratio=0.5))
+    out = tmp_path / "small.onnx"
+    io.save(result.model, out)
+    (y,) = ort_outputs(out)
+    assert y.shape == ort_outputs(external_model)[0].shape
