@@ -342,3 +342,14 @@ def test_unary_ops_pass_channels(check, op):
     h = b.op(op, [b.conv(x, 3, 6, k=1)])
     b.output(b.conv(h, 6, 2, k=1))
     assert [g.width for g in check(b.model()).prunable_groups()] == [6]
+
+
+def test_gather_with_constant_indices_on_channel_axis_is_renumbered(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    h = b.op("Relu", [b.conv(x, 3, 6, k=1)])
+    g = b.op("Gather", [h, b.ints([5, 0, 3, 1, 4, 2])], axis=1)  # a channel permutation
+    b.output(b.conv(g, 6, 2, k=1))
+    a = check(b.model(), ratio=0.5)
+    [grp] = a.prunable_groups()
+    np.testing.assert_array_equal(member(grp, g, (1,)).pos2class, member(grp, h, (1,)).pos2class[[5, 0, 3, 1, 4, 2]])

@@ -242,19 +242,40 @@ class Slice(Rule):
 
 @register
 class Gather(Rule):
+    """Gather along a non-channel axis moves channel axes; along a channel axis with constant 1-D
+    indices it selects channels (an index map), and the indices are renumbered after slicing."""
     op_types = ("Gather",)
 
     def analyze(self, node, ctx):
         data, indices = node.inputs
+        y = node.outputs[0]
         rank = ctx.rank(data)
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         extra = ctx.rank(indices) - 1
         for space in ctx.spaces_on(data):
             if axis in space.axes:
-                raise Block(f"Gather selects along channel axis {axis} of '{data.name}'")
+                idx = const_array(indices)
+                if idx is None or idx.ndim != 1 or space.axes != (axis,):
+                    raise Block(f"Gather selects along channel axis {axis} of '{data.name}' with "
+                                "indices that are not a constant list")
+                idx = np.where(idx < 0, idx + space.size, idx)
+                ctx.couple(ctx.output_space(y, (axis,)), space, idx)
+                continue
             move = lambda a: a if a < axis else a + extra
             prune = None if space.prune_axis is None else move(space.prune_axis)
-            ctx.couple(space, ctx.output_space(node.outputs[0], tuple(move(a) for a in space.axes), prune))
+            ctx.couple(space, ctx.output_space(y, tuple(move(a) for a in space.axes), prune))
+
+    def update(self, node, sctx):
+        data, indices = node.inputs
+        axis = norm_axis(attr_int(node, "axis", 0), len(sctx.old_dims(data)))
+        kept_in = sctx.kept(data.name, axis)
+        if kept_in is None:
+            return
+        idx = const_array(indices)
+        idx = np.where(idx < 0, idx + sctx.old_dims(data)[axis], idx)
+        kept_out = sctx.kept(node.outputs[0].name, axis)
+        chosen = idx if kept_out is None else idx[kept_out]
+        sctx.set_const_input(node, 1, np.searchsorted(kept_in, chosen).astype(idx.dtype))
 
 
 @register
