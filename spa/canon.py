@@ -4,6 +4,7 @@ Everything here is delegated to onnx-ir passes and onnxscript's optimizer; SPA a
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
@@ -27,13 +28,12 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
         set_input_shapes(model, input_shapes)
     model.meta[ALIASES] = weight_aliases(model)
     common.InlinePass()(model)
-    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
     # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).
     rules = [r for r in onnxscript.rewriter._DEFAULT_REWRITE_RULES if fuse_batchnorm or r not in _BN_FUSIONS]
     try:
         for _ in range(2):
-            onnxscript.optimizer.fold_constants_ir(model)
+            onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, should_fold=_fold_small_fills)
             onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
             common.RemoveUnusedNodesPass()(model)
     except Exception as exc:
@@ -44,6 +44,16 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     return model
+
+
+def _fold_small_fills(node: ir.Node) -> bool | None:
+    """The optimizer keeps ConstantOfShape unfolded (it could be huge); exporters use small ones to
+    build pads and shapes, which must fold for widths to be static."""
+    if node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
+        shape = node.inputs[0].const_value
+        if shape is not None and int(np.prod(shape.numpy(), dtype=np.int64)) <= 4096:
+            return True
+    return None
 
 
 ALIASES = "spa.weight_aliases"

@@ -204,10 +204,11 @@ def cmd_prune(args) -> int:
         return 0
     from rich.table import Table
 
-    table = Table("", "before", "after", "ratio", title=f"{args.model} → {out}")
+    table = Table("", "before", "after", "after/before")
     for row in before_after(before, after):
         table.add_row(*row)
     con = _console()
+    con.print(f"{args.model} → {out}")
     con.print(table)
     con.print(f"pruned {pruned_groups} of {summary['groups_prunable']} prunable groups, "
               f"{summary['channels_removed']} channels removed"

@@ -7,8 +7,13 @@ import onnx_ir as ir
 from spa.rules.base import attr_int
 
 
+def _dim(d) -> int:
+    """Symbolic dims (a dynamic batch) count as 1."""
+    return d if isinstance(d, int) else 1
+
+
 def _numel(dims) -> int:
-    return int(np.prod([d if isinstance(d, int) else 1 for d in dims], dtype=np.int64))
+    return int(np.prod([_dim(d) for d in dims], dtype=np.int64))
 
 
 def count(model: ir.Model, dims_of=None) -> dict[str, int]:
@@ -35,9 +40,9 @@ def _node_macs(node: ir.Node, dims) -> int:
         if node.op_type == "Gemm":
             a = dims(node.inputs[0])
             k = a[0] if attr_int(node, "transA", 0) else a[1]
-            return _numel(dims(node.outputs[0])) * k
+            return _numel(dims(node.outputs[0])) * _dim(k)
         if node.op_type == "MatMul":
-            return _numel(dims(node.outputs[0])) * dims(node.inputs[0])[-1]
+            return _numel(dims(node.outputs[0])) * _dim(dims(node.inputs[0])[-1])
     except (TypeError, IndexError):
         return 0
     return 0
