@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from spa.errors import SpaError
+from spa.passes.cleanup import cleanup
 from spa.rules.base import rule_for
 
 
@@ -133,6 +134,7 @@ def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
             for axis, idx in axes.items():
                 dims[axis] = len(idx)
             value.shape = ir.Shape(dims)
+    cleanup(model)
     return report
 
 
