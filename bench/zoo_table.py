@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +75,11 @@ def load_results() -> list[dict]:
     return list(latest.values())
 
 
+def reason_kind(reason: str) -> str:
+    """A refusal reason without the node and tensor names, so equal causes count together."""
+    return re.sub(r"'[^']*'", "…", reason)
+
+
 def render() -> None:
     results = sorted(load_results(), key=lambda r: (r["name"], r["exporter"]))
     names = sorted({r["name"] for r in results})
@@ -87,8 +94,11 @@ def render() -> None:
             lines.append(f"| {r['name']} | {r['exporter']} | - | - | - | - | **{r['problems'][0]}** | |")
             continue
         err = r["errors"].get("all")
-        refusals = "; ".join(f"{n}: {reason}" for reason, n in sorted(r["refusals"].items(), key=lambda x: -x[1])
-                             if "graph input" not in reason and "graph output" not in reason)
+        kinds = Counter()
+        for reason, n in r["refusals"].items():
+            if "graph input" not in reason and "graph output" not in reason:
+                kinds[reason_kind(reason)] += n
+        refusals = "; ".join(f"{n}: {kind}" for kind, n in kinds.most_common())
         lines.append(f"| {r['name']} | {r['exporter']} | {r['prunable']} / {r['groups']} | {r['params_after']:.0%} | "
                      f"{r['macs_after']:.0%} | {'-' if err is None else f'{err:.1e}'} | "
                      f"{'pass' if not r['problems'] else '**' + '; '.join(r['problems']) + '**'} | "

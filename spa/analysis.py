@@ -136,9 +136,10 @@ class Context:
         if value.is_initializer() and not value.is_graph_input() and value.const_value is not None:
             return self._new(value, axes, "param")
         producer = value.producer()
-        origin = f"graph input '{value.name}'" if producer is None else (
-            f"'{value.name}' (made by {producer.op_type} '{producer.name}', which does not carry these channels)")
-        return self._new(value, axes, "act", frozen=f"channels come from {origin}")
+        why = f"channels come from graph input '{value.name}'" if producer is None else (
+            f"channels of '{value.name}' cannot be traced to the weights that make them "
+            f"(they come through {producer.op_type} '{producer.name}')")
+        return self._new(value, axes, "act", frozen=why)
 
     def virtual(self, label: str, size: int) -> Space:
         space = Space(None, (), (size,), "virtual", label=label)

@@ -88,10 +88,12 @@ class LayerNormalization(Rule):
         x = node.inputs[0]
         rank = ctx.rank(x)
         axis = norm_axis(attr_int(node, "axis", -1), rank)
-        refuse_spaces_on(ctx, x, set(range(axis, rank)), "LayerNormalization normalizes over a channel axis")
         if any(o is not None and o.uses() for o in node.outputs[1:]):
             raise Block("mean / inverse-std outputs are used")
+        # Couple first, refuse after: the channels downstream stay in the same (blocked) group
+        # instead of appearing as an untraceable group of their own.
         broadcast(node, ctx, (0,))
+        refuse_spaces_on(ctx, x, set(range(axis, rank)), "LayerNormalization normalizes over a channel axis")
 
 
 @register
@@ -105,8 +107,8 @@ class AxisNormalizing(Rule):
         legacy = node.op_type != "LpNormalization" and opset(node, ctx) < 13
         axis = norm_axis(attr_int(node, "axis", 1 if legacy else -1), rank)
         axes = set(range(axis, rank)) if legacy else {axis}
-        refuse_spaces_on(ctx, x, axes, f"{node.op_type} mixes values along a channel axis")
         broadcast(node, ctx, (0,))
+        refuse_spaces_on(ctx, x, axes, f"{node.op_type} mixes values along a channel axis")
 
 
 @register
@@ -117,5 +119,5 @@ class AcrossChannels(Rule):
     def analyze(self, node, ctx):
         x = node.inputs[0]
         axes = {1} if node.op_type == "LRN" else set(attr_ints(node, "axes", [0, 2, 3]))
-        refuse_spaces_on(ctx, x, axes, f"{node.op_type} mixes values across channels")
         broadcast(node, ctx, (0,))
+        refuse_spaces_on(ctx, x, axes, f"{node.op_type} mixes values across channels")
