@@ -126,6 +126,14 @@ class Context:
         """The channel space on an output of the current node (created on first request)."""
         return self.get(value, tuple(axes)) or self._new(value, tuple(axes), "act", prune_axis=prune_axis)
 
+    def carry(self, space: Space, value: ir.Value, move=None) -> Space:
+        """Couple `space` one-to-one with the space on output `value` at the moved axes."""
+        move = move or (lambda axis: axis)
+        prune = None if space.prune_axis is None else move(space.prune_axis)
+        target = self.output_space(value, tuple(move(a) for a in space.axes), prune)
+        self.couple(space, target)
+        return target
+
     def operand(self, value: ir.Value, axes) -> Space:
         """The space an input contributes on `axes`: the tracked one, else a parameter space for a
         weight, else a frozen space (its channels come from somewhere SPA does not follow)."""

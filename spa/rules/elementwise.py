@@ -25,9 +25,7 @@ def broadcast(node: ir.Node, ctx, carriers: tuple[int, ...], outputs: tuple[int,
             for space in ctx.spaces_on(value):
                 if any(dims[a] != out_dims[a + shift] for a in space.axes):
                     raise Block(f"channels of '{value.name}' are broadcast along axes {space.axes}")
-                prune_axis = None if space.prune_axis is None else space.prune_axis + shift
-                target = ctx.output_space(out, tuple(a + shift for a in space.axes), prune_axis)
-                ctx.couple(space, target)
+                ctx.carry(space, out, lambda a, shift=shift: a + shift)
         for target in ctx.spaces_on(out):
             for _, value in inputs:
                 dims = ctx.dims(value)
@@ -132,4 +130,4 @@ class Tile(Rule):
         for space in spaces:
             if any(int(repeats[a]) != 1 for a in space.axes):
                 raise Block(f"Tile repeats the channel axes {space.axes}")
-            ctx.couple(space, ctx.output_space(node.outputs[0], space.axes, space.prune_axis))
+            ctx.carry(space, node.outputs[0])

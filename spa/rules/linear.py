@@ -65,9 +65,7 @@ class MatMul(Rule):
                 if all(ax < rank - 2 for ax in space.axes):
                     if any(ctx.dims(value)[ax] != ctx.dims(y)[ax + shift] for ax in space.axes):
                         raise Block(f"channels of '{value.name}' are broadcast over a batch axis")
-                    out_axes = tuple(ax + shift for ax in space.axes)
-                    prune = None if space.prune_axis is None else space.prune_axis + shift
-                    ctx.couple(space, ctx.output_space(y, out_axes, prune))
+                    ctx.carry(space, y, lambda ax, shift=shift: ax + shift)
         for target in ctx.spaces_on(y):
             if any(ax >= r - 2 for ax in target.axes):
                 continue

@@ -18,7 +18,7 @@ class Pool(Rule):
         if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
             raise Block("MaxPool indices are used (they encode the channel count)")
         for space in ctx.spaces_on(x):
-            ctx.couple(space, ctx.output_space(node.outputs[0], space.axes, space.prune_axis))
+            ctx.carry(space, node.outputs[0])
 
 
 def reduced_axes(node, ctx, rank: int) -> list[int]:
@@ -45,9 +45,7 @@ class Reduce(Rule):
         refuse_spaces_on(ctx, x, set(axes), f"{node.op_type} reduces over a channel axis")
         keep = attr_int(node, "keepdims", 1)
         for space in ctx.spaces_on(x):
-            shift = (lambda a: a) if keep else (lambda a: a - sum(1 for r in axes if r < a))
-            prune = None if space.prune_axis is None else shift(space.prune_axis)
-            ctx.couple(space, ctx.output_space(y, tuple(shift(a) for a in space.axes), prune))
+            ctx.carry(space, y, None if keep else (lambda a: a - sum(1 for r in axes if r < a)))
 
 
 @register
@@ -81,7 +79,7 @@ class Resize(Rule):
                 and const_array(node.inputs[3]) is None:
             raise Block("Resize sizes are computed at run time")
         for space in ctx.spaces_on(x):
-            ctx.couple(space, ctx.output_space(y, space.axes, space.prune_axis))
+            ctx.carry(space, y)
 
     def update(self, node, sctx):
         sizes = input_or_none(node, 3) if node.op_type == "Resize" else None

@@ -86,8 +86,7 @@ class Transpose(Rule):
         rank = ctx.rank(x)
         perm = attr_ints(node, "perm", list(reversed(range(rank))))
         for space in ctx.spaces_on(x):
-            prune = None if space.prune_axis is None else perm.index(space.prune_axis)
-            ctx.couple(space, ctx.output_space(y, tuple(perm.index(a) for a in space.axes), prune))
+            ctx.carry(space, y, perm.index)
 
 
 def _other_axes(ctx, node, values, outputs, axis):
@@ -99,7 +98,7 @@ def _other_axes(ctx, node, values, outputs, axis):
                     raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
                 continue
             for out in outputs:
-                ctx.couple(space, ctx.output_space(out, space.axes, space.prune_axis))
+                ctx.carry(space, out)
     for out in outputs:
         for target in ctx.spaces_on(out):
             if axis not in target.axes:
@@ -199,7 +198,7 @@ class Slice(Rule):
         for space in spaces:
             hit = set(space.axes) & set(sliced)
             if not hit:
-                ctx.couple(space, ctx.output_space(y, space.axes, space.prune_axis))
+                ctx.carry(space, y)
                 continue
             if len(space.axes) > 1:
                 raise Block(f"slices a multi-axis channel space of '{x.name}'")
@@ -261,9 +260,7 @@ class Gather(Rule):
                 idx = np.where(idx < 0, idx + space.size, idx)
                 ctx.couple(ctx.output_space(y, (axis,)), space, idx)
                 continue
-            move = lambda a: a if a < axis else a + extra
-            prune = None if space.prune_axis is None else move(space.prune_axis)
-            ctx.couple(space, ctx.output_space(y, tuple(move(a) for a in space.axes), prune))
+            ctx.carry(space, y, lambda a: a if a < axis else a + extra)
 
     def update(self, node, sctx):
         data, indices = node.inputs
