@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     p.add_argument("--ratio", type=_ratio, default=0.3, help="share of the target to remove, in [0, 1)")
     p.add_argument("--target", choices=["channels", "params", "macs"], default="channels")
-    p.add_argument("--criterion", choices=["l1", "l2", "random"], default="l2")
+    p.add_argument("--criterion", choices=["l1", "l2", "lp", "random"], default="l2")
+    p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
     p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default="mean",
                    help="scale each member's scores before combining (mean: relative to its group)")
     p.add_argument("--reduction", choices=["mean", "sum", "max"], default="mean",
@@ -186,7 +187,7 @@ def cmd_prune(args) -> int:
     budget.check()
     result = prune(args.model, budget, criterion=args.criterion, plan=plan,
                    input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
-                   verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction)
+                   verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p)
     if result.oracle is not None and not result.oracle.holds():
         raise SpaError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} (relative)")
     before, after = model_stats(result.original), model_stats(result.model)

@@ -9,7 +9,7 @@ import numpy as np
 
 from spa.errors import SpaError
 
-CRITERIA = ("l1", "l2", "random")
+CRITERIA = ("l1", "l2", "lp", "random")
 NORMALIZERS = ("mean", "max", "sum", "none")
 REDUCTIONS = ("mean", "sum", "max")
 
@@ -30,12 +30,14 @@ def _normalize(scores: np.ndarray, how: str) -> np.ndarray:
 
 
 def group_importance(group, model, criterion: str = "l2", normalizer: str = "mean",
-                     reduction: str = "mean", seed: int = 0) -> np.ndarray:
+                     reduction: str = "mean", seed: int = 0, p: float = 2.0) -> np.ndarray:
     if criterion not in CRITERIA:
         raise SpaError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     if criterion == "random":
         return np.random.default_rng([seed, group.id]).random(group.width)
-    p = {"l1": 1.0, "l2": 2.0}[criterion]
+    p = {"l1": 1.0, "l2": 2.0}.get(criterion, p)
+    if p <= 0:
+        raise SpaError(f"the Lp norm needs p > 0, got {p}")
     initializers = model.graph.initializers
     per_member = []
     for member in group.params:
@@ -47,9 +49,10 @@ def group_importance(group, model, criterion: str = "l2", normalizer: str = "mea
     return {"mean": stacked.mean(0), "sum": stacked.sum(0), "max": stacked.max(0)}[reduction]
 
 
-def score_groups(analysis, criterion="l2", normalizer="mean", reduction="mean", seed=0) -> dict[str, np.ndarray]:
+def score_groups(analysis, criterion="l2", normalizer="mean", reduction="mean", seed=0,
+                 p: float = 2.0) -> dict[str, np.ndarray]:
     for name, value, choices in (("normalizer", normalizer, NORMALIZERS), ("reduction", reduction, REDUCTIONS)):
         if value not in choices:
             raise SpaError(f"unknown {name} '{value}' (choose from {', '.join(choices)})")
-    return {g.key: group_importance(g, analysis.model, criterion, normalizer, reduction, seed)
+    return {g.key: group_importance(g, analysis.model, criterion, normalizer, reduction, seed, p)
             for g in analysis.prunable_groups()}

@@ -42,20 +42,22 @@ class PruneResult:
 
 
 def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0,
-              normalizer: str = "mean", reduction: str = "mean") -> PruningPlan:
-    plan = allocate(analysis, score_groups(analysis, criterion, normalizer, reduction, seed), budget)
+              normalizer: str = "mean", reduction: str = "mean", p: float = 2.0) -> PruningPlan:
+    plan = allocate(analysis, score_groups(analysis, criterion, normalizer, reduction, seed, p), budget)
     plan.meta.update(criterion=criterion, normalizer=normalizer, reduction=reduction)
+    if criterion == "lp":
+        plan.meta["p"] = p
     return plan
 
 
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
-          seed: int = 0, normalizer: str = "mean", reduction: str = "mean") -> PruneResult:
+          seed: int = 0, normalizer: str = "mean", reduction: str = "mean", p: float = 2.0) -> PruneResult:
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze(original)
     if plan is None:
-        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction)
+        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction, p)
     else:
         plan.check_against(analysis)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None

@@ -48,3 +48,25 @@ def random_plan(analysis, fraction=0.3, seed=0) -> PruningPlan:
 @pytest.fixture
 def check():
     return prune_and_check
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List every zoo model's groups and refusals (with reasons) at the end of the run."""
+    import re
+    from collections import Counter
+
+    import sys
+
+    # the zoo module as pytest imported it (its import name depends on pytest's import mode)
+    ZOO_REPORT = next((m.ZOO_REPORT for name, m in list(sys.modules.items())
+                       if name.split(".")[-1] == "test_zoo" and hasattr(m, "ZOO_REPORT")), None)
+    if not ZOO_REPORT:
+        return
+    terminalreporter.section("zoo: prunable groups and refusals")
+    for r in ZOO_REPORT:
+        kinds = Counter()
+        for reason, n in r["refusals"].items():
+            kinds[re.sub(r"'[^']*'", "…", reason)] += n
+        refused = "; ".join(f"{n}× {k}" for k, n in kinds.most_common())
+        terminalreporter.write_line(f"{r['name']} [{r['exporter']}]: {r['prunable']}/{r['groups']} prunable; "
+                                    f"refused: {refused}")

@@ -288,3 +288,18 @@ def test_protect_excludes_group(base):
     assert conv_widths(out)["L1.w"] == 24 and conv_widths(out)["L2.w"] == 6
     with pytest.raises(SpaError):
         make_plan(analysis, Budget(ratio=0.5, protect=["nosuchname"]))
+
+
+def test_lp_criterion_matches_l1_and_l2_at_p_1_and_2(base):
+    from spa.importance import score_groups
+
+    _, analysis = base
+    for p, named in ((1.0, "l1"), (2.0, "l2")):
+        lp = score_groups(analysis, "lp", p=p)
+        ref = score_groups(analysis, named)
+        for key in ref:
+            np.testing.assert_allclose(lp[key], ref[key])
+    # a larger p weighs the biggest weight of each channel more: scores differ from L2
+    l4 = score_groups(analysis, "lp", p=4.0)
+    assert any(not np.allclose(l4[k] / l4[k].mean(), score_groups(analysis, "l2")[k] / score_groups(analysis, "l2")[k].mean())
+               for k in l4)

@@ -10,10 +10,11 @@ from models.zoo_check import check_zoo_model, failures
 EXPORTERS = ("dynamo", "torchscript")
 
 
+ZOO_REPORT: list[dict] = []  # printed at the end of the run by conftest.pytest_terminal_summary
+
+
 def report(result):
-    refusals = "; ".join(f"{n}× {r}" for r, n in result["refusals"].items())
-    print(f"\n{result['name']} [{result['exporter']}]: {result['prunable']}/{result['groups']} groups prunable;"
-          f" refused: {refusals}")
+    ZOO_REPORT.append(result)
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
