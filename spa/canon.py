@@ -27,6 +27,9 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     if input_shapes:
         set_input_shapes(model, input_shapes)
     model.meta[ALIASES] = weight_aliases(model)
+    # Old exporters list every weight as a graph input too; as inputs they could be overridden at
+    # run time, so nothing would be prunable. They are weights: keep them as initializers only.
+    common.RemoveInitializersFromInputsPass()(model)
     common.InlinePass()(model)
     # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
     # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).

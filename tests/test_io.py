@@ -263,3 +263,21 @@ def test_prune_external_data_model_from_another_folder(external_model, tmp_path,
     io.save(result.model, out)
     (y,) = ort_outputs(out)
     assert y.shape == ort_outputs(external_model)[0].shape
+
+
+def test_weights_listed_as_graph_inputs_are_still_pruned(tmp_path):
+    """Old exporters (keep_initializers_as_inputs) list every weight as a graph input too."""
+    import onnx
+    import torch
+
+    from spa.allocate import Budget
+    from spa.pipeline import prune
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+    path = tmp_path / "old.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=11,
+                      keep_initializers_as_inputs=True, input_names=["x"], output_names=["y"])
+    assert len(onnx.load(str(path)).graph.input) > 1  # the weights are inputs
+    result = prune(str(path), Budget(ratio=0.5))
+    assert result.after["params"] < result.before["params"]
+    assert [v.name for v in result.model.graph.inputs] == ["x"]

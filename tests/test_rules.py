@@ -353,3 +353,16 @@ def test_gather_with_constant_indices_on_channel_axis_is_renumbered(check):
     a = check(b.model(), ratio=0.5)
     [grp] = a.prunable_groups()
     np.testing.assert_array_equal(member(grp, g, (1,)).pos2class, member(grp, h, (1,)).pos2class[[5, 0, 3, 1, 4, 2]])
+
+
+def test_einsum_carries_contracts_and_creates_channels(check):
+    b = GraphBuilder()
+    x = b.input("x", (2, 5, 4))
+    w1 = b.weight((4, 8))
+    h = b.op("Relu", [b.op("Einsum", [x, w1], equation="bnd,de->bne")])  # fresh channels e (8)
+    w2 = b.weight((8, 3))
+    b.output(b.op("Einsum", [h, w2], equation="bne,ef->bnf"))  # contracts e: a sink
+    a = check(b.model())
+    [g] = a.prunable_groups()
+    assert g.width == 8
+    assert {m.key for m in g.params} == {f"{w1}:1", f"{w2}:0"}

@@ -77,3 +77,49 @@ class MatMul(Rule):
                 if len(present) != len(in_axes) or any(d == 1 for d in present):
                     raise Block(f"'{value.name}' broadcasts over part of a channel space")
                 ctx.couple(ctx.operand(value, in_axes), target)
+
+
+@register
+class Einsum(Rule):
+    """Einsum by subscript letters: a channel axis whose letter survives in the output is carried
+    there (and couples every operand sharing the letter); a contracted letter couples the operands
+    it contracts (a sink); an output letter that only a weight carries is a fresh channel space."""
+    op_types = ("Einsum",)
+
+    def analyze(self, node, ctx):
+        equation = node.attributes["equation"].as_string().replace(" ", "")
+        if "->" not in equation or "..." in equation:
+            if any(ctx.spaces_on(v) for v in node.inputs):
+                raise Block(f"equation '{equation}' has an ellipsis or no explicit output")
+            return
+        lhs, out = equation.split("->")
+        terms = lhs.split(",")
+        y = node.outputs[0]
+        operands = list(zip(node.inputs, terms))
+
+        def sharing(letter, skip):
+            for value, term in operands:
+                if value is not skip and letter in term and ctx.dims(value)[term.index(letter)] != 1:
+                    yield value, term.index(letter)
+
+        for value, term in operands:
+            for space in ctx.spaces_on(value):
+                letters = [term[a] for a in space.axes]
+                if all(l in out for l in letters):
+                    target = ctx.carry(space, y, lambda a, term=term: out.index(term[a]))
+                    if len(letters) == 1:
+                        for other, axis in sharing(letters[0], value):
+                            ctx.couple(ctx.operand(other, (axis,)), target)
+                elif len(letters) == 1:
+                    for other, axis in sharing(letters[0], value):
+                        ctx.couple(space, ctx.operand(other, (axis,)))
+                    ctx.sink(node.inputs.index(value), space)
+                else:
+                    raise Block(f"a multi-axis channel space of '{value.name}' is partly contracted")
+        for position, letter in enumerate(out):
+            if ctx.get(y, (position,)) is not None:
+                continue
+            weights = [(v, t.index(letter)) for v, t in operands if letter in t and v.is_initializer()]
+            if len(weights) == 1 and ctx.dims(y)[position] != 1:
+                weight, axis = weights[0]
+                ctx.couple(ctx.operand(weight, (axis,)), ctx.output_space(y, (position,)))
