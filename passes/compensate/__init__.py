@@ -1,0 +1,1 @@
+"""Compensation passes: sinks of removed channels re-weight their remaining inputs (OBS)."""

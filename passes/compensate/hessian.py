@@ -1,0 +1,102 @@
+"""Second moments of every sink's input columns, H = E[x̃ x̃ᵀ] with x̃ = [x, 1] (the constant
+column carries the mean, so the same update corrects the bias). Inputs come from running the
+model under ONNX Runtime with the sink inputs as extra outputs, one sample at a time (memory stays
+at one activation set plus the H matrices)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import torch
+import torch.nn.functional as F
+
+from spa.passes.compensate.sinks import SinkWeight, conv_geometry
+from spa.errors import SpaError
+from spa.validate import copy_model, session
+
+SOURCES = ("synthetic", "data")
+
+
+def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
+    """(rows, columns) view of one input tensor as the sink's weight matrix reads it."""
+    if sink.kind != "conv":
+        return x.reshape(-1, x.shape[-1])
+    spatial = x.ndim - 2
+    g = conv_geometry(sink.node, spatial)
+    if spatial != 2:
+        if all(k == 1 for k in g["kernel"]) and all(s == 1 for s in g["strides"]) and not any(g["pads"]):
+            return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+        raise SpaError(f"compensation supports 2-D convolutions only ('{sink.node.name}')")
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    pads = g["pads"]
+    t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
+    cols = F.unfold(t, g["kernel"], dilation=g["dilations"], stride=g["strides"])  # (N, C·k, L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+class Moments:
+    def __init__(self, size: int):
+        self.h = np.zeros((size + 1, size + 1))
+        self.rows = 0
+
+    def add(self, cols: np.ndarray) -> None:
+        x = np.concatenate([cols.astype(np.float64), np.ones((len(cols), 1))], axis=1)
+        self.h += x.T @ x
+        self.rows += len(cols)
+
+    def hessian(self) -> np.ndarray:
+        return self.h / max(self.rows, 1)
+
+
+def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0):
+    """Gaussian noise shaped like each input (symbolic dims as 1): no data at all."""
+    rng = np.random.default_rng(seed)
+    for _ in range(samples):
+        feed = {}
+        for v in model.graph.inputs:
+            dims = [d if isinstance(d, int) else 1 for d in v.shape]
+            feed[v.name] = rng.standard_normal(dims).astype(v.dtype.numpy())
+        yield feed
+
+
+def data_feeds(model: ir.Model, path: str, samples: int):
+    """Calibration arrays from an .npz file: one array per input name (first axis = samples)."""
+    try:
+        arrays = dict(np.load(Path(path)))
+    except (OSError, ValueError) as exc:
+        raise SpaError(f"{path}: not a readable .npz file ({exc})") from None
+    names = [v.name for v in model.graph.inputs]
+    if len(arrays) == 1 and len(names) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise SpaError(f"{path} has no array for input '{missing[0]}'")
+    count = min(len(a) for a in arrays.values())
+    for i in range(min(count, samples)):
+        yield {v.name: arrays[v.name][i: i + 1].astype(v.dtype.numpy()) for v in model.graph.inputs}
+
+
+def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, np.ndarray]:
+    """H for every sink (keyed by node name) from the given input feeds."""
+    probe = copy_model(model)
+    nodes = {n.name: n for n in probe.graph}
+    wanted = {}
+    for name in sinks:
+        value = nodes[name].inputs[0]
+        wanted.setdefault(value.name, value)
+    existing = {v.name for v in probe.graph.outputs}
+    for name, value in wanted.items():
+        if name not in existing:
+            probe.graph.outputs.append(value)
+    sess = session(probe)
+    out_names = [o.name for o in sess.get_outputs()]
+    moments = {name: None for name in sinks}
+    for feed in feeds:
+        values = dict(zip(out_names, sess.run(None, feed)))
+        for name, sink in sinks.items():
+            cols = columns_of(sink, values[nodes[name].inputs[0].name])
+            if moments[name] is None:
+                moments[name] = Moments(cols.shape[1])
+            moments[name].add(cols)
+    return {name: m.hessian() for name, m in moments.items() if m is not None}

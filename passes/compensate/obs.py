@@ -1,0 +1,141 @@
+"""Structured Optimal Brain Surgeon on every sink of a pruned group (see shared/docs/OBSPA.md).
+
+For a sink with weight matrix W̃ = [W, b] and input moments H̃ = E[x̃x̃ᵀ] (x̃ = [x, 1]), removing the
+column set P costs ½·tr(W̃_P ((H̃⁻¹)_PP)⁻¹ W̃_Pᵀ), and the best re-weighting of the kept columns K is
+W̃_K ← W̃_K + W̃_P H̃_PK H̃_KK⁻¹ — the bias column is always kept, so the bias absorbs the removed
+inputs' mean."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from spa.passes.compensate import hessian as hess
+from spa.passes.compensate.sinks import SinkWeight, sink_weight
+
+DAMP = 0.01
+
+
+def damped(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
+    return h + damp * float(np.mean(np.diag(h))) * np.eye(len(h))
+
+
+def obs_update(w: np.ndarray, h: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Return W̃ with the columns `removed` zeroed and the rest re-weighted to compensate."""
+    keep = np.setdiff1d(np.arange(h.shape[0]), removed)
+    # Δ_K = W_P H_PK H_KK⁻¹, computed with a solve (H_KK is symmetric positive definite once damped)
+    delta = np.linalg.solve(h[np.ix_(keep, keep)], h[np.ix_(keep, removed)]) .T
+    out = w.astype(np.float64).copy()
+    out[:, keep] += out[:, removed] @ delta
+    out[:, removed] = 0.0
+    return out
+
+
+def removal_cost(w: np.ndarray, h_inv: np.ndarray, removed: np.ndarray) -> float:
+    block = h_inv[np.ix_(removed, removed)]
+    wp = w[:, removed].astype(np.float64)
+    return 0.5 * float(np.trace(wp @ np.linalg.solve(block, wp.T)))
+
+
+def system(sink: SinkWeight, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(W̃, H̃): the weight with its bias column and the damped moments. A MatMul has no bias to
+    absorb the mean, so it keeps the plain (W, H)."""
+    w = sink.matrix().astype(np.float64)
+    if sink.kind == "matmul":
+        return w, damped(h[:-1, :-1])
+    b = np.zeros(w.shape[0]) if sink.bias is None else sink.bias.const_value.numpy().reshape(-1)
+    return np.concatenate([w, b[:, None]], axis=1), damped(h)
+
+
+@dataclass
+class SinkPlan:
+    sink: SinkWeight
+    space: object      # the sink's input channel space (positions → classes)
+
+
+def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
+    nodes = {n.name: n for n in model.graph}
+    found = {}
+    for group in groups:
+        for s in group.sinks:
+            sw = sink_weight(nodes[s.node], s.input_index)
+            if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps:
+                found[s.node] = SinkPlan(sw, s.space)
+    return found
+
+
+def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthetic", samples: int = 32,
+             calib: str | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    if source == "synthetic":
+        feeds = hess.synthetic_feeds(model, samples, seed)
+    elif source == "data":
+        feeds = hess.data_feeds(model, calib, samples)
+    else:
+        raise ValueError(source)
+    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
+
+
+def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per group, the summed sink cost of removing each root channel alone."""
+    scores = {}
+    for group in analysis.prunable_groups():
+        total = np.zeros(group.width)
+        used = False
+        for s in group.sinks:
+            plan = sinks.get(s.node)
+            if plan is None or s.node not in hs:
+                continue
+            used = True
+            w, h = system(plan.sink, hs[s.node])
+            h_inv = np.linalg.inv(h)
+            for cls in range(group.width):
+                positions = np.nonzero(plan.space.pos2class == cls)[0]
+                if len(positions):
+                    total[cls] += removal_cost(w, h_inv, plan.sink.columns(positions))
+        if used:
+            scores[group.key] = total
+    return scores
+
+
+def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> int:
+    """Re-weight every compensable sink of the plan's removed channels, in place; returns how many."""
+    groups = analysis.group_by_key()
+    nodes = {n.name: n for n in model.graph}
+    done = 0
+    for key, remove in plan.removed.items():
+        if not remove:
+            continue
+        for s in groups[key].sinks:
+            sp = sinks.get(s.node)
+            if sp is None or s.node not in hs:
+                continue
+            positions = np.nonzero(np.isin(sp.space.pos2class, remove))[0]
+            if not len(positions):
+                continue
+            sink = sink_weight(nodes[s.node], s.input_index)  # this model's node, not the analysed one
+            w, h = system(sink, hs[s.node])
+            updated = obs_update(w, h, sink.columns(positions))
+            if sink.kind == "matmul":
+                sink.store(updated)
+            else:
+                sink.store(updated[:, :-1])
+                _store_bias(model, sink, updated[:, -1])
+            done += 1
+    return done
+
+
+def _store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
+    dtype = sink.weight.const_value.numpy().dtype
+    if sink.bias is not None:
+        old = sink.bias.const_value.numpy()
+        sink.bias.const_value = ir.tensor(bias.reshape(old.shape).astype(old.dtype), name=sink.bias.name)
+        return
+    if not np.any(bias):
+        return
+    name = f"{sink.node.name}_spa_bias"
+    value = ir.Value(name=name, const_value=ir.tensor(bias.astype(dtype), name=name),
+                     shape=ir.Shape([len(bias)]), type=ir.TensorType(ir.DataType.from_numpy(dtype)))
+    model.graph.register_initializer(value)
+    sink.node.resize_inputs(3)
+    sink.node.replace_input_with(2, value)

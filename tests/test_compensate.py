@@ -1,0 +1,85 @@
+"""OBS compensation (passes/compensate): the update against its closed form and against facts
+that do not depend on the code (a removed channel that is a linear combination of kept ones can
+be removed without changing the output; compensation never does worse on H's own distribution)."""
+import numpy as np
+import pytest
+
+from spa.allocate import Budget
+from spa.passes.compensate.obs import damped, obs_update, removal_cost
+from spa.pipeline import Compensation, prune
+from spa.validate import random_inputs, run
+from tests.graphs import GraphBuilder
+
+
+def random_problem(seed=0, n=6, m=4, samples=200):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((samples, n)) @ rng.standard_normal((n, n))  # correlated inputs
+    w = rng.standard_normal((m, n))
+    return x, w, x.T @ x / samples
+
+
+def test_update_matches_the_classic_obs_formula():
+    _, w, h = random_problem()
+    removed = np.array([1, 4])
+    h_inv = np.linalg.inv(h)
+    # W ← W − W_P ((H⁻¹)_PP)⁻¹ (H⁻¹)_P:   (the textbook form, computed independently)
+    expected = w - w[:, removed] @ np.linalg.inv(h_inv[np.ix_(removed, removed)]) @ h_inv[removed, :]
+    np.testing.assert_allclose(obs_update(w, h, removed), expected, atol=1e-10)
+    assert np.allclose(obs_update(w, h, removed)[:, removed], 0)
+
+
+def test_cost_is_the_output_error_of_the_update():
+    x, w, h = random_problem(seed=1)
+    removed = np.array([2])
+    new = obs_update(w, h, removed)
+    err = np.mean(np.sum((x @ w.T - x @ new.T) ** 2, axis=1))
+    assert removal_cost(w, np.linalg.inv(h), removed) == pytest.approx(0.5 * err, rel=1e-6)
+
+
+def test_compensation_never_loses_to_plain_removal_on_its_own_distribution():
+    for seed in range(5):
+        x, w, h = random_problem(seed=seed)
+        removed = np.array([0, 3])
+        plain = w.copy()
+        plain[:, removed] = 0
+        comp = obs_update(w, h, removed)
+        loss = lambda v: np.mean((x @ w.T - x @ v.T) ** 2)
+        assert loss(comp) <= loss(plain) + 1e-12
+
+
+def test_a_channel_that_copies_another_is_removed_without_output_change():
+    """Conv1's channel 3 is 2 × channel 1 (same filter, doubled): the next conv can take it over."""
+    b = GraphBuilder(seed=3)
+    x = b.input("x", (1, 3, 8, 8))
+    w1 = b.rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    w1[3] = 2 * w1[1]
+    c1 = b.op("Conv", [x, b.weight(None, data=w1)], pads=[1, 1, 1, 1])  # no bias, no ReLU: linear
+    y = b.conv(c1, 6, 4, k=1)
+    b.output(y)
+    model = b.model()
+    result = prune(model, plan=None, budget=Budget(ratio=1 / 6 + 1e-6), criterion="obspa",
+                   compensation=Compensation(samples=8))
+    removed = result.plan.removed[next(iter(result.plan.removed))]
+    assert removed in ([1], [3])  # OBS finds the redundant pair; either copy may go
+    plain = prune(model, plan=result.plan)  # the same channel removed without compensation
+    feeds = random_inputs(result.original)
+    dense = run(result.original, feeds)[0]
+    err = lambda r: float(np.max(np.abs(run(r.model, feeds)[0] - dense)))
+    # only the 1% damping of H keeps it from exact
+    assert err(result) <= 0.01 * np.max(np.abs(dense))
+    assert err(result) <= 0.05 * err(plain)
+
+
+def test_compensation_keeps_more_of_the_output_than_magnitude_pruning():
+    b = GraphBuilder(seed=4)
+    x = b.input("x", (1, 4, 8, 8))
+    h = b.op("Relu", [b.conv(x, 4, 16)])
+    b.output(b.conv(h, 16, 8, k=1))
+    model = b.model()
+    feeds = random_inputs(model, seed=5)
+    plain = prune(model, Budget(ratio=0.5))
+    comp = prune(model, Budget(ratio=0.5), plan=plain.plan, compensation=Compensation(samples=16))
+    dense = run(plain.original, feeds)[0]
+    err = lambda r: float(np.mean((run(r.model, feeds)[0] - dense) ** 2))
+    assert err(comp) < err(plain)
+    assert damped(np.eye(3)).trace() == pytest.approx(3.03)
