@@ -41,10 +41,10 @@ def run_one(name: str, exporter: str) -> dict:
     return result
 
 
-def sweep(timeout: int, only: list[str] | None) -> None:
+def sweep(timeout: int, only: list[str] | None, redo: bool = False) -> None:
     from models.torchvision_zoo import classification_names
 
-    done = {(r["name"], r["exporter"]) for r in load_results()}
+    done = set() if redo else {(r["name"], r["exporter"]) for r in load_results()}
     names = only or sorted(classification_names(), key=lambda n: (n in HEAVY, HEAVY.index(n) * -1 if n in HEAVY else 0, n))
     RESULTS.parent.mkdir(exist_ok=True)
     for name in names:
@@ -119,12 +119,13 @@ def main() -> None:
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--redo", action="store_true", help="run --only models again even if they have results")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one)))
         return
     if not args.render:
-        sweep(args.timeout, args.only)
+        sweep(args.timeout, args.only, args.redo)
     render()
 
 
