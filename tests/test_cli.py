@@ -370,6 +370,12 @@ def _plan_file(text):
     return setup
 
 
+def _calib_of_wrong_shape(d: Path):
+    np.savez(d / "calib.npz", x=np.zeros((2, 3, 5, 5), np.float32))
+    return ["prune", d / "model.onnx", "-o", d / "out.onnx", "--criterion", "obspa", "--hessian", "data",
+            "--calib", d / "calib.npz"]
+
+
 def _plan_of_other_model(d: Path):
     from spa.pipeline import prune
 
@@ -428,6 +434,9 @@ FAILURES = {
     "external-data-missing": (
         _external_without_data, "",
         ()),
+    "hessian-data-without-calib": (_prune("--criterion", "obspa", "--hessian", "data"), "--calib", ()),
+    "calib-missing-file": (_prune("--compensate", "--hessian", "data", "--calib", "nope.npz"), "nope.npz", ()),
+    "calib-wrong-shape": (_calib_of_wrong_shape, "calibration inputs", ()),
     "unknown-subcommand": (lambda d: ["frobnicate", d / "model.onnx"], "frobnicate", ()),
     "missing-output": (lambda d: ["prune", d / "model.onnx"], "-o", ()),
 }

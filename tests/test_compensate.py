@@ -83,3 +83,25 @@ def test_compensation_keeps_more_of_the_output_than_magnitude_pruning():
     err = lambda r: float(np.mean((run(r.model, feeds)[0] - dense) ** 2))
     assert err(comp) < err(plain)
     assert damped(np.eye(3)).trace() == pytest.approx(3.03)
+
+
+def test_cli_obspa_with_calibration_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+
+    b = GraphBuilder(seed=6)
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 8)])
+    b.output(b.conv(h, 8, 4, k=1))
+    onnx.save(b.proto(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 1, 3, 8, 8)).astype(np.float32)[:, 0])
+    r = subprocess.run([sys.executable, "-m", "spa.cli", "prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                        "--criterion", "obspa", "--hessian", "data", "--calib", str(tmp_path / "calib.npz"),
+                        "--ratio", "0.5", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["plan"]["criterion"] == "obspa" and out["plan"]["compensation"] == "data"
+    assert out["after"]["params"] < out["before"]["params"]

@@ -93,7 +93,10 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, n
     out_names = [o.name for o in sess.get_outputs()]
     moments = {name: None for name in sinks}
     for feed in feeds:
-        values = dict(zip(out_names, sess.run(None, feed)))
+        try:
+            values = dict(zip(out_names, sess.run(None, feed)))
+        except Exception as exc:  # ONNX Runtime rejects inputs of the wrong shape or type
+            raise SpaError(f"the calibration inputs do not fit the model: {str(exc).strip().splitlines()[0][:200]}") from None
         for name, sink in sinks.items():
             cols = columns_of(sink, values[nodes[name].inputs[0].name])
             if moments[name] is None:
