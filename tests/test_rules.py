@@ -5,7 +5,6 @@ import pytest
 
 from spa.analysis import analyze
 from spa.canon import canonicalize
-from spa.validate import copy_model
 from tests.graphs import GraphBuilder
 
 

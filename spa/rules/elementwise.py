@@ -2,7 +2,6 @@
 their inputs under numpy broadcasting, and per-channel constants become parameter members."""
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from spa.rules.base import Block, Rule, const_array, register
