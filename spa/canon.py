@@ -12,6 +12,7 @@ import onnxscript.rewriter
 from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa.errors import SpaError
+from spa.shape_eval import resolve_reshapes
 
 _BN_FUSIONS = [
     rewrite_rules.fuse_batchnorm_into_conv_rule,
@@ -44,6 +45,8 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.RemoveUnusedNodesPass()(model)
     infer_shapes(model)
+    if resolve_reshapes(model):
+        infer_shapes(model)  # carry the recovered dims downstream
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     return model

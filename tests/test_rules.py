@@ -365,3 +365,35 @@ def test_einsum_carries_contracts_and_creates_channels(check):
     [g] = a.prunable_groups()
     assert g.width == 8
     assert {m.key for m in g.params} == {f"{w1}:1", f"{w2}:0"}
+
+
+def test_dynamic_batch_view_keeps_the_flatten_group_prunable(check, tmp_path):
+    """`x.view(x.size(0), -1)` with a dynamic batch leaves Shape → Gather → Concat → Reshape."""
+    import onnxruntime as ort
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8 * 4 * 4, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return self.fc(h.view(h.size(0), -1))
+
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(2, 3, 6, 6),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    from spa import io
+    from spa.allocate import Budget
+    from spa.pipeline import prune
+
+    a = check(io.load(path))
+    [g] = a.prunable_groups()
+    assert g.width == 8
+    result = prune(path, Budget(ratio=0.5))
+    out = tmp_path / "small.onnx"
+    result.save(out)
+    sess = ort.InferenceSession(str(out))
+    assert sess.run(None, {"x": np.random.randn(3, 3, 6, 6).astype(np.float32)})[0].shape == (3, 5)

@@ -6,6 +6,7 @@ import numpy as np
 
 from spa.rules.base import Block, Rule, attr_int, attr_ints, const_array, input_or_none, norm_axis, register
 from spa.rules.norm import opset
+from spa.shape_eval import shape_entries
 from spa.space import regroup_map, reshape_groups
 
 
@@ -57,14 +58,20 @@ class Reshape(Rule):
     op_types = ("Reshape",)
 
     def analyze(self, node, ctx):
-        if ctx.spaces_on(node.inputs[0]) and const_array(node.inputs[1]) is None:
-            raise Block("the target shape is computed at run time")
         regroup(ctx, node.inputs[0], node.outputs[0])
+        if const_array(node.inputs[1]) is None and ctx.spaces_on(node.outputs[0]):
+            # A computed target (a dynamic batch) is fine when every channel axis is inferred (-1).
+            entries = shape_entries(node.inputs[1])
+            if entries is None:
+                raise Block("the target shape is computed at run time")
+            for space in ctx.spaces_on(node.outputs[0]):
+                if any(entries[a] != -1 for a in space.axes):
+                    raise Block(f"the computed target shape fixes the width of channel axes {space.axes}")
 
     def update(self, node, sctx):
         y = node.outputs[0]
         old, new = sctx.old_dims(y), sctx.new_dims(y)
-        if old != new:
+        if old != new and const_array(node.inputs[1]) is not None:
             sctx.set_const_input(node, 1, new_shape_constant(const_array(node.inputs[1]), old, new))
 
 
@@ -291,9 +298,17 @@ class ShapeOf(Rule):
         start = norm_axis(attr_int(node, "start", 0), rank)
         end = attr_int(node, "end", rank)
         end = norm_axis(end, rank) if end < 0 else min(end, rank)
-        for space in spaces:
-            if any(start <= a < end for a in space.axes):
-                raise Block(f"reads the width of channel axis {space.axes} of '{x.name}' at run time")
+        read = {a for space in spaces for a in space.axes if start <= a < end}
+        if read and not all(self._only_picks_other_dims(use, start, read) for use, _ in node.outputs[0].uses()):
+            raise Block(f"reads the width of channel axes {sorted(read)} of '{x.name}' at run time")
+
+    @staticmethod
+    def _only_picks_other_dims(use, start: int, channel_axes: set[int]) -> bool:
+        """A Gather of constant dims that are not channel axes (x.size(0) for a dynamic batch)."""
+        if use.op_type != "Gather" or attr_int(use, "axis", 0) != 0:
+            return False
+        idx = const_array(use.inputs[1])
+        return idx is not None and not any(start + int(i) in channel_axes for i in idx.reshape(-1))
 
 
 @register
