@@ -22,7 +22,8 @@ def member_scores(member, data: np.ndarray, p: float, width: int) -> np.ndarray:
     return np.bincount(member.pos2class, weights=per_position, minlength=width)
 
 
-def _normalize(scores: np.ndarray, how: str) -> np.ndarray:
+def normalize(scores: np.ndarray, how: str) -> np.ndarray:
+    """Scale one member's (or one group's) scores so that groups compare under global ranking."""
     if how == "none":
         return scores
     scale = {"mean": scores.mean(), "max": scores.max(), "sum": scores.sum()}[how]
@@ -42,7 +43,7 @@ def group_importance(group, model, criterion: str = "l2", normalizer: str = "mea
     per_member = []
     for member in group.params:
         scores = member_scores(member, initializers[member.value].const_value.numpy(), p, group.width)
-        per_member.append(_normalize(scores, normalizer))
+        per_member.append(normalize(scores, normalizer))
     if not per_member:
         return np.zeros(group.width)
     stacked = np.stack(per_member)

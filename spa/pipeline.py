@@ -11,7 +11,7 @@ from spa import io
 from spa.allocate import Budget, allocate
 from spa.analysis import Analysis, analyze
 from spa.canon import canonicalize
-from spa.importance import score_groups
+from spa.importance import normalize, score_groups
 from spa.metrics import count
 from spa.oracle import OracleResult, oracle
 from spa.passes.slice import slice_model
@@ -82,7 +82,7 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         budget = budget or Budget()
         if criterion == "obspa":
             scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
-            scores.update(obs.obs_scores(analysis, sinks, hs))
+            scores.update({key: normalize(s, normalizer) for key, s in obs.obs_scores(analysis, sinks, hs).items()})
             plan = allocate(analysis, scores, budget)
             plan.meta.update(criterion="obspa")
         else:
