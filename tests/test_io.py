@@ -281,3 +281,19 @@ def test_weights_listed_as_graph_inputs_are_still_pruned(tmp_path):
     result = prune(str(path), Budget(ratio=0.5))
     assert result.after["params"] < result.before["params"]
     assert [v.name for v in result.model.graph.inputs] == ["x"]
+
+
+def test_pruned_model_round_trips_to_graphsurgeon():
+    import onnx_graphsurgeon as gs
+
+    from spa.allocate import Budget
+    from spa.pipeline import prune
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 8, 8))
+    b.output(b.conv(b.op("Relu", [b.conv(x, 3, 8)]), 8, 2))
+    result = prune(b.proto(), Budget(ratio=0.5))
+    graph = io.to_graphsurgeon(result.model)
+    assert isinstance(graph, gs.Graph)
+    assert sorted(n.op for n in graph.nodes) == sorted(n.op_type for n in result.model.graph)
+    assert io.load(graph).graph.initializers.keys() == result.model.graph.initializers.keys()
