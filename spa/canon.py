@@ -96,12 +96,3 @@ def set_input_shapes(model: ir.Model, input_shapes: dict) -> None:
         if value.shape is not None and len(value.shape) != len(dims):
             raise SpaError(f"input '{name}' has rank {len(value.shape)}, the given shape has rank {len(dims)}")
         value.shape = ir.Shape(list(dims))
-
-
-def fix_dynamic_inputs(model: ir.Model, default_dim: int = 1) -> None:
-    """Give every symbolic input dimension a concrete size so shapes fold (batch 1 by default)."""
-    for value in model.graph.inputs:
-        if value.shape is None:
-            continue
-        dims = [d if isinstance(d, int) else default_dim for d in value.shape]
-        value.shape = ir.Shape(dims)

@@ -15,9 +15,6 @@ from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.errors import SpaError
 from spa.validate import copy_model, session
 
-SOURCES = ("synthetic", "data")
-
-
 def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
     """(rows, columns) view of one input tensor as the sink's weight matrix reads it."""
     if sink.kind != "conv":
