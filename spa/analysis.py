@@ -86,6 +86,7 @@ class Context:
         self.couplings: list[Coupling] = []
         self.sinks: list[Sink] = []
         self.blocked: dict[str, str] = {}
+        self.whole_axes: list[tuple[Space, int, str]] = []
         self.node: ir.Node | None = None
 
     # -- shapes and constants
@@ -168,6 +169,10 @@ class Context:
     def sink(self, input_index: int, space: Space) -> None:
         self.sinks.append(Sink(self.node.name, input_index, space))
 
+    def keep_axis_whole(self, space: Space, axis: int, why: str) -> None:
+        """Pruning may change `space` only along its other axes (checked once classes are known)."""
+        self.whole_axes.append((space, axis, why))
+
     def block(self, value: ir.Value | None, reason: str) -> None:
         if value is not None:
             self.blocked.setdefault(value.name, reason)
@@ -232,12 +237,25 @@ def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]
                 reason = m.frozen
             if reason:
                 break
+        if reason is None:
+            reason = _whole_axis_conflict(members, ctx.whole_axes)
         if reason is None and width < 2:
             reason = "has a single channel"
         nodes = sorted({n for m in members if m.value for n in users.get(m.value, ())})
         groups.append(Group(gid, _group_key(members), members, width,
                             [s for k in keys for s in sinks_by_space.get(k, [])], reason, nodes))
     return groups
+
+
+def _whole_axis_conflict(members: list[Space], whole_axes) -> str | None:
+    keys = {m.key for m in members}
+    for space, axis, why in whole_axes:
+        if space.key not in keys:
+            continue
+        grid = space.pos2class.reshape(space.dims)
+        if not any(_slices_are_classes(grid, i) for i, a in enumerate(space.axes) if a != axis):
+            return f"axis {axis} of '{space.value}' must keep its width ({why})"
+    return None
 
 
 def _group_key(members: list[Space]) -> str:
@@ -256,34 +274,42 @@ def _value_users(model: ir.Model) -> dict[str, set[str]]:
 
 
 def _assign_classes(members: list[Space], couplings: list[Coupling]) -> int:
-    """Merge positions that must share a fate; number the classes in a stable order."""
+    """Merge positions that must share a fate; number the classes in a stable order.
+
+    A multi-axis space must keep a product shape: removing a class has to remove whole slices
+    along one of its axes. When the couplings already make every slice along some axis one class
+    (attention heads: each head's dims merged by Q·Kᵀ), that holds as it is; otherwise the
+    positions sharing one index on the space's preferred axis are merged (channel shuffles)."""
     offsets, total = {}, 0
     for m in members:
         offsets[m.key] = total
         total += m.size
     rows, cols = [], []
     for c in couplings:
-        a = np.arange(c.a.size) + offsets[c.a.key]
-        b = (np.arange(c.b.size) if c.a_to_b is None else c.a_to_b) + offsets[c.b.key]
-        rows.append(a)
-        cols.append(b)
-    for m in members:
-        if m.prune_axis is not None and len(m.axes) > 1:
-            # A multi-axis space keeps a product shape: all positions that share one index on the
-            # pruned axis go together.
-            along = m.coordinates()[:, m.axes.index(m.prune_axis)]
+        rows.append(np.arange(c.a.size) + offsets[c.a.key])
+        cols.append((np.arange(c.b.size) if c.a_to_b is None else c.a_to_b) + offsets[c.b.key])
+    multi = [m for m in members if len(m.axes) > 1]
+    forced: set[str] = set()
+    while True:
+        labels = _components(rows, cols, total)
+        newly = []
+        for m in multi:
+            if m.key in forced:
+                continue
+            grid = labels[offsets[m.key]: offsets[m.key] + m.size].reshape(m.dims)
+            if not any(_slices_are_classes(grid, i) for i in range(len(m.axes))):
+                newly.append(m)
+        if not newly:
+            break
+        for m in newly:
+            forced.add(m.key)
+            axis = m.prune_axis if m.prune_axis is not None else m.axes[-1]
+            along = m.coordinates()[:, m.axes.index(axis)]
             order = np.arange(m.size)
-            first_pos = np.full(m.dims[m.axes.index(m.prune_axis)], m.size)
+            first_pos = np.full(m.dims[m.axes.index(axis)], m.size)
             np.minimum.at(first_pos, along, order)
             rows.append(order + offsets[m.key])
             cols.append(first_pos[along] + offsets[m.key])
-    if rows:
-        r = np.concatenate(rows)
-        c = np.concatenate(cols)
-    else:
-        r = c = np.zeros(0, np.int64)
-    adjacency = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(total, total))
-    _, labels = connected_components(adjacency, directed=False)
     # Stable numbering: classes in order of first appearance over sorted members.
     _, first_index = np.unique(labels, return_index=True)
     order = np.argsort(first_index)
@@ -293,3 +319,16 @@ def _assign_classes(members: list[Space], couplings: list[Coupling]) -> int:
     for m in members:
         m.pos2class = classes[offsets[m.key]: offsets[m.key] + m.size]
     return len(order)
+
+
+def _components(rows: list, cols: list, total: int) -> np.ndarray:
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    adjacency = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(total, total))
+    return connected_components(adjacency, directed=False)[1]
+
+
+def _slices_are_classes(grid: np.ndarray, axis: int) -> bool:
+    """Every slice of `grid` at a fixed index of `axis` holds a single class."""
+    flat = np.moveaxis(grid, axis, 0).reshape(grid.shape[axis], -1)
+    return bool((flat == flat[:, :1]).all())

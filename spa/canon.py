@@ -13,6 +13,7 @@ from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa.errors import SpaError
 from spa.shape_eval import resolve_reshapes
+from spa.symbolic_shapes import name_symbolic_dims
 
 _BN_FUSIONS = [
     rewrite_rules.fuse_batchnorm_into_conv_rule,
@@ -47,6 +48,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     infer_shapes(model)
     if resolve_reshapes(model):
         infer_shapes(model)  # carry the recovered dims downstream
+    name_symbolic_dims(model)
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     return model

@@ -44,6 +44,27 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list | None:
     return None
 
 
+def constant_origins(value: ir.Value | None) -> list | None:
+    """For each entry of a shape tensor built by Concat, where its constant lives: (node, input
+    index, element index) of the constant input that holds it, or None for a computed entry.
+    Slicing rewrites those constants when a width they spell out changes."""
+    if value is None or value.const_value is not None:
+        return None
+    node = value.producer()
+    if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+        return None
+    origins = []
+    for index, part in enumerate(node.inputs):
+        entries = shape_entries(part)
+        if entries is None:
+            return None
+        if part.const_value is not None:
+            origins.extend((node, index, i) for i in range(len(entries)))
+        else:
+            origins.extend([None] * len(entries))
+    return origins
+
+
 def _attr(node, name, default):
     attr = node.attributes.get(name)
     return default if attr is None else attr.as_int()

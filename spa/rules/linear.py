@@ -2,6 +2,8 @@
 is a fresh channel space tied to the weight's output axis."""
 from __future__ import annotations
 
+import numpy as np
+
 from spa.rules.base import Block, Rule, attr_int, input_or_none, register
 
 
@@ -36,6 +38,11 @@ class Gemm(Rule):
 
 @register
 class MatMul(Rule):
+    """A @ B over batch axes. The contracted axis K couples A's and B's channel spaces (a plain K
+    channel of A is a sink); A's row axis M, B's column axis N and the batch axes carry to the
+    output. A multi-axis space may be contracted in part: attention's Q·Kᵀ contracts the head size
+    and keeps the head axis, so the output's head positions merge each head's dims into one root
+    channel — whole heads are what can be removed."""
     op_types = ("MatMul",)
 
     def analyze(self, node, ctx):
@@ -46,26 +53,43 @@ class MatMul(Rule):
             if ctx.spaces_on(a) or ctx.spaces_on(b):
                 raise Block("a 1-D operand carries channels")
             return
-        for value, rank, allowed_single in ((a, ra, (ra - 1, ra - 2)), (b, rb, (rb - 1, rb - 2))):
+        a_out = {ax: ax + r - ra for ax in range(ra - 2)} | {ra - 2: r - 2}
+        b_out = {ax: ax + r - rb for ax in range(rb - 2)} | {rb - 1: r - 1}
+        a_to_b = {ax: ax - ra + rb for ax in range(ra - 2)} | {ra - 1: rb - 2}
+        b_to_a = {v: k for k, v in a_to_b.items()}
+        is_weight = lambda v: v.is_initializer() and v.const_value is not None
+        carried = []  # (source space, output axes, position map source -> output positions or None)
+        contracted = set()
+        for value, out_of, other, other_of, k_axis in ((a, a_out, b, a_to_b, ra - 1), (b, b_out, a, b_to_a, rb - 2)):
             for space in ctx.spaces_on(value):
-                if len(space.axes) > 1 and any(ax >= rank - 2 for ax in space.axes):
-                    raise Block(f"channels of '{value.name}' span a matrix axis and another axis")
-        n_space = ctx.output_space(y, (r - 1,))
-        ctx.couple(ctx.operand(b, (rb - 1,)), n_space)
-        k_space = ctx.operand(a, (ra - 1,))
-        ctx.couple(k_space, ctx.operand(b, (rb - 2,)))
-        ctx.sink(0, k_space)
-        m_space = ctx.get(a, (ra - 2,))
-        if m_space is not None:
-            ctx.couple(m_space, ctx.output_space(y, (r - 2,)))
-        # Batch axes broadcast like an elementwise op.
-        for value, rank in ((a, ra), (b, rb)):
-            shift = r - rank
-            for space in ctx.spaces_on(value):
-                if all(ax < rank - 2 for ax in space.axes):
-                    if any(ctx.dims(value)[ax] != ctx.dims(y)[ax + shift] for ax in space.axes):
-                        raise Block(f"channels of '{value.name}' are broadcast over a batch axis")
-                    ctx.carry(space, y, lambda ax, shift=shift: ax + shift)
+                if k_axis not in space.axes:
+                    carried.append((space, tuple(out_of[ax] for ax in space.axes), None))
+                    continue
+                if id(space) in contracted:
+                    continue
+                partner_axes = tuple(other_of.get(ax, -1) for ax in space.axes)
+                if -1 in partner_axes or any(ctx.dims(other)[p] != ctx.dims(value)[ax]
+                                             for p, ax in zip(partner_axes, space.axes)):
+                    raise Block(f"channels of '{value.name}' meet a broadcast axis of '{other.name}'")
+                partner = ctx.operand(other, partner_axes)
+                ctx.couple(space, partner)
+                contracted.update((id(space), id(partner)))
+                if space.axes == (k_axis,):
+                    ctx.sink(0, space if value is a else partner)
+                    continue
+                kept = [i for i, ax in enumerate(space.axes) if ax != k_axis]
+                carried.append((space, tuple(out_of[space.axes[i]] for i in kept),
+                                _project(space, kept)))
+        has_k = any(ra - 1 in sp.axes for sp in ctx.spaces_on(a)) or any(rb - 2 in sp.axes for sp in ctx.spaces_on(b))
+        if not has_k and (is_weight(a) or is_weight(b)):
+            k_space = ctx.operand(a, (ra - 1,))
+            ctx.couple(k_space, ctx.operand(b, (rb - 2,)))
+            ctx.sink(0, k_space)
+        # A weight's free axis is a fresh channel space of the output.
+        for value, axis, out_axis in ((b, rb - 1, r - 1), (a, ra - 2, r - 2)):
+            if is_weight(value) and not any(out_axis in o for _, o, _ in carried):
+                carried.append((ctx.operand(value, (axis,)), (out_axis,), None))
+        _place_on_output(ctx, y, carried)
         for target in ctx.spaces_on(y):
             if any(ax >= r - 2 for ax in target.axes):
                 continue
@@ -76,7 +100,54 @@ class MatMul(Rule):
                     continue
                 if len(present) != len(in_axes) or any(d == 1 for d in present):
                     raise Block(f"'{value.name}' broadcasts over part of a channel space")
-                ctx.couple(ctx.operand(value, in_axes), target)
+                if not any(set(s.axes) & set(in_axes) for s in ctx.spaces_on(value)):
+                    ctx.couple(ctx.operand(value, in_axes), target)
+
+
+def _project(space, kept: list[int]) -> np.ndarray:
+    """Positions of `space` mapped to positions over its `kept` axes (the others dropped)."""
+    coords = space.coordinates()
+    return np.ravel_multi_index(tuple(coords[:, i] for i in kept), [space.dims[i] for i in kept])
+
+
+def _place_on_output(ctx, y, carried) -> None:
+    """Put every carried space on the output. Overlapping ones (a head axis from one operand and
+    head × head-size from the other) share the widest space, each through its own projection."""
+    pending = list(carried)
+    while pending:
+        cluster = [pending.pop(0)]
+        axes = set(cluster[0][1])
+        grew = True
+        while grew:
+            grew = False
+            for item in list(pending):
+                if axes & set(item[1]):
+                    cluster.append(item)
+                    axes |= set(item[1])
+                    pending.remove(item)
+                    grew = True
+        widest = max(cluster, key=lambda item: len(item[1]))
+        order = widest[1] if set(widest[1]) == axes else tuple(sorted(axes))
+        source_prune = widest[0].prune_axis
+        prune = None
+        if source_prune is not None and widest[2] is None and set(widest[1]) == axes:
+            prune = widest[1][widest[0].axes.index(source_prune)]
+        out = ctx.output_space(y, order, prune_axis=prune if len(order) > 1 else None)
+        for space, out_axes, to_out in cluster:
+            if out_axes == order:
+                ctx.couple(space, out, to_out)
+                continue
+            # out positions → positions over `out_axes`, then onto `space` through a virtual space
+            coords = out.coordinates()
+            picked = np.ravel_multi_index(tuple(coords[:, order.index(ax)] for ax in out_axes),
+                                          [out.dims[order.index(ax)] for ax in out_axes])
+            if to_out is None:
+                ctx.couple(out, space, picked)
+            else:
+                middle = ctx.virtual(f"{y.name}:{space.key}", int(np.prod(
+                    [out.dims[order.index(ax)] for ax in out_axes])))
+                ctx.couple(space, middle, to_out)
+                ctx.couple(out, middle, picked)
 
 
 @register

@@ -6,7 +6,7 @@ import numpy as np
 
 from spa.rules.base import Block, Rule, attr_int, attr_ints, const_array, input_or_none, norm_axis, register
 from spa.rules.norm import opset
-from spa.shape_eval import shape_entries
+from spa.shape_eval import constant_origins, shape_entries
 from spa.space import regroup_map, reshape_groups
 
 
@@ -60,19 +60,34 @@ class Reshape(Rule):
     def analyze(self, node, ctx):
         regroup(ctx, node.inputs[0], node.outputs[0])
         if const_array(node.inputs[1]) is None and ctx.spaces_on(node.outputs[0]):
-            # A computed target (a dynamic batch) is fine when every channel axis is inferred (-1).
+            # A computed target (dynamic batch and sequence): fine when every channel axis is
+            # inferred (-1) or spelled by a constant that slicing can rewrite.
             entries = shape_entries(node.inputs[1])
+            origins = constant_origins(node.inputs[1])
             if entries is None:
                 raise Block("the target shape is computed at run time")
             for space in ctx.spaces_on(node.outputs[0]):
-                if any(entries[a] != -1 for a in space.axes):
-                    raise Block(f"the computed target shape fixes the width of channel axes {space.axes}")
+                for a in space.axes:
+                    if entries[a] != -1 and (origins is None or origins[a] is None):
+                        raise Block(f"the computed target shape fixes the width of channel axis {a}")
 
     def update(self, node, sctx):
         y = node.outputs[0]
         old, new = sctx.old_dims(y), sctx.new_dims(y)
-        if old != new and const_array(node.inputs[1]) is not None:
+        if old == new:
+            return
+        if const_array(node.inputs[1]) is not None:
             sctx.set_const_input(node, 1, new_shape_constant(const_array(node.inputs[1]), old, new))
+            return
+        origins = constant_origins(node.inputs[1])
+        for axis, (o, n) in enumerate(zip(old, new)):
+            if o != n and origins is not None and origins[axis] is not None:
+                concat, index, element = origins[axis]
+                data = const_array(concat.inputs[index]).copy()
+                flat = data.reshape(-1)
+                if flat[element] not in (-1, 0):
+                    flat[element] = n
+                    sctx.set_const_input(concat, index, data)
 
 
 @register
@@ -284,7 +299,9 @@ class Gather(Rule):
 
 @register
 class ShapeOf(Rule):
-    """Shape and Size read widths at run time: fine unless they read a channel axis."""
+    """Shape and Size read widths at run time. Reading a non-channel dim (x.size(0) for a dynamic
+    batch) is fine; reading an axis of a multi-axis space is fine while pruning leaves that axis
+    whole (attention reads the head size to scale scores, and heads are removed whole)."""
     op_types = ("Shape", "Size")
 
     def analyze(self, node, ctx):
@@ -298,17 +315,30 @@ class ShapeOf(Rule):
         start = norm_axis(attr_int(node, "start", 0), rank)
         end = attr_int(node, "end", rank)
         end = norm_axis(end, rank) if end < 0 else min(end, rank)
-        read = {a for space in spaces for a in space.axes if start <= a < end}
-        if read and not all(self._only_picks_other_dims(use, start, read) for use, _ in node.outputs[0].uses()):
-            raise Block(f"reads the width of channel axes {sorted(read)} of '{x.name}' at run time")
+        read = set()
+        for use, _ in node.outputs[0].uses():
+            read |= self._dims_read(use, start, end, ctx)
+        for space in spaces:
+            for axis in sorted(read & set(space.axes)):
+                if len(space.axes) == 1:
+                    raise Block(f"reads the width of channel axis {axis} of '{x.name}' at run time")
+                ctx.keep_axis_whole(space, axis, f"{node.op_type} '{node.name}' reads its width")
 
     @staticmethod
-    def _only_picks_other_dims(use, start: int, channel_axes: set[int]) -> bool:
-        """A Gather of constant dims that are not channel axes (x.size(0) for a dynamic batch)."""
-        if use.op_type != "Gather" or attr_int(use, "axis", 0) != 0:
-            return False
-        idx = const_array(use.inputs[1])
-        return idx is not None and not any(start + int(i) in channel_axes for i in idx.reshape(-1))
+    def _dims_read(use, start: int, end: int, ctx) -> set[int]:
+        """The axes a consumer of the shape reads: a Gather of constant dims reads only those."""
+        if use.op_type == "Gather" and attr_int(use, "axis", 0) == 0:
+            idx = const_array(use.inputs[1])
+            if idx is not None:
+                count = end - start
+                return {start + (int(i) + count if int(i) < 0 else int(i)) for i in idx.reshape(-1)}
+        if use.op_type == "Slice" and use.inputs[0] is not None:
+            try:
+                (_, s, e, step), = _slice_params(use, ctx, 1, [end - start])
+            except (Block, ValueError):
+                return set(range(start, end))
+            return {start + i for i in range(s, e, step)} if step > 0 else set(range(start, end))
+        return set(range(start, end))
 
 
 @register
