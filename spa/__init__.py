@@ -6,9 +6,22 @@ from spa.errors import SpaError  # noqa: E402,F401
 from spa.plan import PruningPlan  # noqa: E402,F401
 
 
+# The public API (spa/api.py): spa.prune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …
+# (no API name may equal a submodule's: importing spa.report or spa.compare would shadow it)
+_API = ("prune", "inspect", "groups", "save", "pruning_report", "write_report", "PruneResult")
+
+
 def __getattr__(name):
     # The heavier stages load on first use, so `import spa` stays cheap.
-    if name in ("prune", "load_canonical", "make_plan"):
+    if name in _API:
+        from spa import api
+
+        return getattr(api, name)
+    if name == "diff":
+        from spa.compare import diff
+
+        return diff
+    if name in ("load_canonical", "make_plan"):
         from spa import pipeline
 
         return getattr(pipeline, name)

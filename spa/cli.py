@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p = sub.add_parser("groups", help="one row per coupled channel group")
     _model_args(p)
+    p.add_argument("--dot", metavar="OUT.dot", help="also write the channel-dependency graph, groups coloured")
+    p.add_argument("--png", metavar="OUT.png", help="also render that graph to PNG (needs Graphviz's dot)")
     p = sub.add_parser("prune", help="prune a model and write a smaller .onnx")
     _model_args(p)
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
@@ -80,7 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan instead of allocating")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verify", action="store_true", help="check the oracle (sliced == masked) before writing")
+    _report_and_diff_parsers(sub)
+    _quiet_flag(sub)
     return parser
+
+
+def _report_and_diff_parsers(sub) -> None:
+    p = sub.add_parser("report", help="a pruned model's report: widths before→after, plots, plan (.html or .md)")
+    p.add_argument("model", help="a model written by spa prune (any .onnx works, with less to say)")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.html|.md", help="where to write the report")
+    p.add_argument("--original", metavar="MODEL", help="the unpruned model: adds per-layer widths before→after")
+    p.add_argument("--measure", action="store_true",
+                   help="with --original: output fidelity on random inputs and CPU latency of both")
+    p.add_argument("--samples", type=int, default=4, help="random inputs for --measure")
+    p.add_argument("--rounds", type=int, default=50, help="timed runs per model for --measure")
+    p.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=D1,D2,...",
+                   help="fix an input's shape of --original (for models with dynamic dims)")
+    p.add_argument("--json", action="store_true", help="also print the report as JSON")
+    p = sub.add_parser("diff", help="compare two models: ops, params, MACs, shapes, outputs (exit 0 = match)")
+    p.add_argument("a", help="first .onnx (the reference)")
+    p.add_argument("b", help="second .onnx")
+    p.add_argument("--inputs", metavar="FILE.npz", help="input arrays (first axis = samples); default random")
+    p.add_argument("--samples", type=int, default=1, help="inputs to compare on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (|a-b| <= atol + rtol*|a|)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
+    p.add_argument("--no-outputs", action="store_true", help="compare structure only (exit 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+class _QuietAction(argparse.Action):
+    """`--quiet` silences progress bars as soon as it is parsed (they are also off when stderr is
+    not a terminal)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from spa.progress import set_quiet
+
+        set_quiet(True)
+        setattr(namespace, self.dest, True)
+
+
+def _quiet_flag(sub) -> None:
+    from spa.progress import set_quiet
+
+    set_quiet(False)  # a new parser, a new command: forget an earlier in-process --quiet
+    for p in sub.choices.values():
+        p.add_argument("-q", "--quiet", action=_QuietAction, nargs=0, default=False, help="no progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,13 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _load(args):
-    from spa.analysis import analyze
-    from spa.pipeline import load_canonical
-
-    model = load_canonical(args.model, input_shapes=dict(args.input_shape) or None,
-                           fuse_batchnorm=not args.no_fuse_bn)
-    return model, analyze(model)
+def _load_options(args) -> dict:
+    return {"input_shapes": dict(args.input_shape) or None, "fuse_batchnorm": not args.no_fuse_bn}
 
 
 def _console():
@@ -123,10 +165,10 @@ def _console():
 def cmd_inspect(args) -> int:
     from rich.table import Table
 
-    from spa.report import human, inspect_summary
+    from spa.api import inspect
+    from spa.report import human
 
-    model, analysis = _load(args)
-    summary = inspect_summary(model, analysis)
+    summary = inspect(args.model, **_load_options(args))
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -149,10 +191,12 @@ def cmd_inspect(args) -> int:
 def cmd_groups(args) -> int:
     from rich.table import Table
 
-    from spa.report import group_rows
+    from spa.api import groups
 
-    _, analysis = _load(args)
-    rows = group_rows(analysis)
+    found = groups(args.model, **_load_options(args))
+    rows = found.rows
+    if args.dot or args.png:
+        _write_graph(args, found.to_dot())
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -166,11 +210,10 @@ def cmd_groups(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from spa import io
     from spa.allocate import Budget
-    from spa.pipeline import prune
+    from spa.api import prune, save
     from spa.plan import PruningPlan
-    from spa.report import before_after, model_stats
+    from spa.report import before_after
 
     out = Path(args.output)
     if out.resolve() == Path(args.model).resolve():
@@ -200,16 +243,16 @@ def cmd_prune(args) -> int:
         if args.samples < 1:
             raise SpaError("--samples must be at least 1")
         compensation = Compensation(args.hessian, args.calib, args.samples, args.seed)
-    result = prune(args.model, budget, criterion=args.criterion, plan=plan,
-                   input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
+    result = prune(args.model, budget=budget, criterion=args.criterion, scope=getattr(args, "scope", None),
+                   plan=plan, input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
                    verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p,
                    compensation=compensation)
     if result.oracle is not None and not result.oracle.holds():
         raise SpaError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} (relative)")
-    before, after = model_stats(result.original), model_stats(result.model)
+    before, after = result.report["before"], result.report["after"]
     if args.plan_out:
         result.plan.save(args.plan_out)
-    io.save(result.model, out)
+    save(result, out)  # with the plan, report and group annotations in its metadata (spa report reads them)
     pruned_groups = sum(1 for v in result.plan.removed.values() if v)
     summary = {"input": args.model, "output": str(out), "before": before, "after": after,
                "groups_pruned": pruned_groups, "groups_prunable": len(result.analysis.prunable_groups()),
@@ -234,7 +277,76 @@ def cmd_prune(args) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "groups": cmd_groups, "prune": cmd_prune}
+def _write_graph(args, dot_text: str) -> None:
+    from spa.dot import render_png
+    from spa.plan import write_text_atomic
+
+    if args.png:  # first: a missing Graphviz fails before anything is written
+        render_png(dot_text, Path(args.png))
+    if args.dot:
+        write_text_atomic(Path(args.dot), dot_text)
+
+
+def cmd_report(args) -> int:
+    from spa.api import pruning_report, write_report
+
+    if Path(args.output).resolve() in {Path(m).resolve() for m in (args.model, args.original) if m}:
+        raise SpaError("the report path is one of the models; choose another -o")
+    rep = pruning_report(args.model, original=args.original, measure=args.measure, samples=args.samples,
+                         rounds=args.rounds, input_shapes=dict(args.input_shape) or None)
+    files = write_report(rep, args.output)
+    if args.json:
+        print(json.dumps(rep, indent=1))
+        return 0
+    con = _console()
+    if not rep["stored"]:
+        con.print("[yellow]note[/]: the model carries no SPA report (not written by spa prune)")
+    con.print(f"[green]PASSED[/] wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from rich.table import Table
+
+    from spa.compare import EXIT_OUTPUTS_DIFFER, diff
+    from spa.report import human, number
+
+    result = diff(args.a, args.b, inputs=args.inputs, samples=args.samples, seed=args.seed, atol=args.atol,
+                  rtol=args.rtol, compare=not args.no_outputs)
+    code = 0 if result.passed else EXIT_OUTPUTS_DIFFER
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return code
+    s = result.structure
+    con = _console()
+    con.print(f"A: {args.a}\nB: {args.b}")
+    table = Table("", "A", "B", "B - A")
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("nodes", "nodes"), ("bytes", "file size")):
+        table.add_row(label, human(s[key]["a"]), human(s[key]["b"]), f"{s[key]['delta']:+,d}")
+    for op, n in s["ops"].items():
+        table.add_row(f"{op} nodes", str(n["a"]), str(n["b"]), f"{n['b'] - n['a']:+d}")
+    con.print(table)
+    con.print(f"{len(s['shapes'])} tensors changed shape; weights only in A: {s['only_in_a']}, only in B: "
+              f"{s['only_in_b']}")
+    for change in s["shapes"][:10]:
+        con.print(f"  {change['kind']} {change['name']}: {change['a']} → {change['b']}")
+    if len(s["shapes"]) > 10:
+        con.print(f"  … and {len(s['shapes']) - 10} more (--json lists all)")
+    if not result.compared:
+        con.print("outputs not compared (--no-outputs)")
+        return code
+    out = Table("output", "shape A", "shape B", "max |diff|", "mean |diff|", "cosine", "")
+    for o in result.outputs:
+        out.add_row(o.name, str(o.shape_a), str(o.shape_b), number(o.max_abs), number(o.mean_abs), number(o.cosine, ".6f"),
+                    "[green]match[/]" if o.passed else "[red]differ[/]")
+    con.print(out)
+    verdict = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
+    con.print(f"{verdict} outputs {'match' if result.passed else 'differ'} (atol {args.atol:g}, rtol {args.rtol:g})")
+    return code
+
+
+COMMANDS = {"inspect": cmd_inspect, "groups": cmd_groups, "prune": cmd_prune, "report": cmd_report,
+            "diff": cmd_diff}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ def _numel(dims) -> int:
 
 def count(model: ir.Model, dims_of=None) -> dict[str, int]:
     """{'params', 'macs'}; `dims_of(value)` may override a value's dims (to cost a plan)."""
-    dims = dims_of or (lambda v: tuple(v.shape) if v.shape is not None else None)
+    dims = dims_of or _own_dims
     params = sum(_numel(dims(v)) for v in model.graph.initializers.values()
                  if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point())
     macs = 0
@@ -60,3 +60,19 @@ def planned_dims(analysis, kept: dict):
                 d[axis] = len(idx)
         return tuple(d)
     return dims_of
+
+
+def _own_dims(value):
+    return tuple(value.shape) if value.shape is not None else None
+
+
+def node_macs(node: ir.Node) -> int:
+    """Multiply-accumulates of one node, from the model's own shapes."""
+    return _node_macs(node, _own_dims)
+
+
+def node_params(node: ir.Node) -> int:
+    """Floating-point weights the node reads (a weight shared by several nodes counts for each)."""
+    return sum(_numel(v.shape) for v in node.inputs
+               if v is not None and v.is_initializer() and v.shape is not None
+               and v.dtype is not None and v.dtype.is_floating_point())

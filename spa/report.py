@@ -6,7 +6,8 @@ from collections import Counter
 import onnx_ir as ir
 
 from spa.io import to_proto
-from spa.metrics import count
+from spa.metrics import count, node_macs, node_params
+from spa.rules.base import attr_int
 
 
 def human(n: float) -> str:
@@ -14,6 +15,11 @@ def human(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return f"{n:.0f}"
+
+
+def number(x: float | None, spec: str = ".3g") -> str:
+    """A float for a table cell; '-' when it was not measured."""
+    return "-" if x is None else format(x, spec)
 
 
 def model_stats(model: ir.Model) -> dict:
@@ -80,3 +86,90 @@ def before_after(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
         if a != b:
             rows.append((f"{op} nodes", str(b), str(a), f"{a - b:+d}"))
     return rows
+
+
+# ---------------------------------------------------------------- per-layer before→after
+
+# Ops whose weight fixes the layer's input and output widths (what a reader calls "a layer").
+_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _weight(node: ir.Node) -> ir.Value | None:
+    if len(node.inputs) < 2 or node.inputs[1] is None:  # the weight is input 1 of every layer op
+        return None
+    w = node.inputs[1]
+    return w if w.is_initializer() and w.shape is not None and len(w.shape) >= 2 else None
+
+
+def layer_widths(node: ir.Node, w: ir.Value) -> tuple[int, int]:
+    """(input channels, output channels) read from the weight's shape and the node's attributes."""
+    shape = list(w.shape)
+    group = attr_int(node, "group", 1) if node.op_type.startswith("Conv") else 1
+    if node.op_type == "Conv":
+        return shape[1] * group, shape[0]
+    if node.op_type == "ConvTranspose":
+        return shape[0], shape[1] * group
+    if node.op_type == "Gemm" and attr_int(node, "transB", 0):
+        return shape[1], shape[0]
+    return shape[-2], shape[-1]
+
+
+def block_of(name: str) -> str:
+    """The block a layer belongs to, from its name's scopes ('/layer1/layer1.0/conv1/Conv' →
+    'layer1/layer1.0'); a flat name is its own block."""
+    scopes = [s for s in name.split("/") if s][:-1]
+    return "/".join(scopes[:2]) if scopes else name
+
+
+def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
+    """One row per weighted layer of `after`, in graph order, with its widths, parameters and MACs
+    before and after. Layers are matched by weight name, which canonicalization and slicing keep."""
+    def index(model):
+        table = {}
+        for node in model.graph:
+            w = _weight(node) if node.op_type in _LAYER_OPS else None
+            if w is not None:
+                table[w.name] = (node, w)
+        return table
+
+    old = index(before)
+    rows = []
+    for name, (node, w) in index(after).items():
+        if name not in old:
+            continue
+        b_node, b_w = old[name]
+        (b_in, b_out), (a_in, a_out) = layer_widths(b_node, b_w), layer_widths(node, w)
+        rows.append({"layer": node.name, "op": node.op_type, "weight": name, "block": block_of(node.name),
+                     "in_before": b_in, "in_after": a_in, "out_before": b_out, "out_after": a_out,
+                     "params_before": node_params(b_node), "params_after": node_params(node),
+                     "macs_before": node_macs(b_node), "macs_after": node_macs(node)})
+    return rows
+
+
+def block_rows(layers: list[dict]) -> list[dict]:
+    """Layer rows summed per block, in order of first appearance."""
+    blocks: dict[str, dict] = {}
+    for row in layers:
+        entry = blocks.setdefault(row["block"], {"block": row["block"], "layers": 0, "params_before": 0,
+                                                 "params_after": 0, "macs_before": 0, "macs_after": 0})
+        entry["layers"] += 1
+        for key in ("params_before", "params_after", "macs_before", "macs_after"):
+            entry[key] += row[key]
+    return list(blocks.values())
+
+
+def score_histogram(scores: dict, plan, bins: int = 30) -> dict:
+    """Counts of kept and removed channels per score bin, over the groups the plan ranked."""
+    import numpy as np
+
+    kept, removed = [], []
+    for key, values in scores.items():
+        gone = set(plan.removed.get(key, []))
+        for i, s in enumerate(np.asarray(values, dtype=float)):
+            (removed if i in gone else kept).append(s)
+    everything = np.asarray(kept + removed)
+    if everything.size == 0:
+        return {"edges": [], "kept": [], "removed": []}
+    edges = np.histogram_bin_edges(everything, bins=bins)
+    return {"edges": [float(e) for e in edges], "kept": np.histogram(kept, edges)[0].tolist(),
+            "removed": np.histogram(removed, edges)[0].tolist()}
