@@ -115,7 +115,7 @@ def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan:
 def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dict) -> None:
     """Write the plan, the report and a one-line summary into the model's metadata, and mark every
     layer whose width changed (node metadata "spa.width", "spa.groups") so Netron shows them."""
-    from spa.report import human
+    from spa.report import change, human
 
     model.metadata_props[PLAN_KEY] = json.dumps(plan.to_json())
     model.metadata_props[REPORT_KEY] = json.dumps({k: v for k, v in report.items() if k != "plan"})
@@ -134,8 +134,8 @@ def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dic
     for node in model.graph:
         row = changed.get(node.name)
         if row is not None:
-            node.metadata_props["spa.width"] = (f"in {row['in_before']}→{row['in_after']}, "
-                                                f"out {row['out_before']}→{row['out_after']}")
+            node.metadata_props["spa.width"] = (f"in {change(row['in_before'], row['in_after'])}, "
+                                                f"out {change(row['out_before'], row['out_after'])}")
         keys = sorted({k for v in node.inputs if v is not None for k in group_of_weight.get(v.name, ())})
         if keys:
             node.metadata_props["spa.groups"] = ", ".join(keys)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spa.errors import SpaError
-from spa.report import before_after, block_rows, human, number
+from spa.report import before_after, block_rows, change, human, number
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md"}
 
@@ -119,10 +119,6 @@ def _short(name: str) -> str:
 # ---------------------------------------------------------------- layout
 
 
-def _arrow(b, a, fmt=str) -> str:
-    return fmt(a) if b == a else f"{fmt(b)} → {fmt(a)}"
-
-
 def layout(rep: dict, images: list[str]) -> list[Section]:
     sections = []
     summary = Section("Summary")
@@ -145,14 +141,14 @@ def layout(rep: dict, images: list[str]) -> list[Section]:
     if layers:
         widths.items.append(("img", next(i for i in images if i.endswith(".widths.png")), "kept width per layer"))
         widths.items.append(("table", ["layer", "op", "in", "out", "params", "MACs"],
-                             [[r["layer"], r["op"], _arrow(r["in_before"], r["in_after"]),
-                               _arrow(r["out_before"], r["out_after"]),
-                               _arrow(r["params_before"], r["params_after"], human),
-                               _arrow(r["macs_before"], r["macs_after"], human)] for r in layers]))
+                             [[r["layer"], r["op"], change(r["in_before"], r["in_after"]),
+                               change(r["out_before"], r["out_after"]),
+                               change(r["params_before"], r["params_after"], human),
+                               change(r["macs_before"], r["macs_after"], human)] for r in layers]))
         blocks = Section("Parameters and MACs per block")
         blocks.items.append(("table", ["block", "layers", "params", "MACs", "MACs after/before"],
-                             [[b["block"], str(b["layers"]), _arrow(b["params_before"], b["params_after"], human),
-                               _arrow(b["macs_before"], b["macs_after"], human),
+                             [[b["block"], str(b["layers"]), change(b["params_before"], b["params_after"], human),
+                               change(b["macs_before"], b["macs_after"], human),
                                f"{b['macs_after'] / b['macs_before']:.1%}" if b["macs_before"] else "-"]
                               for b in block_rows(layers)]))
         sections += [widths, blocks]

@@ -22,6 +22,11 @@ def number(x: float | None, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def change(before, after, fmt=str) -> str:
+    """'64 → 45', or just '64' when nothing changed."""
+    return fmt(after) if before == after else f"{fmt(before)} → {fmt(after)}"
+
+
 def model_stats(model: ir.Model) -> dict:
     stats = count(model)
     stats["nodes"] = len(model.graph)
