@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from spa.passes.compensate import hessian as hess
 from spa.passes.compensate.sinks import SinkWeight, sink_weight
+from spa.progress import progress
 
 DAMP = 0.01
 
@@ -73,6 +74,7 @@ def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthet
         feeds = hess.data_feeds(model, calib, samples)
     else:
         raise ValueError(source)
+    feeds = progress(feeds, "collecting statistics", total=samples)  # at most `samples` feeds
     return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
 
 
@@ -103,7 +105,7 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
     groups = analysis.group_by_key()
     nodes = {n.name: n for n in model.graph}
     done = 0
-    for key, remove in plan.removed.items():
+    for key, remove in progress(list(plan.removed.items()), "compensating sinks"):
         if not remove:
             continue
         for s in groups[key].sinks:
