@@ -205,7 +205,11 @@ def cmd_groups(args) -> int:
         table.add_row(str(r["id"]), r["key"], str(r["width"]), f"{len(r['params'])} params / {len(r['members'])}",
                       str(len(r["sinks"])), "; ".join(r["constraints"]) or "-",
                       "prunable" if r["prunable"] else f"[red]{r['reason']}[/]")
-    _console().print(table)
+    con = _console()
+    con.print(table)
+    for path in (args.dot, args.png):
+        if path:
+            con.print(f"[green]PASSED[/] wrote {path}")
     return 0
 
 

@@ -120,7 +120,32 @@ def _short(name: str) -> str:
 
 
 def layout(rep: dict, images: list[str]) -> list[Section]:
-    sections = []
+    """The report's sections, the outcome first (a browser's first screen), the long tables last."""
+    def image(suffix: str) -> str | None:
+        return next((i for i in images if i.endswith(suffix)), None)
+
+    sections = [_summary(rep), _measured(rep)]
+    layers = rep.get("layers") or []
+    if layers:
+        sections.append(Section("Width per layer", [("img", image(".widths.png"), "kept width per layer")]))
+        sections.append(Section("Parameters and MACs per block", [("table", [
+            "block", "layers", "params", "MACs", "MACs after/before"],
+            [[b["block"], str(b["layers"]), change(b["params_before"], b["params_after"], human),
+              change(b["macs_before"], b["macs_after"], human),
+              f"{b['macs_after'] / b['macs_before']:.1%}" if b["macs_before"] else "-"] for b in block_rows(layers)])]))
+    else:
+        sections.append(Section("Width per layer", [
+            ("p", "Per-layer widths are unknown: give the original model (--original).")]))
+    sections += [_scores(rep, image(".scores.png")), _plan(rep)]
+    if layers:
+        sections.append(Section("Layers", [("table", ["layer", "op", "in", "out", "params", "MACs"], [
+            [r["layer"], r["op"], change(r["in_before"], r["in_after"]), change(r["out_before"], r["out_after"]),
+             change(r["params_before"], r["params_after"], human), change(r["macs_before"], r["macs_after"], human)]
+            for r in layers])]))
+    return sections
+
+
+def _summary(rep: dict) -> Section:
     summary = Section("Summary")
     before, after = rep.get("before"), rep["after"]
     if rep.get("original"):
@@ -134,49 +159,10 @@ def layout(rep: dict, images: list[str]) -> list[Section]:
     if rep.get("groups_prunable") is not None:
         summary.items.append(("p", f"{len(rep['groups'])} of {rep['groups_prunable']} prunable groups pruned "
                                    f"({rep['groups_total']} groups in all), {rep['channels_removed']} channels removed."))
-    sections.append(summary)
+    return summary
 
-    layers = rep.get("layers") or []
-    widths = Section("Width per layer")
-    if layers:
-        widths.items.append(("img", next(i for i in images if i.endswith(".widths.png")), "kept width per layer"))
-        widths.items.append(("table", ["layer", "op", "in", "out", "params", "MACs"],
-                             [[r["layer"], r["op"], change(r["in_before"], r["in_after"]),
-                               change(r["out_before"], r["out_after"]),
-                               change(r["params_before"], r["params_after"], human),
-                               change(r["macs_before"], r["macs_after"], human)] for r in layers]))
-        blocks = Section("Parameters and MACs per block")
-        blocks.items.append(("table", ["block", "layers", "params", "MACs", "MACs after/before"],
-                             [[b["block"], str(b["layers"]), change(b["params_before"], b["params_after"], human),
-                               change(b["macs_before"], b["macs_after"], human),
-                               f"{b['macs_after'] / b['macs_before']:.1%}" if b["macs_before"] else "-"]
-                              for b in block_rows(layers)]))
-        sections += [widths, blocks]
-    else:
-        widths.items.append(("p", "Per-layer widths are unknown: give the original model (--original)."))
-        sections.append(widths)
 
-    scores = Section("Criterion scores")
-    if rep.get("scores") and rep["scores"]["edges"]:
-        scores.items.append(("img", next(i for i in images if i.endswith(".scores.png")), "score histogram"))
-        scores.items.append(("p", f"Criterion {rep.get('criterion')}: "
-                                  f"{sum(rep['scores']['removed'])} channels removed, "
-                                  f"{sum(rep['scores']['kept'])} kept among the ranked groups."))
-    else:
-        scores.items.append(("p", "No scores recorded" + (f": {rep['scores_note']}." if rep.get("scores_note") else ".")))
-    sections.append(scores)
-
-    plan = Section("Plan")
-    if rep.get("plan"):
-        meta = rep["plan"].get("meta", {})
-        plan.items.append(("p", ", ".join(f"{k} {v}" for k, v in meta.items()) or "no settings recorded"))
-        plan.items.append(("table", ["group", "width", "kept", "removed"],
-                           [[g["key"], str(g["width"]), str(g["kept"]), f"{1 - g['kept'] / g['width']:.0%}"]
-                            for g in rep.get("groups", [])]))
-    else:
-        plan.items.append(("p", "No plan: the model was not written by spa prune."))
-    sections.append(plan)
-
+def _measured(rep: dict) -> Section:
     measured = Section("Fidelity and latency")
     if rep.get("oracle_error") is not None:
         measured.items.append(("p", f"Oracle (sliced vs masked original): relative error {rep['oracle_error']:.1e}."))
@@ -195,8 +181,32 @@ def layout(rep: dict, images: list[str]) -> list[Section]:
                                     f"({lat['speedup']:.2f}× faster)."))
     else:
         measured.items.append(("p", "Latency not measured."))
-    sections.append(measured)
-    return sections
+    return measured
+
+
+def _scores(rep: dict, image: str | None) -> Section:
+    scores = Section("Criterion scores")
+    if image:
+        scores.items.append(("img", image, "score histogram"))
+        scores.items.append(("p", f"Criterion {rep.get('criterion')}: "
+                                  f"{sum(rep['scores']['removed'])} channels removed, "
+                                  f"{sum(rep['scores']['kept'])} kept among the ranked groups."))
+    else:
+        scores.items.append(("p", "No scores recorded" + (f": {rep['scores_note']}." if rep.get("scores_note") else ".")))
+    return scores
+
+
+def _plan(rep: dict) -> Section:
+    plan = Section("Plan")
+    if rep.get("plan"):
+        meta = rep["plan"].get("meta", {})
+        plan.items.append(("p", ", ".join(f"{k} {v}" for k, v in meta.items()) or "no settings recorded"))
+        plan.items.append(("table", ["group", "width", "kept", "removed"],
+                           [[g["key"], str(g["width"]), str(g["kept"]), f"{1 - g['kept'] / g['width']:.0%}"]
+                            for g in rep.get("groups", [])]))
+    else:
+        plan.items.append(("p", "No plan: the model was not written by spa prune."))
+    return plan
 
 
 # ---------------------------------------------------------------- renderers
