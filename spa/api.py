@@ -45,6 +45,15 @@ class PruneResult:
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         return save(self, path, external_data=external_data)
 
+    @property
+    def before(self) -> dict:
+        """Statistics of the (canonicalized) original: params, macs, bytes, nodes, ops."""
+        return self.report["before"]
+
+    @property
+    def after(self) -> dict:
+        return self.report["after"]
+
 
 def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: str | None = None,
           target: str = "channels", budget: Budget | None = None, plan: PruningPlan | None = None,
