@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from spa import io
 from spa.errors import SpaError
 from spa.passes.cleanup import cleanup
 from spa.rules.base import rule_for
@@ -116,11 +117,9 @@ def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
     for name, axes in by_tensor.items():
         value = values[name]
         if value.is_initializer():
-            data = value.const_value.numpy()
-            for axis, idx in axes.items():
-                data = np.take(data, idx, axis=axis)
-            value.const_value = ir.tensor(np.ascontiguousarray(data), name=name)
-            value.shape = ir.Shape(data.shape)
+            # big weights are sliced when read (out of core), small ones right away
+            value.const_value = io.take(value.const_value, axes, name)
+            value.shape = ir.Shape(value.const_value.shape)
             report.params_sliced.append(name)
     sctx = SliceContext(model, kept, old_dims)
     for node in list(model.graph):

@@ -92,7 +92,7 @@ def _scores_for_report(result, criterion, plan_given, seed, normalizer, reductio
     if plan_given:
         return None, "the plan was given, not ranked here: no scores"
     if criterion not in CRITERIA:
-        return None, f"{criterion} scores are not recorded"
+        return None, f"{criterion} ranks by sink statistics that are not kept"
     ranked = {k for k in result.plan.removed}
     scores = score_groups(result.analysis, criterion, normalizer, reduction, seed, p)
     return {k: v for k, v in scores.items() if k in ranked}, None

@@ -8,15 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from spa.errors import SpaError
-
-EXIT_ERROR = 2
-EXIT_INTERNAL = 1
+from spa.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, SpaError, UnsupportedError, UsageError,
+                        ValidationError)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
-        raise SpaError(message)
+        raise UsageError(message)
 
 
 def _ratio(text: str) -> float:
@@ -135,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except SpaError as exc:
-        print(f"spa: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"spa: error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("spa: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `spa groups --json | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -150,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spa: internal error: {type(exc).__name__}: {first[:300]} (set SPA_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _one_line(text: str) -> str:
+    """Messages may quote file names or library errors; the contract is one line on stderr."""
+    return " ".join(text.split()) or "unknown error"
 
 
 def _load_options(args) -> dict:
@@ -213,27 +216,41 @@ def cmd_groups(args) -> int:
     return 0
 
 
+_PLAN_SHAPERS = {"global_rank": ("--global", False), "target": ("--target", "channels"),
+                 "round_to": ("--round-to", 1), "min_width": ("--min-width", 1), "protect": ("--protect", [])}
+
+
+def _check_conflicts(args) -> None:
+    """Options that would be silently ignored are refused: the user meant something else."""
+    if args.plan:
+        given = [flag for attr, (flag, default) in _PLAN_SHAPERS.items() if getattr(args, attr) != default]
+        if given:
+            raise UsageError(f"--plan applies a saved plan; {', '.join(given)} only shape a new plan")
+    if args.calib and args.hessian != "data":
+        raise UsageError("--calib is only read with --hessian data")
+
+
+def _top_reason(analysis) -> str:
+    from collections import Counter
+
+    reasons = Counter(g.reason for g in analysis.groups if g.reason)
+    return reasons.most_common(1)[0][0] if reasons else "the model has no channel groups"
+
+
 def cmd_prune(args) -> int:
+    from spa import io
     from spa.allocate import Budget
     from spa.api import prune, save
     from spa.plan import PruningPlan
     from spa.report import before_after
 
-    out = Path(args.output)
-    if out.resolve() == Path(args.model).resolve():
-        raise SpaError("the output path is the input model; choose another -o")
-    if out.is_dir():
-        raise SpaError(f"{out}: is a folder; give a file name for -o")
-    if not out.parent.exists():
-        raise SpaError(f"{out.parent}: output folder does not exist")
+    _check_conflicts(args)
+    # before any work: no output may land on an input, in a folder, or in a missing/read-only folder
+    inputs = [args.model] + [f for f in (args.plan, args.calib) if f]
+    out = io.check_output_path(args.output, inputs=inputs)
+    io.check_output_path(str(out) + ".data", inputs=inputs, what="-o's external data file")
     if args.plan_out:
-        plan_out = Path(args.plan_out)
-        if plan_out.resolve() in (out.resolve(), Path(args.model).resolve()):
-            raise SpaError("--plan-out must differ from the input model and from -o")
-        if plan_out.is_dir():
-            raise SpaError(f"{plan_out}: is a folder; give a file name for --plan-out")
-        if not plan_out.parent.exists():
-            raise SpaError(f"{plan_out.parent}: plan output folder does not exist")
+        io.check_output_path(args.plan_out, inputs=inputs + [out, str(out) + ".data"], what="--plan-out")
     plan = PruningPlan.load(args.plan) if args.plan else None
     budget = Budget(ratio=args.ratio, target=args.target, global_rank=args.global_rank, round_to=args.round_to,
                     min_width=args.min_width, protect=list(args.protect))
@@ -252,7 +269,10 @@ def cmd_prune(args) -> int:
                    verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p,
                    compensation=compensation)
     if result.oracle is not None and not result.oracle.holds():
-        raise SpaError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} (relative)")
+        raise ValidationError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} "
+                              "(relative)")
+    if plan is None and budget.ratio > 0 and not result.analysis.prunable_groups():
+        raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({_top_reason(result.analysis)})")
     before, after = result.report["before"], result.report["after"]
     if args.plan_out:
         result.plan.save(args.plan_out)

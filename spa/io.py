@@ -1,17 +1,33 @@
-"""Load models from any accepted form into onnx-ir, and save them atomically."""
+"""Load models from any accepted form into onnx-ir, and save them atomically.
+
+External data is where untrusted paths enter: every tensor's `location` is resolved component by
+component inside the model's folder *before* any byte is read, so `../`, absolute paths and
+symlinks that leave the folder are refused without the outside file ever being opened or stat'ed.
+"""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
-from spa.errors import SpaError
+from spa.errors import InputError, OutputError, SpaError, UnsafePathError
 
 # Above this many bytes of weights a model is saved with its tensors in an external data file.
 EXTERNAL_DATA_THRESHOLD = 1 << 30
+# With external data, tensors of at least this many bytes go to the data file.
+EXTERNAL_TENSOR_MIN_BYTES = 1024
+# Tensors at least this big start on a 64 KiB boundary, so ONNX Runtime memory-maps them
+# instead of copying them into its own buffers.
+ALIGNMENT, ALIGN_THRESHOLD = 1 << 16, 1 << 20
+# How many bytes of tensors a save may hold in memory at once (the rest is streamed).
+SAVE_IN_FLIGHT_BYTES = 1 << 27
+# model.meta key: the resolved paths of the files a loaded model was read from
+SOURCE_FILES = "spa.source_files"
 
 
 def load(model) -> ir.Model:
@@ -19,37 +35,213 @@ def load(model) -> ir.Model:
 
     Paths are read with onnx-ir, which memory-maps external data instead of copying it.
     """
+    from spa.support import check_supported
+
     if isinstance(model, ir.Model):
-        return model
-    if isinstance(model, onnx.ModelProto):
-        return ir.serde.deserialize_model(model)
-    if isinstance(model, (str, os.PathLike)):
-        return _load_path(Path(model))
-    if type(model).__module__.startswith("onnx_graphsurgeon"):
+        loaded = model
+    elif isinstance(model, onnx.ModelProto):
+        loaded = _deserialize(model, "the ModelProto")
+    elif isinstance(model, (str, os.PathLike)):
+        loaded = _load_path(Path(model))
+    elif type(model).__module__.startswith("onnx_graphsurgeon"):
         import onnx_graphsurgeon as gs
 
-        return ir.serde.deserialize_model(gs.export_onnx(model))
-    raise SpaError(f"cannot load a model from an object of type {type(model).__name__}")
+        loaded = _deserialize(gs.export_onnx(model), "the onnx-graphsurgeon graph")
+    else:
+        raise InputError(f"cannot load a model from an object of type {type(model).__name__}")
+    check_supported(loaded)
+    return loaded
+
+
+def _deserialize(proto: onnx.ModelProto, what: str) -> ir.Model:
+    try:
+        return ir.serde.deserialize_model(proto)
+    except Exception as exc:  # onnx-ir raises many types for malformed protos
+        raise InputError(f"{what} is not a valid ONNX model ({_first_line(exc)})") from None
 
 
 def _load_path(path: Path) -> ir.Model:
     if not path.exists():
-        raise SpaError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     if not path.is_file():
-        raise SpaError(f"{path}: not a file")
+        raise InputError(f"{path}: not a file")
     if path.stat().st_size == 0:
-        raise SpaError(f"{path}: empty file, not an ONNX model")
+        raise InputError(f"{path}: empty file, not an ONNX model")
     try:
-        model = ir.load(path)
+        model = ir.load(path)  # parses the protobuf only; external data is not touched yet
     except Exception as exc:  # protobuf and onnx-ir raise many types for corrupt input
-        raise SpaError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if len(model.graph) == 0 and not model.graph.outputs:
-        raise SpaError(f"{path}: not an ONNX model (the graph is empty)")
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor) and not Path(tensor.path).is_file():
-            raise SpaError(f"{path}: external data file '{tensor.location}' of tensor '{value.name}' is missing")
+        raise InputError(f"{path}: not an ONNX model (the graph is empty)")
+    check_external_data(model, path)
+    map_on_demand(model)
+    # every copy made from this model remembers which files it came from: saves never overwrite them
+    model.meta[SOURCE_FILES] = {Path(os.path.realpath(path))} | files_read_by(model)
     return model
+
+
+# ---------------------------------------------------------------- external data: paths and sizes
+
+
+def external_tensors(model: ir.Model):
+    """(owner name, ExternalTensor) for every tensor stored outside the model file: initializers
+    and tensor attributes (Constant values), in subgraphs and functions too."""
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            yield value.name, value.const_value
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.TENSOR:
+                    tensors = [attr.value]
+                elif attr.type == ir.AttributeType.TENSORS:
+                    tensors = list(attr.value)
+                else:
+                    continue
+                for tensor in tensors:
+                    if isinstance(tensor, ir.ExternalTensor):
+                        yield f"{node.op_type} '{node.name}'", tensor
+        if graph is model.graph:
+            for sub_init in _subgraph_initializers(graph):
+                if isinstance(sub_init.const_value, ir.ExternalTensor):
+                    yield sub_init.name, sub_init.const_value
+
+
+def _subgraph_initializers(graph: ir.Graph):
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        for attr in node.attributes.values():
+            subs = [attr.value] if attr.type == ir.AttributeType.GRAPH else (
+                list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            for sub in subs:
+                yield from sub.initializers.values()
+
+
+def check_external_data(model: ir.Model, model_path: Path) -> None:
+    """Refuse external data that lies outside the model's folder, is missing or is too short —
+    before anything reads it. Raises UnsafePathError or InputError."""
+    folder = Path(os.path.realpath(model_path.parent))
+    for owner, tensor in external_tensors(model):
+        where = f"{model_path}: external data of '{owner}'"
+        data = resolve_inside(folder, str(tensor.location), where)
+        try:
+            info = os.lstat(data)
+        except FileNotFoundError:
+            raise InputError(f"{where}: file '{tensor.location}' is missing") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{where}: '{tensor.location}' is not a regular file")
+        if info.st_nlink > 1:
+            # onnx-ir refuses these when reading: a hard link can bring in a file from anywhere
+            raise UnsafePathError(f"{where}: '{tensor.location}' has {info.st_nlink} hard links; "
+                                  "use a copy of the file")
+        offset, need = tensor.offset or 0, tensor.nbytes
+        if tensor.length is not None and tensor.length != need:
+            raise InputError(f"{where}: length {tensor.length} does not match its shape "
+                             f"{list(tensor.shape)} ({need} bytes)")
+        if offset < 0 or offset + need > info.st_size:
+            raise InputError(f"{where}: '{tensor.location}' is truncated ({info.st_size} bytes, "
+                             f"the tensor needs bytes {offset}..{offset + need})")
+
+
+def resolve_inside(folder: Path, location: str, where: str) -> Path:
+    """The file `location` names, resolved inside `folder` (an already resolved path) one
+    component at a time. Symlinks are followed only while they stay inside; nothing outside the
+    folder is ever stat'ed, opened or read."""
+    rel = PurePosixPath(location.replace("\\", "/"))
+    if rel.is_absolute() or os.path.isabs(location) or (len(location) > 1 and location[1] == ":"):
+        raise UnsafePathError(f"{where}: location '{location}' is an absolute path; it must be "
+                              "relative to the model's folder")
+    if ".." in rel.parts:
+        raise UnsafePathError(f"{where}: location '{location}' climbs out of the model's folder ('..')")
+    if not rel.parts:
+        raise InputError(f"{where}: empty location")
+    current, pending, hops = folder, list(rel.parts), 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":  # only from a symlink's target
+            if current == folder:
+                raise UnsafePathError(f"{where}: '{location}' is a symlink that leaves the model's folder")
+            current = current.parent
+            continue
+        candidate = current / part
+        if not candidate.is_symlink():  # lstat of a path inside the folder
+            current = candidate
+            continue
+        hops += 1
+        if hops > 40:
+            raise UnsafePathError(f"{where}: '{location}' is a symlink loop")
+        target = os.readlink(candidate)
+        if os.path.isabs(target):
+            target_path = Path(os.path.normpath(target))
+            if target_path != folder and folder not in target_path.parents:
+                raise UnsafePathError(f"{where}: '{location}' is a symlink to '{target}', outside the "
+                                      "model's folder")
+            current, pending = folder, list(target_path.relative_to(folder).parts) + pending
+        else:
+            pending = list(PurePosixPath(target).parts) + pending
+    return current
+
+
+# ---------------------------------------------------------------- out of core
+
+
+class MappedTensor(ir.ExternalTensor):
+    """External weights mapped afresh on every read, with no mapping kept: once a caller drops
+    the array, its pages leave the process. onnx-ir's ExternalTensor maps the whole file and keeps
+    it, so reading every weight once (scoring, slicing) would leave the whole model resident."""
+
+    def numpy(self) -> np.ndarray:
+        self._check_validity()
+        self._check_path_containment()
+        shape = tuple(self.shape.numpy())
+        if self.size == 0 or self.dtype.bitwidth < 8:  # packed sub-byte types: onnx-ir unpacks them
+            array = super().numpy().copy()
+            self.release()
+            return array
+        dtype = np.dtype(self.dtype.numpy()).newbyteorder("<")
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=self.offset or 0, shape=shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def tobytes(self) -> bytes:
+        return self.numpy().tobytes()
+
+
+def map_on_demand(model: ir.Model) -> None:
+    """Swap the model's external initializers for MappedTensors (same file, offset and length)."""
+    for value in model.graph.initializers.values():
+        t = value.const_value
+        if isinstance(t, ir.ExternalTensor) and not isinstance(t, MappedTensor):
+            value.const_value = MappedTensor(t.location, t.offset, t.length, t.dtype, shape=t.shape, name=t.name,
+                                             doc_string=t.doc_string, metadata_props=dict(t.metadata_props),
+                                             base_dir=t.base_dir)
+
+
+# Sliced tensors at least this big are computed when read (and dropped), not held in memory.
+LAZY_SLICE_MIN_BYTES = 1 << 20
+
+
+def take(tensor: ir.TensorProtocol, kept: dict[int, np.ndarray], name: str) -> ir.TensorProtocol:
+    """`tensor` with only the `kept` indices along each axis. A big one becomes a LazyTensor that
+    slices its (memory-mapped) source each time it is read, so slicing a model larger than memory
+    holds one tensor at a time — while it is being written — instead of every sliced weight."""
+    def compute() -> np.ndarray:
+        data = tensor.numpy()
+        for axis, idx in kept.items():
+            data = np.take(data, idx, axis=axis)
+        return np.ascontiguousarray(data)
+
+    shape = list(tensor.shape)
+    for axis, idx in kept.items():
+        shape[axis] = len(idx)
+    if not isinstance(tensor, ir.ExternalTensor) or tensor.nbytes < LAZY_SLICE_MIN_BYTES:
+        return ir.tensor(compute(), name=name)  # in memory already: slicing once is cheaper
+    return ir.LazyTensor(lambda: ir.tensor(compute(), name=name), dtype=tensor.dtype, shape=ir.Shape(shape),
+                         name=name)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -61,22 +253,60 @@ def weight_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
-def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-    """Write the model atomically: to temporary files beside the target, then renamed into place.
+# ---------------------------------------------------------------- save
 
-    With external_data None, weights go to `<name>.data` when they exceed EXTERNAL_DATA_THRESHOLD.
+
+def files_read_by(model: ir.Model) -> set[Path]:
+    """Resolved paths of the external data files a loaded model still reads from."""
+    return {Path(os.path.realpath(t.path)) for _, t in external_tensors(model) if t.base_dir}
+
+
+def check_output_path(path: str | os.PathLike, *, inputs=(), what: str = "-o") -> Path:
+    """Refuse an output path that would overwrite an input, is a folder, or lies in a folder that
+    is missing or read-only. Raises OutputError; returns the path."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise OutputError(f"{path}: give a file name for {what}")
+    target = Path(os.path.realpath(path))
+    for source in inputs:
+        if target == Path(os.path.realpath(source)):
+            raise OutputError(f"{path}: {what} would overwrite an input ('{source}'); choose another path")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for {what}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: output folder does not exist")
+    if not _writable(folder):
+        raise OutputError(f"{folder}: output folder is read-only")
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    # root passes os.access everywhere; a folder without any write bit is read-only by intent
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+
+
+def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write the model atomically: to a temporary folder beside the target, then renamed into place.
+
+    With external_data None, weights go to `<name>.data` when they exceed EXTERNAL_DATA_THRESHOLD;
+    tensors are streamed to that file one at a time, so memory stays near one tensor.
     """
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise SpaError(f"{path.parent}: output folder does not exist")
+    data_name = path.name + ".data"
+    reads = files_read_by(model) | set(model.meta.get(SOURCE_FILES, ()))
+    check_output_path(path, inputs=reads)
+    check_output_path(path.parent / data_name, inputs=reads, what="the external data file")
     if external_data is None:
         external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    data_name = path.name + ".data"
-    tmpdir = Path(tempfile.mkdtemp(prefix=".spa-", dir=path.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".spa-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"{path}: could not write the model ({_first_line(exc)})") from None
     try:
         tmp_model = tmpdir / path.name
         if external_data:
-            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=1024)
+            save_with_external_data(model, tmp_model)
             os.replace(tmpdir / data_name, path.parent / data_name)
         else:
             ir.save(model, tmp_model)
@@ -84,12 +314,37 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     except SpaError:
         raise
     except Exception as exc:
-        raise SpaError(f"{path}: could not write the model ({_first_line(exc)})") from None
+        raise OutputError(f"{path}: could not write the model ({_first_line(exc)})") from None
     finally:
         for leftover in tmpdir.iterdir():
             leftover.unlink()
         tmpdir.rmdir()
     return path
+
+
+def save_with_external_data(model: ir.Model, path: Path) -> None:
+    """Model at `path`, tensors in `<path>.data` beside it (a plain file name: it cannot leave the
+    folder), aligned for memory mapping and streamed with a bounded number of bytes in flight."""
+    ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES,
+            alignment=ALIGNMENT, align_threshold=ALIGN_THRESHOLD, max_in_flight_bytes=SAVE_IN_FLIGHT_BYTES,
+            max_workers=1)
+
+
+def serialized_bytes(model: ir.Model) -> int:
+    """The model's size as one protobuf (graph + every tensor), without materialising the weights
+    of a big or memory-mapped model: those are counted by size, their bytes never read."""
+    values = [v for v in model.graph.initializers.values() if v.const_value is not None]
+    if weight_bytes(model) < (64 << 20) and not any(isinstance(v.const_value, ir.ExternalTensor) for v in values):
+        return to_proto(model).ByteSize()
+    saved = {v.name: v.const_value for v in values}
+    try:
+        for v in values:  # placeholders: serialize as a reference, read nothing
+            v.const_value = ir.ExternalTensor("-", 0, None, saved[v.name].dtype, shape=saved[v.name].shape,
+                                              name=v.name)
+        return to_proto(model).ByteSize() + sum(t.nbytes for t in saved.values())
+    finally:
+        for v in values:
+            v.const_value = saved[v.name]
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:

@@ -5,7 +5,7 @@ from collections import Counter
 
 import onnx_ir as ir
 
-from spa.io import to_proto
+from spa.io import serialized_bytes
 from spa.metrics import count, node_macs, node_params
 from spa.rules.base import attr_int
 
@@ -30,7 +30,7 @@ def change(before, after, fmt=str) -> str:
 def model_stats(model: ir.Model) -> dict:
     stats = count(model)
     stats["nodes"] = len(model.graph)
-    stats["bytes"] = to_proto(model).ByteSize()
+    stats["bytes"] = serialized_bytes(model)  # does not read the weights of a big model
     stats["ops"] = dict(sorted(Counter(n.op_type for n in model.graph).items()))
     return stats
 
@@ -119,10 +119,14 @@ def layer_widths(node: ir.Node, w: ir.Value) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
-def block_of(name: str) -> str:
-    """The block a layer belongs to, from its name's scopes ('/layer1/layer1.0/conv1/Conv' →
-    'layer1/layer1.0'); a flat name is its own block."""
+def block_of(name: str, weight: str = "") -> str:
+    """The block a layer belongs to: the first two scopes of its node name ('/layer1/layer1.0/conv1/Conv'
+    → 'layer1/layer1.0', the TorchScript exporter's names), else of its weight's module path
+    ('features.0.0.weight' → 'features/features.0', the dynamo exporter keeps those); else the layer."""
     scopes = [s for s in name.split("/") if s][:-1]
+    if not scopes and "." in weight and "::" not in weight:
+        parts = weight.split(".")[:-1]  # the module path, without the parameter's own name
+        scopes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
     return "/".join(scopes[:2]) if scopes else name
 
 
@@ -144,7 +148,7 @@ def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
             continue
         b_node, b_w = old[name]
         (b_in, b_out), (a_in, a_out) = layer_widths(b_node, b_w), layer_widths(node, w)
-        rows.append({"layer": node.name, "op": node.op_type, "weight": name, "block": block_of(node.name),
+        rows.append({"layer": node.name, "op": node.op_type, "weight": name, "block": block_of(node.name, name),
                      "in_before": b_in, "in_after": a_in, "out_before": b_out, "out_after": a_out,
                      "params_before": node_params(b_node), "params_after": node_params(node),
                      "macs_before": node_macs(b_node), "macs_after": node_macs(node)})

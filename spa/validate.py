@@ -11,8 +11,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from spa.errors import SpaError
-from spa.io import to_proto, weight_bytes
+from spa.errors import SpaError, ValidationError
+from spa.io import save_with_external_data, to_proto, weight_bytes
 
 
 # ONNX protobufs cannot exceed 2 GB; above this, models go to ONNX tools as files with external data.
@@ -40,17 +40,26 @@ def as_file_if_needed(model: ir.Model):
         return
     with tempfile.TemporaryDirectory(prefix="spa-") as tmp:
         path = Path(tmp) / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data", size_threshold_bytes=1024)
+        save_with_external_data(model, path)  # streamed, aligned so ONNX Runtime can map it
         yield str(path)
 
 
-def checker(model: ir.Model) -> None:
+@contextmanager
+def _source(model: ir.Model, source: bytes | str | None):
+    if source is not None:
+        yield source
+    else:
+        with as_file_if_needed(model) as made:
+            yield made
+
+
+def checker(model: ir.Model, source: bytes | str | None = None) -> None:
     try:
-        with as_file_if_needed(model) as source:
+        with _source(model, source) as source:
             onnx.checker.check_model(onnx.load_from_string(source) if isinstance(source, bytes) else source,
                                      full_check=True)
     except Exception as exc:
-        raise SpaError(f"the model fails onnx.checker: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise ValidationError(f"the model fails onnx.checker: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def signature(model: ir.Model) -> list[tuple[str, str, str, int]]:
@@ -61,26 +70,39 @@ def signature(model: ir.Model) -> list[tuple[str, str, str, int]]:
     return sig
 
 
-def session(model: ir.Model, providers=None) -> ort.InferenceSession:
+def session(model: ir.Model, providers=None, source: bytes | str | None = None,
+            lean: bool = False) -> ort.InferenceSession:
+    """lean: for a model read from a file, keep ONNX Runtime's memory near the mapped weights —
+    graph optimizations (which fold fp16 weights into fp32 copies), prepacking and the arena off.
+    For checking that a model runs; never for timing it."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if lean:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.enable_cpu_mem_arena = False
+        options.add_session_config_entry("session.disable_prepacking", "1")
     try:
-        with as_file_if_needed(model) as source:
+        with _source(model, source) as source:
             return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:
-        raise SpaError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise ValidationError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def random_inputs(model: ir.Model, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds, symbols = {}, {}
     for v in model.graph.inputs:
         if v.name in model.graph.initializers:
             continue
-        dims = [d if isinstance(d, int) else batch for d in (v.shape or [])]
+        # The first symbolic dim is the batch; others (a sequence length) get 7, so attention
+        # mixes several positions and a wrong head would show.
+        dims = [d if isinstance(d, int) else symbols.setdefault(str(d), batch if not symbols else 7)
+                for d in (v.shape or [])]
         dtype = v.dtype.numpy()
         if np.issubdtype(dtype, np.floating):
             feeds[v.name] = rng.standard_normal(dims).astype(dtype)
+        elif np.issubdtype(dtype, np.integer) and "mask" in v.name:
+            feeds[v.name] = np.ones(dims, dtype)
         elif np.issubdtype(dtype, np.integer):
             feeds[v.name] = rng.integers(0, 2, dims).astype(dtype)
         else:
@@ -88,24 +110,26 @@ def random_inputs(model: ir.Model, seed: int = 0, batch: int = 1) -> dict[str, n
     return feeds
 
 
-def run(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run(model: ir.Model, feeds: dict[str, np.ndarray], source: bytes | str | None = None,
+        lean: bool = False) -> list[np.ndarray]:
     try:
-        return session(model).run(None, feeds)
+        return session(model, source=source, lean=lean).run(None, feeds)
     except SpaError:
         raise
     except Exception as exc:
-        raise SpaError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise ValidationError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def validate(original: ir.Model, pruned: ir.Model, feeds: dict | None = None) -> list[np.ndarray]:
     """Raise SpaError unless `pruned` passes the checker, runs, and keeps the interface."""
-    checker(pruned)
-    if signature(original) != signature(pruned):
-        raise SpaError("the pruned model's inputs/outputs differ from the original's")
-    outputs = run(pruned, feeds or random_inputs(pruned))
+    with as_file_if_needed(pruned) as source:  # one temporary copy serves both checks
+        checker(pruned, source)
+        if signature(original) != signature(pruned):
+            raise ValidationError("the pruned model's inputs/outputs differ from the original's")
+        outputs = run(pruned, feeds or random_inputs(pruned), source, lean=isinstance(source, str))
     for value, array in zip(pruned.graph.outputs, outputs):
         if value.shape is not None and array.ndim != len(value.shape):
-            raise SpaError(f"output '{value.name}' has rank {array.ndim} at run time")
+            raise ValidationError(f"output '{value.name}' has rank {array.ndim} at run time")
     return outputs
 
 
