@@ -261,3 +261,15 @@ def test_report_renders_in_a_headless_browser(resnet, tmp_path):
     assert len(colours) > 50
     blue = np.all(np.abs(pixels[..., :3] - np.array([0x2b, 0x6c, 0xb0]) / 255) < 0.02, axis=-1)
     assert blue.sum() > 1000  # the width plot's "kept" bars were drawn (the PNG loaded)
+
+
+@pytest.mark.parametrize("node, weight, block", [
+    ("/layer1/layer1.0/conv1/Conv", "onnx::Conv_193", "layer1/layer1.0"),   # TorchScript: scoped node names
+    ("node_Conv_809", "features.0.0.weight", "features/features.0"),       # dynamo: module path in the weight
+    ("/fc/Gemm", "fc.weight", "fc"),
+    ("Conv_3", "w3", "Conv_3"),                                             # nothing to go by: the layer itself
+])
+def test_blocks_come_from_scopes_or_module_paths(node, weight, block):
+    from spa.report import block_of
+
+    assert block_of(node, weight) == block
