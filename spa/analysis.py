@@ -87,6 +87,10 @@ class Context:
         self.sinks: list[Sink] = []
         self.blocked: dict[str, str] = {}
         self.whole_axes: list[tuple[Space, int, str]] = []
+        self.same_group: list[tuple[Space, Space, str]] = []
+        self.values = {v.name: v for v in model.graph.inputs} | dict(model.graph.initializers)
+        for node in model.graph:
+            self.values.update((v.name, v) for v in node.outputs)
         self.node: ir.Node | None = None
 
     # -- shapes and constants
@@ -144,11 +148,40 @@ class Context:
             return found
         if value.is_initializer() and not value.is_graph_input() and value.const_value is not None:
             return self._new(value, axes, "param")
+        chain = self._chain_to_weight(value, axes)
+        if chain:
+            space = self._new(chain[-1][0], chain[-1][1], "param")
+            for inner_value, inner_axes in reversed(chain[:-1]):
+                outer = self._new(inner_value, inner_axes, "act")
+                self.couple(space, outer)
+                space = outer
+            return space
         producer = value.producer()
         why = f"channels come from graph input '{value.name}'" if producer is None else (
             f"channels of '{value.name}' cannot be traced to the weights that make them "
             f"(they come through {producer.op_type} '{producer.name}')")
         return self._new(value, axes, "act", frozen=why)
+
+    def _chain_to_weight(self, value: ir.Value, axes: tuple, depth: int = 0) -> list | None:
+        """[(value, axes), ..., (weight, axes)] when `value` copies a weight's positions one to one."""
+        producer = value.producer()
+        if producer is None or depth > 8 or self.get(value, axes) is not None:
+            return None
+        rule = rule_for(producer)
+        try:
+            source = rule.source_axes(producer, self, axes) if rule is not None else None
+        except Block:
+            return None
+        if source is None:
+            return None
+        index, in_axes = source
+        inner = producer.inputs[index]
+        if inner is None or any(set(s.axes) & set(in_axes) for s in self.spaces_on(inner)):
+            return None
+        if inner.is_initializer() and not inner.is_graph_input() and inner.const_value is not None:
+            return [(value, axes), (inner, in_axes)]
+        rest = self._chain_to_weight(inner, in_axes, depth + 1)
+        return None if rest is None else [(value, axes)] + rest
 
     def virtual(self, label: str, size: int) -> Space:
         space = Space(None, (), (size,), "virtual", label=label)
@@ -168,6 +201,13 @@ class Context:
 
     def sink(self, input_index: int, space: Space) -> None:
         self.sinks.append(Sink(self.node.name, input_index, space))
+
+    def value_named(self, name: str) -> ir.Value | None:
+        return self.values.get(name)
+
+    def require_same_group(self, a: Space, b: Space, why: str) -> None:
+        """Both spaces must end up in one group (checked once groups are known)."""
+        self.same_group.append((a, b, why))
 
     def keep_axis_whole(self, space: Space, axis: int, why: str) -> None:
         """Pruning may change `space` only along its other axes (checked once classes are known)."""
@@ -197,6 +237,7 @@ def analyze(model: ir.Model) -> Analysis:
     for c in ctx.couplings:
         graph.add_edge(c.a.key, c.b.key)
     groups = _build_groups(model, ctx, graph)
+    _check_same_group(groups, ctx.same_group)
     return Analysis(model, ctx.spaces, ctx.couplings, ctx.sinks, ctx.blocked, graph, groups)
 
 
@@ -205,8 +246,17 @@ def _describe(node: ir.Node) -> str:
 
 
 def _block_node(ctx: Context, node: ir.Node, reason: str) -> None:
-    for v in list(node.inputs) + list(node.outputs):
+    for v in list(node.inputs) + list(node.outputs) + _captured(node):
         ctx.block(v, reason)
+
+
+def _captured(node: ir.Node) -> list[ir.Value]:
+    """Outer values that If/Loop/Scan bodies read directly (not through the node's inputs): their
+    widths are baked into the body, so they must block like inputs do."""
+    bodies = [g for a in node.attributes.values() if a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+              for g in ([a.value] if a.type == ir.AttributeType.GRAPH else a.value)]
+    return [v for body in bodies for inner in ir.traversal.RecursiveGraphIterator(body) for v in inner.inputs
+            if v is not None and v.graph is node.graph]
 
 
 def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]:
@@ -245,6 +295,16 @@ def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]
         groups.append(Group(gid, _group_key(members), members, width,
                             [s for k in keys for s in sinks_by_space.get(k, [])], reason, nodes))
     return groups
+
+
+def _check_same_group(groups: list[Group], requirements) -> None:
+    owner = {m.key: g for g in groups for m in g.members}
+    for a, b, why in requirements:
+        ga, gb = owner.get(a.key), owner.get(b.key)
+        if ga is not gb:
+            for g in (ga, gb):
+                if g is not None and g.reason is None:
+                    g.reason = why + ", from another group"
 
 
 def _whole_axis_conflict(members: list[Space], whole_axes) -> str | None:

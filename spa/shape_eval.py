@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import onnx_ir as ir
 
-Entry = "int | tuple[str, int]"  # a constant, or (tensor name, axis): that tensor's dim
+Entry = "int | tuple[str, int] | tuple[str, int, int]"  # a constant, or (tensor, axis[, factor]): that dim (times factor)
 
 
 def shape_entries(value: ir.Value | None, depth: int = 0) -> list | None:
@@ -30,8 +30,28 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list | None:
         end = _attr(node, "end", rank)
         start, end = (s + rank if s < 0 else s for s in (start, end))
         return [(x.name, a) for a in range(max(0, start), min(rank, end))]
-    if op in ("Cast", "Identity", "Unsqueeze", "Squeeze"):
+    if op in ("Cast", "Identity", "Unsqueeze", "Squeeze") or _is_flat_reshape(node):
         return shape_entries(node.inputs[0], depth + 1)
+    if op == "Slice":
+        data = shape_entries(node.inputs[0], depth + 1)
+        bounds = [None if len(node.inputs) <= i or node.inputs[i] is None or node.inputs[i].const_value is None
+                  else node.inputs[i].const_value.numpy().reshape(-1).tolist() for i in (1, 2, 3, 4)]
+        if data is None or bounds[0] is None or bounds[1] is None or len(bounds[0]) != 1 \
+                or (bounds[2] not in (None, [0])) or (bounds[3] not in (None, [1])):
+            return None
+        return data[slice(bounds[0][0], bounds[1][0])]
+    if op == "Mul":
+        # kv_heads * n_rep (GQA's repeat_kv): a dim times a constant
+        for this, other in ((0, 1), (1, 0)):
+            k = node.inputs[other].const_value
+            data = shape_entries(node.inputs[this], depth + 1)
+            if k is not None and k.size == 1 and data is not None and len(data) == 1 and isinstance(data[0], tuple):
+                name, axis, factor = (data[0] + (1,))[:3]
+                return [(name, axis, factor * int(k.numpy().reshape(-1)[0]))]
+        return None
+    if op == "Where":
+        kept = _where_keeps(node, depth)
+        return None if kept is None else shape_entries(kept, depth + 1)
     if op == "Concat":
         parts = [shape_entries(v, depth + 1) for v in node.inputs]
         return None if any(p is None for p in parts) else [e for p in parts for e in p]
@@ -44,13 +64,40 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list | None:
     return None
 
 
-def constant_origins(value: ir.Value | None) -> list | None:
+def _is_flat_reshape(node: ir.Node) -> bool:
+    return node.op_type == "Reshape" and node.outputs[0].shape is not None and len(node.outputs[0].shape) == 1
+
+
+def _where_keeps(node: ir.Node, depth: int) -> ir.Value | None:
+    """torch's expand writes `Where(Equal(shape, -1), ones, shape)`; when no entry is -1 the Where
+    passes `shape` through."""
+    cond = node.inputs[0].producer()
+    if cond is None or cond.op_type != "Equal":
+        return None
+    x = node.inputs[2]
+    entries = shape_entries(x, depth + 1)
+    other = next((v for v in cond.inputs if v is not x), None)
+    if entries is None or other is None or other.const_value is None or x not in cond.inputs:
+        return None
+    probe = other.const_value.numpy().reshape(-1)
+    if any(isinstance(e, int) and e in probe for e in entries) or any(isinstance(e, tuple) for e in entries) \
+            and (probe >= 0).any():
+        return None
+    return x
+
+
+def constant_origins(value: ir.Value | None, depth: int = 0) -> list | None:
     """For each entry of a shape tensor built by Concat, where its constant lives: (node, input
     index, element index) of the constant input that holds it, or None for a computed entry.
     Slicing rewrites those constants when a width they spell out changes."""
-    if value is None or value.const_value is not None:
+    if value is None or value.const_value is not None or depth > 8:
         return None
     node = value.producer()
+    if node is not None and (node.op_type in ("Cast", "Identity") or _is_flat_reshape(node)):
+        return constant_origins(node.inputs[0], depth + 1)
+    if node is not None and node.op_type == "Where":
+        kept = _where_keeps(node, depth)
+        return None if kept is None else constant_origins(kept, depth + 1)
     if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
         return None
     origins = []
@@ -63,6 +110,56 @@ def constant_origins(value: ir.Value | None) -> list | None:
         else:
             origins.extend([None] * len(entries))
     return origins
+
+
+def static_value(value: ir.Value | None, depth: int = 0) -> np.ndarray | None:
+    """The value of a small int tensor computed from static dims (rotary's `x.shape[-1] // 2`),
+    or None when it depends on a dynamic dim or on an op not evaluated here."""
+    if value is None or depth > 16:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op == "Shape":
+        entries = shape_entries(value)
+        if entries is None:
+            return None
+        dims = []
+        for name, axis in entries:
+            d = node.inputs[0].shape[axis]
+            if not isinstance(d, int):
+                return None
+            dims.append(d)
+        return np.asarray(dims, np.int64)
+    if op == "Gather" and node.inputs[0].producer() is not None and node.inputs[0].producer().op_type == "Shape":
+        # pick static dims out of a shape whose other dims may be dynamic
+        picked = shape_entries(value)
+        source = node.inputs[0].producer().inputs[0]
+        if picked is None or source.shape is None:
+            return None
+        dims = [source.shape[e[1]] if isinstance(e, tuple) else e for e in picked]
+        if not all(isinstance(d, int) for d in dims):
+            return None
+        return np.asarray(dims, np.int64).reshape(value.shape.dims if value.shape is not None else -1)
+    args = [static_value(v, depth + 1) for v in node.inputs]
+    if any(a is None for a in args[:1]):
+        return None
+    if op in ("Cast", "Identity"):
+        return args[0]
+    if op in ("Unsqueeze", "Squeeze", "Reshape"):
+        return args[0].reshape(value.shape) if value.shape is not None and all(
+            isinstance(d, int) for d in value.shape) else None
+    if op == "Gather" and args[1] is not None:
+        return np.take(args[0], args[1], axis=_attr(node, "axis", 0))
+    if op == "Concat" and all(a is not None for a in args):
+        return np.concatenate([a.reshape(-1) for a in args])
+    binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}
+    if op in binary and len(args) == 2 and args[1] is not None:
+        return binary[op](args[0], args[1])
+    return None
 
 
 def _attr(node, name, default):
@@ -79,7 +176,11 @@ def reshape_output_dims(x: ir.Value, entries: list, values: dict[str, ir.Value])
             src = values.get(e[0])
             if src is None or src.shape is None:
                 return None
-            out.append(src.shape[e[1]])
+            dim = src.shape[e[1]]
+            factor = e[2] if len(e) > 2 else 1
+            if factor != 1 and not isinstance(dim, int):
+                return None
+            out.append(dim * factor)
         elif e == 0:
             out.append(in_dims[i])
         else:

@@ -23,6 +23,12 @@ class Rule:
     def analyze(self, node: ir.Node, ctx) -> None:
         raise NotImplementedError
 
+    def source_axes(self, node: ir.Node, ctx, axes: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
+        """For an output axis set that no space tracks yet, the input (index, axes) whose positions
+        it copies one to one, if any. Lets a weight reached through Expand/Slice/Cast (a class
+        token, a position table) join the group of what it is added to."""
+        return None
+
     def update(self, node: ir.Node, sctx) -> None:
         """Rewrite width-carrying attributes or constant inputs after slicing (default: none)."""
 

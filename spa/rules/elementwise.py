@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from spa.rules.base import Block, Rule, const_array, register
+from spa.rules.shape_consts import check_computed_shape, rewrite_computed_shape
 
 
 def broadcast(node: ir.Node, ctx, carriers: tuple[int, ...], outputs: tuple[int, ...] = (0,)) -> None:
@@ -34,8 +35,22 @@ def broadcast(node: ir.Node, ctx, carriers: tuple[int, ...], outputs: tuple[int,
                 if all(d == 1 for d in present):
                     continue  # broadcast over the channels: no coupling
                 if len(present) != len(in_axes) or any(d == 1 for d in present):
-                    raise Block(f"'{value.name}' broadcasts over part of a multi-axis channel space")
+                    keep_varying_axes_whole(ctx, value, target, in_axes)
+                    continue
                 ctx.couple(ctx.operand(value, in_axes), target)
+
+
+def keep_varying_axes_whole(ctx, value, target, in_axes) -> None:
+    """`value` broadcasts over part of the multi-axis space `target` (a rotary table varies along
+    the head size and is shared by every head): allowed while pruning leaves the axes it varies
+    along whole, when its own channels are not tracked there."""
+    dims = ctx.dims(value)
+    varying = [(out_ax, ax) for out_ax, ax in zip(target.axes, in_axes) if ax >= 0 and dims[ax] != 1]
+    for out_axis, axis in varying:
+        ctx.keep_axis_whole(target, out_axis, f"'{value.name}' varies along it but not along the rest")
+        for space in ctx.spaces_on(value):  # the table's own channels must not change either
+            if axis in space.axes:
+                ctx.keep_axis_whole(space, axis, f"it is broadcast over part of '{target.value}'")
 
 
 UNARY = (
@@ -52,6 +67,9 @@ class Unary(Rule):
 
     def analyze(self, node, ctx):
         broadcast(node, ctx, (0,))
+
+    def source_axes(self, node, ctx, axes):
+        return (0, axes) if node.op_type in ("Cast", "Identity") else None
 
 
 @register
@@ -98,9 +116,19 @@ class Expand(Rule):
     op_types = ("Expand",)
 
     def analyze(self, node, ctx):
-        if const_array(node.inputs[1]) is None and ctx.spaces_on(node.inputs[0]):
-            raise Block("the target shape is computed at run time")
         broadcast(node, ctx, (0,))
+        if const_array(node.inputs[1]) is None and ctx.spaces_on(node.outputs[0]):
+            check_computed_shape(ctx, node.inputs[1], node.outputs[0], (1,))
+
+    def source_axes(self, node, ctx, axes):
+        x, y = node.inputs[0], node.outputs[0]
+        shift = ctx.rank(y) - ctx.rank(x)
+        in_axes = tuple(a - shift for a in axes)
+        if min(in_axes) < 0 or any(ctx.dims(x)[a] != ctx.dims(y)[a + shift] for a in in_axes):
+            return None
+        if const_array(node.inputs[1]) is None:
+            check_computed_shape(ctx, node.inputs[1], y, (1,))
+        return 0, in_axes
 
     def update(self, node, sctx):
         shape = const_array(node.inputs[1])
@@ -108,6 +136,9 @@ class Expand(Rule):
         new = sctx.new_dims(out)
         old = sctx.old_dims(out)
         if new == old:
+            return
+        if shape is None:
+            rewrite_computed_shape(sctx, node.inputs[1], old, new, (1,))
             return
         shape = shape.copy()
         shift = len(old) - len(shape)

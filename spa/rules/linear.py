@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from spa.rules.base import Block, Rule, attr_int, input_or_none, register
+from spa.rules.elementwise import keep_varying_axes_whole
 
 
 @register
@@ -99,7 +100,8 @@ class MatMul(Rule):
                 if all(d == 1 for d in present):
                     continue
                 if len(present) != len(in_axes) or any(d == 1 for d in present):
-                    raise Block(f"'{value.name}' broadcasts over part of a channel space")
+                    keep_varying_axes_whole(ctx, value, target, in_axes)
+                    continue
                 if not any(set(s.axes) & set(in_axes) for s in ctx.spaces_on(value)):
                     ctx.couple(ctx.operand(value, in_axes), target)
 

@@ -6,14 +6,24 @@ import numpy as np
 
 from spa.rules.base import Block, Rule, attr_int, attr_ints, const_array, input_or_none, norm_axis, register
 from spa.rules.norm import opset
-from spa.shape_eval import constant_origins, shape_entries
+from spa.rules.shape_consts import check_computed_shape, rewrite_computed_shape
+from spa.shape_eval import shape_entries, static_value
 from spa.space import regroup_map, reshape_groups
 
 
 def _numeric(dims_a: tuple, dims_b: tuple) -> tuple[list[int], list[int]]:
-    """Give each symbolic dim a unique stand-in size so symbolic batch dims match only themselves."""
+    """Give each symbolic dim a unique stand-in size so symbolic batch dims match only themselves;
+    a product of symbols ('batch_size*sequence_length') gets the product of their stand-ins."""
     names: dict[str, int] = {}
-    stand_in = lambda d: d if isinstance(d, int) else names.setdefault(d, 1_000_003 + 2 * len(names))
+
+    def stand_in(d):
+        if isinstance(d, int):
+            return d
+        factors = str(d).replace(" ", "").split("*")
+        if len(factors) > 1 and all(f.isidentifier() or f.isdigit() for f in factors):
+            return int(np.prod([int(f) if f.isdigit() else stand_in(f) for f in factors], dtype=object))
+        return names.setdefault(str(d), 1_000_003 + 2 * len(names))
+
     return [stand_in(d) for d in dims_a], [stand_in(d) for d in dims_b]
 
 
@@ -28,21 +38,42 @@ def regroup(ctx, x, y) -> None:
         raise Block(f"cannot match the axes of {ctx.dims(x)} and {ctx.dims(y)}")
     for space in spaces:
         run = next(((gi, gj) for gi, gj in groups if set(space.axes) <= set(gi)), None)
-        if run is None:
-            raise Block(f"the reshape moves channel axes {space.axes} of '{x.name}' into different runs")
-        gi, gj = run
-        in_axes = [a for a in gi if xd[a] != 1]
-        out_axes = [a for a in gj if yd[a] != 1] or [gj[0]]
-        if len(out_axes) == 1:
-            # Merge (or plain move): each output position maps onto a channel position.
-            merged = regroup_map({a: xd[a] for a in gi}, space.axes, gi)
-            ctx.couple(ctx.output_space(y, (out_axes[0],)), space, merged)
-        elif in_axes == list(space.axes) and len(in_axes) == 1:
-            # Split one channel axis into several: the output is a multi-axis space whose inner
-            # axis is pruned (the outer structure — shuffle groups — stays whole).
-            ctx.couple(ctx.output_space(y, tuple(out_axes), prune_axis=out_axes[-1]), space)
-        else:
-            raise Block(f"the reshape regroups channel axes {space.axes} of '{x.name}' with other axes")
+        if run is not None:
+            gi, gj = run
+            in_axes = [a for a in gi if xd[a] != 1]
+            out_axes = [a for a in gj if yd[a] != 1] or [gj[0]]
+            if len(out_axes) == 1:
+                # Merge (or plain move): each output position maps onto a channel position.
+                merged = regroup_map({a: xd[a] for a in gi}, space.axes, gi)
+                ctx.couple(ctx.output_space(y, (out_axes[0],)), space, merged)
+                continue
+            if in_axes == list(space.axes) and len(in_axes) == 1:
+                # Split one channel axis into several: the output is a multi-axis space. Its
+                # inner axis is pruned unless couplings make whole outer slices the channels.
+                ctx.couple(ctx.output_space(y, tuple(out_axes), prune_axis=out_axes[-1]), space)
+                continue
+        _regroup_axis_by_axis(ctx, space, x, y, xd, yd, groups)
+
+
+def _regroup_axis_by_axis(ctx, space, x, y, xd, yd, groups) -> None:
+    """A multi-axis space whose axes sit in different runs (GQA's Unsqueeze → Expand → Reshape
+    moves the key/value head axis and merges it with the repeat axis): each axis must move or
+    merge into one output axis of its own."""
+    out_axes, per_axis_maps = [], []
+    for axis in space.axes:
+        gi, gj = next((gi, gj) for gi, gj in groups if axis in gi)
+        if sum(1 for a in gi if a in space.axes) > 1:
+            raise Block(f"the reshape regroups channel axes {space.axes} of '{x.name}' with each other")
+        targets = [a for a in gj if yd[a] != 1] or [gj[0]]
+        if len(targets) != 1:
+            raise Block(f"the reshape splits channel axis {axis} of '{x.name}' together with other axes")
+        out_axes.append(targets[0])
+        per_axis_maps.append(regroup_map({a: xd[a] for a in gi}, (axis,), gi))
+    prune = None if space.prune_axis is None else out_axes[space.axes.index(space.prune_axis)]
+    out = ctx.output_space(y, tuple(out_axes), prune_axis=prune)
+    coords = out.coordinates()
+    source = tuple(m[coords[:, i]] for i, m in enumerate(per_axis_maps))
+    ctx.couple(out, space, np.ravel_multi_index(source, space.dims))
 
 
 def new_shape_constant(shape: np.ndarray, old: tuple, new: tuple) -> np.ndarray:
@@ -60,16 +91,7 @@ class Reshape(Rule):
     def analyze(self, node, ctx):
         regroup(ctx, node.inputs[0], node.outputs[0])
         if const_array(node.inputs[1]) is None and ctx.spaces_on(node.outputs[0]):
-            # A computed target (dynamic batch and sequence): fine when every channel axis is
-            # inferred (-1) or spelled by a constant that slicing can rewrite.
-            entries = shape_entries(node.inputs[1])
-            origins = constant_origins(node.inputs[1])
-            if entries is None:
-                raise Block("the target shape is computed at run time")
-            for space in ctx.spaces_on(node.outputs[0]):
-                for a in space.axes:
-                    if entries[a] != -1 and (origins is None or origins[a] is None):
-                        raise Block(f"the computed target shape fixes the width of channel axis {a}")
+            check_computed_shape(ctx, node.inputs[1], node.outputs[0], (-1,))
 
     def update(self, node, sctx):
         y = node.outputs[0]
@@ -78,16 +100,8 @@ class Reshape(Rule):
             return
         if const_array(node.inputs[1]) is not None:
             sctx.set_const_input(node, 1, new_shape_constant(const_array(node.inputs[1]), old, new))
-            return
-        origins = constant_origins(node.inputs[1])
-        for axis, (o, n) in enumerate(zip(old, new)):
-            if o != n and origins is not None and origins[axis] is not None:
-                concat, index, element = origins[axis]
-                data = const_array(concat.inputs[index]).copy()
-                flat = data.reshape(-1)
-                if flat[element] not in (-1, 0):
-                    flat[element] = n
-                    sctx.set_const_input(concat, index, data)
+        else:
+            rewrite_computed_shape(sctx, node.inputs[1], old, new, (-1, 0))
 
 
 @register
@@ -97,6 +111,17 @@ class Regroup(Rule):
 
     def analyze(self, node, ctx):
         regroup(ctx, node.inputs[0], node.outputs[0])
+
+    def source_axes(self, node, ctx, axes):
+        """Squeeze/Unsqueeze only add or drop size-1 axes: the other axes keep their order."""
+        if node.op_type == "Flatten":
+            return None
+        x, y = node.inputs[0], node.outputs[0]
+        kept_in = [a for a, d in enumerate(ctx.dims(x)) if d != 1]
+        kept_out = [a for a, d in enumerate(ctx.dims(y)) if d != 1]
+        if len(kept_in) != len(kept_out) or any(a not in kept_out for a in axes):
+            return None
+        return 0, tuple(kept_in[kept_out.index(a)] for a in axes)
 
 
 @register
@@ -110,13 +135,17 @@ class Transpose(Rule):
         for space in ctx.spaces_on(x):
             ctx.carry(space, y, perm.index)
 
+    def source_axes(self, node, ctx, axes):
+        perm = attr_ints(node, "perm", list(reversed(range(ctx.rank(node.inputs[0])))))
+        return 0, tuple(perm[a] for a in axes)
+
 
 def _other_axes(ctx, node, values, outputs, axis):
     """Spaces that do not involve `axis` pass straight through to every output."""
     for value in values:
         for space in ctx.spaces_on(value):
             if axis in space.axes:
-                if space.axes != (axis,):
+                if space.axes != (axis,) and not (node.op_type == "Concat" and _concat_within(ctx, values, outputs[0], axis)):
                     raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
                 continue
             for out in outputs:
@@ -126,6 +155,30 @@ def _other_axes(ctx, node, values, outputs, axis):
             if axis not in target.axes:
                 for value in values:
                     ctx.couple(ctx.operand(value, target.axes), target)
+
+
+def _concat_within(ctx, values, y, axis) -> bool:
+    """Concat along an axis of a multi-axis space (rotary's rotate_half joins the two halves of
+    the head size): every input carries the same axes; the joined axis must stay whole."""
+    axes_sets = {tuple(s.axes) for v in values for s in ctx.spaces_on(v) if axis in s.axes}
+    if len(axes_sets) != 1:
+        return False
+    axes = axes_sets.pop()
+    if ctx.get(y, axes) is not None:
+        return True
+    if not all(ctx.get(v, axes) is not None for v in values):
+        return False
+    out = ctx.output_space(y, axes)
+    ctx.keep_axis_whole(out, axis, "a Concat joins pieces along it")
+    i = axes.index(axis)
+    offset = 0
+    for value in values:
+        space = ctx.get(value, axes)
+        coords = space.coordinates().copy()
+        coords[:, i] += offset
+        ctx.couple(space, out, np.ravel_multi_index(tuple(coords.T), out.dims))
+        offset += ctx.dims(value)[axis]
+    return True
 
 
 @register
@@ -189,7 +242,7 @@ def _slice_params(node, ctx_or_sctx, rank: int, dims):
         axes = attr_ints(node, "axes", list(range(len(starts))))
         steps = [1] * len(starts)
     else:
-        arrays = [const_array(input_or_none(node, i)) for i in range(1, 5)]
+        arrays = [static_value(input_or_none(node, i)) for i in range(1, 5)]
         if arrays[0] is None or arrays[1] is None or (input_or_none(node, 3) is not None and arrays[2] is None) \
                 or (input_or_none(node, 4) is not None and arrays[3] is None):
             raise Block("slice bounds are computed at run time")
@@ -204,6 +257,23 @@ def _slice_params(node, ctx_or_sctx, rank: int, dims):
         e = max(0, min(dim, e + dim if e < 0 else e))
         result.append((a, s, e, int(st)))
     return result
+
+
+def _bounds_constant(node) -> bool:
+    return all(v is None or v.const_value is not None for v in node.inputs[1:])
+
+
+def _slice_within(ctx, space, y, sliced: dict, hit: set) -> None:
+    """Slicing along an axis of a multi-axis space (rotary's rotate_half cuts the head size in
+    two): allowed while that axis stays whole, so the bounds keep their meaning."""
+    out = ctx.output_space(y, space.axes)
+    coords = out.coordinates().copy()
+    for i, axis in enumerate(space.axes):
+        if axis in hit:
+            start, _, step = sliced[axis]
+            coords[:, i] = start + step * coords[:, i]
+            ctx.keep_axis_whole(space, axis, "a Slice cuts it at fixed bounds")
+    ctx.couple(out, space, np.ravel_multi_index(tuple(coords.T), space.dims))
 
 
 @register
@@ -223,11 +293,20 @@ class Slice(Rule):
                 ctx.carry(space, y)
                 continue
             if len(space.axes) > 1:
-                raise Block(f"slices a multi-axis channel space of '{x.name}'")
+                _slice_within(ctx, space, y, sliced, hit)
+                continue
+            if not _bounds_constant(node):
+                raise Block("slice bounds are computed at run time")
             s, e, step = sliced[space.axes[0]]
             if step != 1:
                 raise Block("slices channels with a step other than 1")
             ctx.couple(ctx.output_space(y, space.axes), space, s + np.arange(ctx.dims(y)[space.axes[0]]))
+
+    def source_axes(self, node, ctx, axes):
+        x = node.inputs[0]
+        dims = ctx.dims(x)
+        sliced = {a for a, s, e, st in _slice_params(node, ctx, len(dims), dims) if (s, e, st) != (0, dims[a], 1)}
+        return None if sliced & set(axes) else (0, axes)
 
     def update(self, node, sctx):
         x = node.inputs[0]
@@ -273,6 +352,8 @@ class Gather(Rule):
         rank = ctx.rank(data)
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         extra = ctx.rank(indices) - 1
+        if axis == 0 and rank == 2 and data.is_initializer() and data.const_value is not None:
+            ctx.operand(data, (1,))  # an embedding table: its columns are the hidden channels
         for space in ctx.spaces_on(data):
             if axis in space.axes:
                 idx = const_array(indices)
@@ -283,6 +364,13 @@ class Gather(Rule):
                 ctx.couple(ctx.output_space(y, (axis,)), space, idx)
                 continue
             ctx.carry(space, y, lambda a: a if a < axis else a + extra)
+
+    def source_axes(self, node, ctx, axes):
+        axis = norm_axis(attr_int(node, "axis", 0), ctx.rank(node.inputs[0]))
+        width = ctx.rank(node.inputs[1])
+        if any(axis <= a < axis + width for a in axes):
+            return None
+        return 0, tuple(a if a < axis else a - width + 1 for a in axes)
 
     def update(self, node, sctx):
         data, indices = node.inputs
@@ -320,9 +408,30 @@ class ShapeOf(Rule):
             read |= self._dims_read(use, start, end, ctx)
         for space in spaces:
             for axis in sorted(read & set(space.axes)):
+                if self._only_feeds_target_shapes(node):
+                    continue
                 if len(space.axes) == 1:
                     raise Block(f"reads the width of channel axis {axis} of '{x.name}' at run time")
                 ctx.keep_axis_whole(space, axis, f"{node.op_type} '{node.name}' reads its width")
+
+    @staticmethod
+    def _only_feeds_target_shapes(node) -> bool:
+        """`x.view(-1, x.size(-1))`: the width read only goes into target shapes of Reshape or
+        Expand, whose rules require it to land on a channel axis of the same group."""
+        pending, seen = [node.outputs[0]], set()
+        while pending:
+            value = pending.pop()
+            for use, index in value.uses():
+                if use.op_type in ("Reshape", "Expand") and index == 1:
+                    continue
+                if id(use) in seen:
+                    continue
+                seen.add(id(use))
+                if use.op_type not in ("Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Cast", "Identity",
+                                       "Reshape", "Equal", "Where", "Mul"):
+                    return False
+                pending.extend(use.outputs)
+        return True
 
     @staticmethod
     def _dims_read(use, start: int, end: int, ctx) -> set[int]:

@@ -1,0 +1,190 @@
+"""Hugging Face models to ONNX, through optimum or through torch.onnx (dynamo).
+
+The source is a local model folder or a `transformers` model object; nothing is fetched from a hub
+(HF_HUB_OFFLINE is set for the duration). The output folder holds `model.onnx` beside the model's
+`config.json` and tokenizer or preprocessor files, so optimum's ORTModel classes load it as they
+would an optimum export.
+
+Decoders are exported without a KV cache (`text-generation`, not `-with-past`): a cache makes the
+per-head key/value tensors graph inputs and outputs, whose widths pruning must not change.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from spa.errors import SpaError
+
+EXPORTERS = ("optimum", "torch")
+# Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
+SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+              "spiece.model", "added_tokens.json", "preprocessor_config.json", "sentencepiece.bpe.model")
+
+
+@contextlib.contextmanager
+def _offline_and_quiet():
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    loggers = [logging.getLogger(n) for n in ("transformers", "optimum", "torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_model(folder: str | os.PathLike, task: str | None = None):
+    """A transformers model from a local folder, for `task` (inferred from the config if None)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise SpaError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    from optimum.exporters.tasks import TasksManager
+
+    with _offline_and_quiet():
+        task = task or TasksManager.infer_task_from_model(str(folder))
+        try:
+            return TasksManager.get_model_from_task(task, str(folder), framework="pt", local_files_only=True), task
+        except Exception as exc:
+            raise SpaError(f"{folder}: could not load the model for task '{task}': "
+                           f"{str(exc).splitlines()[0][:200]}") from None
+
+
+def export(source, output: str | os.PathLike, *, task: str | None = None, exporter: str = "optimum",
+           opset: int | None = None) -> Path:
+    """Export `source` (a folder or a transformers model) to `output`/model.onnx; returns its path.
+
+    The folder is assembled under a temporary name and moved into place, so a failed export leaves
+    nothing behind."""
+    if exporter not in EXPORTERS:
+        raise SpaError(f"unknown exporter '{exporter}' (choose from {', '.join(EXPORTERS)})")
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise SpaError(f"{output}: folder exists and is not empty")
+    if not output.parent.exists():
+        raise SpaError(f"{output.parent}: output folder does not exist")
+    folder = None
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        model, task = load_model(folder, task)
+    else:
+        model = source
+        task = task or _default_task(model)
+    model.eval()
+    staging = Path(tempfile.mkdtemp(prefix=".spa-export-", dir=output.parent))
+    try:
+        with _offline_and_quiet():
+            if exporter == "optimum":
+                _export_optimum(model, staging, task, opset)
+            else:
+                _export_torch(model, staging, task, opset)
+        _copy_side_files(model, folder, staging)
+        if output.exists():
+            output.rmdir()
+        os.replace(staging, output)
+    except SpaError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SpaError(f"{exporter} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return output / "model.onnx"
+
+
+def _default_task(model) -> str:
+    from optimum.exporters.tasks import TasksManager
+
+    return TasksManager.infer_task_from_model(model)
+
+
+def _export_optimum(model, out: Path, task: str, opset: int | None) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    onnx_export_from_model(model, str(out), task=task, opset=opset, do_validation=False,
+                           monolith=True, no_post_process=True)
+    produced = sorted(out.glob("*.onnx"))
+    if [p.name for p in produced] != ["model.onnx"]:
+        raise SpaError(f"optimum wrote {[p.name for p in produced]} for task '{task}'; "
+                       "SPA prunes single-file exports (choose a task without a KV cache)")
+
+
+def example_inputs(model, task: str, batch: int = 2, seq: int = 8) -> dict:
+    """Small dummy inputs that fit the model's forward signature."""
+    import torch
+
+    config = model.config
+    g = torch.Generator().manual_seed(0)
+    main = getattr(model, "main_input_name", "input_ids")
+    if main == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        channels = getattr(config, "num_channels", 3)
+        return {"pixel_values": torch.randn(batch, channels, size, size, generator=g)}
+    if main == "input_features":
+        frames = 2 * config.max_source_positions
+        return {"input_features": torch.randn(batch, config.num_mel_bins, frames, generator=g)}
+    vocab = getattr(config, "vocab_size", 100)
+    inputs = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g),
+              "attention_mask": torch.ones(batch, seq, dtype=torch.int64)}
+    return inputs
+
+
+def _export_torch(model, out: Path, task: str, opset: int | None) -> None:
+    import torch
+
+    inputs = example_inputs(model, task)
+    names = list(inputs)
+    kwargs = {"use_cache": False} if task.startswith("text-generation") else {}
+    with torch.no_grad():
+        sample = model(**inputs, **kwargs, return_dict=True)
+    outputs = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
+    wrapped = _Positional(model, names, outputs, kwargs).eval()
+    batch = torch.export.Dim("batch_size", min=1, max=1024)
+    seq = torch.export.Dim("sequence_length", min=2, max=4096)
+    dynamic = {n: ({0: batch} if n in ("pixel_values", "input_features") else {0: batch, 1: seq}) for n in names}
+    torch.onnx.export(wrapped, (), str(out / "model.onnx"), kwargs=inputs, dynamo=True,
+                      input_names=names, output_names=outputs, dynamic_shapes=dynamic,
+                      opset_version=opset or 18, external_data=False, optimize=True)
+
+
+class _Positional:
+    """Named tensors in, a tuple of tensors out: the calling convention torch.onnx exports."""
+
+    def __new__(cls, model, names, outputs, kwargs):
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, **inputs):
+                result = self.inner(**inputs, **kwargs, return_dict=True)
+                return tuple(result[k] for k in outputs)
+
+        return Wrapper()
+
+
+def _copy_side_files(model, folder: Path | None, out: Path) -> None:
+    if folder is not None:
+        for name in SIDE_FILES:
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, out / name)
+    if not (out / "config.json").exists():
+        model.config.save_pretrained(str(out))

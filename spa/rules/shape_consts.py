@@ -1,0 +1,52 @@
+"""Target shapes that exporters compute at run time (a dynamic batch and sequence length spliced
+with constant widths by a Concat): checking that every channel axis is spelled by a rewritable
+constant, and rewriting those constants after slicing. Shared by Reshape and Expand."""
+from __future__ import annotations
+
+from spa.rules.base import Block, const_array
+from spa.shape_eval import constant_origins, shape_entries
+
+
+def check_computed_shape(ctx, shape_value, out_value, free_entries: tuple[int, ...]) -> None:
+    """Block unless each channel axis of `out_value` has an entry in `free_entries` (inferred
+    widths: -1 for Reshape, 1 for Expand) or one held by a constant slicing can rewrite."""
+    entries = shape_entries(shape_value)
+    if entries is None:
+        raise Block("the target shape is computed at run time")
+    origins = constant_origins(shape_value)
+    shift = len(ctx.dims(out_value)) - len(entries)
+    for space in ctx.spaces_on(out_value):
+        for axis in space.axes:
+            i = axis - shift
+            if i < 0 or entries[i] in free_entries:
+                continue
+            if isinstance(entries[i], tuple):
+                # The width is read at run time from a tensor: fine when that tensor's axis is a
+                # channel axis of the same group, so it shrinks with this one.
+                name, read_axis = entries[i][:2]
+                source = next((s for s in ctx.spaces_on(ctx.value_named(name)) if read_axis in s.axes), None)
+                if source is None:
+                    raise Block(f"channel axis {axis} takes its width from a non-channel dim of '{name}'")
+                ctx.require_same_group(source, space, f"channel axis {axis} of '{out_value.name}' takes "
+                                       f"its width from '{name}' at run time")
+                continue
+            if origins is None or origins[i] is None:
+                raise Block(f"the computed target shape fixes the width of channel axis {axis}")
+
+
+def rewrite_computed_shape(sctx, shape_value, old: tuple, new: tuple, free_entries: tuple[int, ...]) -> None:
+    """Write the new widths into the constants a computed target shape is built from."""
+    origins = constant_origins(shape_value)
+    if origins is None:
+        return
+    shift = len(old) - len(origins)
+    for axis, (o, n) in enumerate(zip(old, new)):
+        i = axis - shift
+        if o == n or i < 0 or origins[i] is None:
+            continue
+        concat, index, element = origins[i]
+        data = const_array(concat.inputs[index]).copy()
+        flat = data.reshape(-1)
+        if flat[element] not in free_entries:
+            flat[element] = n
+            sctx.set_const_input(concat, index, data)
