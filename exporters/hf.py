@@ -155,12 +155,35 @@ def _export_torch(model, out: Path, task: str, opset: int | None) -> None:
         sample = model(**inputs, **kwargs, return_dict=True)
     outputs = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
     wrapped = _Positional(model, names, outputs, kwargs).eval()
-    batch = torch.export.Dim("batch_size", min=1, max=1024)
-    seq = torch.export.Dim("sequence_length", min=2, max=4096)
-    dynamic = {n: ({0: batch} if n in ("pixel_values", "input_features") else {0: batch, 1: seq}) for n in names}
-    torch.onnx.export(wrapped, (), str(out / "model.onnx"), kwargs=inputs, dynamo=True,
-                      input_names=names, output_names=outputs, dynamic_shapes=dynamic,
-                      opset_version=opset or 18, external_data=False, optimize=True)
+    # Dim.DYNAMIC, not named Dims with ranges: with those, torch 2.14 fails on HF decoders
+    # ("name 'L' is not defined", pytorch/pytorch#172903).
+    dyn = torch.export.Dim.DYNAMIC
+    axes = {n: ({0: "batch_size"} if n in ("pixel_values", "input_features") else {0: "batch_size",
+                                                                                  1: "sequence_length"})
+            for n in names}
+    dynamic = {n: {axis: dyn for axis in axes[n]} for n in names}
+    program = torch.onnx.export(wrapped, (), kwargs=inputs, dynamo=True, input_names=names,
+                                output_names=outputs, dynamic_shapes=dynamic, opset_version=opset or 18,
+                                optimize=True)
+    model_proto = program.model_proto
+    _name_dims(model_proto, axes)
+    import onnx
+
+    onnx.save(model_proto, str(out / "model.onnx"))
+
+
+def _name_dims(proto, axes: dict) -> None:
+    """Give the exporter's dim symbols (s17, s43) the names optimum uses, everywhere they occur."""
+    rename = {}
+    for vi in proto.graph.input:
+        for axis, name in axes.get(vi.name, {}).items():
+            dim = vi.type.tensor_type.shape.dim[axis]
+            if dim.dim_param:
+                rename.setdefault(dim.dim_param, name)
+    for vi in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
 
 
 class _Positional:
