@@ -11,7 +11,7 @@ import onnxscript.optimizer
 import onnxscript.rewriter
 from onnxscript.rewriter.rules import common as rewrite_rules
 
-from spa.errors import SpaError
+from spa.errors import InputError, UnsupportedError, UsageError
 from spa.shape_eval import resolve_reshapes
 from spa.symbolic_shapes import name_symbolic_dims
 
@@ -42,7 +42,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
             onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
             common.RemoveUnusedNodesPass()(model)
     except Exception as exc:
-        raise SpaError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
+        raise UnsupportedError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.RemoveUnusedNodesPass()(model)
     infer_shapes(model)
@@ -86,15 +86,15 @@ def infer_shapes(model: ir.Model) -> None:
     try:
         common.ShapeInferencePass(strict_mode=True)(model)
     except Exception as exc:
-        raise SpaError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+        raise InputError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
 
 
 def set_input_shapes(model: ir.Model, input_shapes: dict) -> None:
     by_name = {v.name: v for v in model.graph.inputs}
     for name, dims in input_shapes.items():
         if name not in by_name:
-            raise SpaError(f"--input-shape names '{name}', but the model's inputs are {sorted(by_name)}")
+            raise UsageError(f"--input-shape names '{name}', but the model's inputs are {sorted(by_name)}")
         value = by_name[name]
         if value.shape is not None and len(value.shape) != len(dims):
-            raise SpaError(f"input '{name}' has rank {len(value.shape)}, the given shape has rank {len(dims)}")
+            raise UsageError(f"input '{name}' has rank {len(value.shape)}, the given shape has rank {len(dims)}")
         value.shape = ir.Shape(list(dims))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -129,6 +130,8 @@ def _quiet_flag(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # libraries (onnx-ir, onnxscript) log failures with tracebacks; ours are reported in one line
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

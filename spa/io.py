@@ -35,11 +35,12 @@ def load(model) -> ir.Model:
 
     Paths are read with onnx-ir, which memory-maps external data instead of copying it.
     """
-    from spa.support import check_supported
+    from spa.support import check_supported, check_unique_names
 
     if isinstance(model, ir.Model):
         loaded = model
     elif isinstance(model, onnx.ModelProto):
+        check_unique_names(model)
         loaded = _deserialize(model, "the ModelProto")
     elif isinstance(model, (str, os.PathLike)):
         loaded = _load_path(Path(model))
@@ -61,6 +62,8 @@ def _deserialize(proto: onnx.ModelProto, what: str) -> ir.Model:
 
 
 def _load_path(path: Path) -> ir.Model:
+    from spa.support import check_unique_names
+
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -68,9 +71,13 @@ def _load_path(path: Path) -> ir.Model:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not an ONNX model")
     try:
-        model = ir.load(path)  # parses the protobuf only; external data is not touched yet
-    except Exception as exc:  # protobuf and onnx-ir raise many types for corrupt input
+        proto = onnx.load(path, load_external_data=False)  # the protobuf only; no external data read
+    except Exception as exc:  # protobuf raises many types for corrupt input
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    check_unique_names(proto)
+    model = _deserialize(proto, str(path))
+    del proto
+    ir.external_data.set_base_dir(model.graph, path.parent)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise InputError(f"{path}: not an ONNX model (the graph is empty)")
     check_external_data(model, path)

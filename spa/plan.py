@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spa.errors import SpaError
+from spa.errors import OutputError, PlanError
 
 PLAN_FORMAT = 1
 
@@ -30,18 +30,18 @@ class PruningPlan:
     @classmethod
     def from_json(cls, data: dict) -> "PruningPlan":
         if not isinstance(data, dict) or data.get("spa_plan") != PLAN_FORMAT:
-            raise SpaError("not an SPA plan (missing 'spa_plan': 1)")
+            raise PlanError("not an SPA plan (missing 'spa_plan': 1)")
         meta = data.get("meta", {})
         entries = data.get("groups", [])
         if not isinstance(meta, dict) or not isinstance(entries, list):
-            raise SpaError("plan 'meta' must be an object and 'groups' a list")
+            raise PlanError("plan 'meta' must be an object and 'groups' a list")
         plan = cls(meta=meta)
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) \
                     or not isinstance(entry.get("remove"), list) \
                     or not all(_is_int(i) for i in entry["remove"]) \
                     or not (entry.get("width") is None or _is_int(entry["width"])):
-                raise SpaError("each plan group needs a string 'key', an integer list 'remove' "
+                raise PlanError("each plan group needs a string 'key', an integer list 'remove' "
                                "and an optional integer 'width'")
             plan.removed[entry["key"]] = list(entry["remove"])
             if entry.get("width") is not None:
@@ -56,9 +56,9 @@ class PruningPlan:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise SpaError(f"{path}: no such plan file") from None
+            raise PlanError(f"{path}: no such plan file") from None
         except (OSError, ValueError) as exc:
-            raise SpaError(f"{path}: not a readable JSON plan ({exc})") from None
+            raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
         return cls.from_json(data)
 
     def check_against(self, analysis) -> None:
@@ -69,15 +69,15 @@ class PruningPlan:
                 continue
             group = groups.get(key)
             if group is None:
-                raise SpaError(f"plan names group '{key}', which this model does not have")
+                raise PlanError(f"plan names group '{key}', which this model does not have")
             if not group.prunable:
-                raise SpaError(f"plan prunes group '{key}', which is not prunable: {group.reason}")
+                raise PlanError(f"plan prunes group '{key}', which is not prunable: {group.reason}")
             if self.widths.get(key, group.width) != group.width:
-                raise SpaError(f"plan was made for width {self.widths[key]} of group '{key}', the model has {group.width}")
+                raise PlanError(f"plan was made for width {self.widths[key]} of group '{key}', the model has {group.width}")
             if min(remove) < 0 or max(remove) >= group.width:
-                raise SpaError(f"plan removes channel indices outside group '{key}' (width {group.width})")
+                raise PlanError(f"plan removes channel indices outside group '{key}' (width {group.width})")
             if len(set(remove)) >= group.width:
-                raise SpaError(f"plan removes every channel of group '{key}'")
+                raise PlanError(f"plan removes every channel of group '{key}'")
 
 
 def _is_int(x) -> bool:
@@ -86,9 +86,9 @@ def _is_int(x) -> bool:
 
 def write_text_atomic(path: Path, text: str) -> None:
     if not path.parent.exists():
-        raise SpaError(f"{path.parent}: output folder does not exist")
+        raise OutputError(f"{path.parent}: output folder does not exist")
     if path.is_dir():
-        raise SpaError(f"{path}: is a folder")
+        raise OutputError(f"{path}: is a folder")
     fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:

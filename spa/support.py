@@ -18,7 +18,6 @@ KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.
 def check_supported(model: ir.Model) -> None:
     _check_versions(model)
     _check_domains(model)
-    _check_unique_names(model.graph)
     _check_no_empty_tensors(model)
 
 
@@ -35,23 +34,36 @@ def _check_versions(model: ir.Model) -> None:
 
 def _check_domains(model: ir.Model) -> None:
     local = set(model.functions)
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain in ("", "ai.onnx"):
+            _check_schema(node, opset)
+            continue
         if node.domain in KNOWN_DOMAINS or (node.domain, node.op_type, node.overload) in local:
             continue
         raise UnsupportedError(f"{node.op_type} '{node.name}' is a custom op of domain '{node.domain}'; "
                                "ONNX Runtime has no kernel for it, so a pruned model could not be validated")
 
 
-def _check_unique_names(graph: ir.Graph) -> None:
-    """Each tensor name must be defined once (ONNX's single static assignment rule)."""
+def check_unique_names(proto: onnx.ModelProto) -> None:
+    """Each tensor name is defined once (ONNX's single static assignment rule). Checked on the
+    protobuf: onnx-ir would silently keep one of two same-named initializers."""
+    graph = proto.graph
+    inputs = {v.name for v in graph.input}
+    defined = [v.name for v in graph.input] + [t.name for t in graph.initializer if t.name not in inputs]
+    defined += [name for node in graph.node for name in node.output if name]
     seen: set[str] = set()
-    defined = [v.name for v in graph.inputs]
-    defined += [name for name in graph.initializers if name not in {v.name for v in graph.inputs}]
-    defined += [v.name for node in graph for v in node.outputs if v.name]
     for name in defined:
         if name in seen:
             raise InputError(f"not a valid ONNX model: tensor name '{name}' is defined more than once")
         seen.add(name)
+
+
+def _check_schema(node: ir.Node, opset: int) -> None:
+    try:
+        onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        raise InputError(f"{node.op_type} '{node.name}' is not an ONNX operator in opset {opset}") from None
 
 
 def _check_no_empty_tensors(model: ir.Model) -> None:

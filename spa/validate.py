@@ -76,7 +76,7 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
     graph optimizations (which fold fp16 weights into fp32 copies), prepacking and the arena off.
     For checking that a model runs; never for timing it."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures come back as exceptions (one line); no C++ log on stderr
     if lean:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.enable_cpu_mem_arena = False

@@ -297,3 +297,45 @@ def test_pruned_model_round_trips_to_graphsurgeon():
     assert isinstance(graph, gs.Graph)
     assert sorted(n.op for n in graph.nodes) == sorted(n.op_type for n in result.model.graph)
     assert io.load(graph).graph.initializers.keys() == result.model.graph.initializers.keys()
+
+
+def test_save_refuses_to_replace_the_data_file_the_model_was_read_from(tmp_path, proto):
+    """An input whose external data is named like the output's data file: saving with external
+    data would replace the input's weights. Refused, and the input stays byte-identical."""
+    from spa.errors import OutputError
+
+    src = tmp_path / "src.onnx"
+    io.save(io.load(proto), src, external_data=True)
+    # rename the data so that it is what `out.onnx` would write
+    model = onnx.load(str(src), load_external_data=False)
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "out.onnx.data"
+    (tmp_path / "src.onnx.data").rename(tmp_path / "out.onnx.data")
+    onnx.save(model, str(src))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    loaded = io.load(src)
+    with pytest.raises(OutputError, match="overwrite an input"):
+        io.save(loaded, tmp_path / "out.onnx", external_data=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_big_external_weights_are_mapped_per_read_and_sliced_lazily(tmp_path, proto, monkeypatch):
+    """Out of core: external weights load as MappedTensors that keep no mapping, and slicing a
+    big one yields a LazyTensor whose values equal slicing in memory."""
+    monkeypatch.setattr(io, "LAZY_SLICE_MIN_BYTES", 0)
+    path = tmp_path / "m.onnx"
+    io.save(io.load(proto), path, external_data=True)
+    model = io.load(path)
+    big = [v for v in model.graph.initializers.values() if isinstance(v.const_value, ir.ExternalTensor)]
+    assert big and all(isinstance(v.const_value, io.MappedTensor) for v in big)
+    tensor = big[0].const_value
+    first = tensor.numpy()
+    assert isinstance(first, np.memmap) and tensor.raw is None  # nothing kept by the tensor
+    kept = {0: np.array([0, 2]), 1: np.array([1])} if first.ndim > 1 else {0: np.array([0, 2])}
+    lazy = io.take(tensor, kept, "w")
+    assert isinstance(lazy, ir.LazyTensor)
+    want = first[np.ix_(*[kept.get(a, np.arange(n)) for a, n in enumerate(first.shape)])]
+    assert tuple(lazy.shape) == want.shape
+    np.testing.assert_array_equal(lazy.numpy(), want)
