@@ -72,10 +72,35 @@ def _plan_for_ratio(groups, scores, ratio: float, budget: Budget) -> PruningPlan
         remove_counts = {g.key: int(np.floor(ratio * g.width + 1e-9)) for g in groups}
     for g in groups:
         kept = _kept_count(g.width, remove_counts[g.key], budget)
-        order = np.argsort(scores[g.key], kind="stable")
-        plan.removed[g.key] = sorted(int(i) for i in order[: g.width - kept])
+        plan.removed[g.key] = _lowest_leaving_every_member(g, scores[g.key], g.width - kept)
         plan.widths[g.key] = g.width
     return plan
+
+
+def _lowest_leaving_every_member(group, scores: np.ndarray, n: int) -> list[int]:
+    """The n lowest-scored root channels, skipping any whose removal would leave a member with no
+    channel at all (a Slice or Split part that reads only some of the group's channels)."""
+    order = np.argsort(scores, kind="stable")
+    narrow = [np.unique(m.pos2class) for m in group.members if m.kind != "virtual"]
+    narrow = [classes for classes in narrow if len(classes) < group.width]
+    if not narrow:  # every member holds every channel: nothing to skip
+        return sorted(int(i) for i in order[:n])
+    left = [len(classes) for classes in narrow]
+    holders: dict[int, list[int]] = {}
+    for i, classes in enumerate(narrow):
+        for c in classes:
+            holders.setdefault(int(c), []).append(i)
+    chosen = []
+    for c in order:
+        if len(chosen) == n:
+            break
+        held = holders.get(int(c), [])
+        if any(left[i] == 1 for i in held):
+            continue
+        for i in held:
+            left[i] -= 1
+        chosen.append(int(c))
+    return sorted(chosen)
 
 
 def _global_counts(groups, scores, ratio: float, budget: Budget) -> dict[str, int]:
