@@ -5,6 +5,7 @@ prune it through the `spa` CLI in a child process, and record the child's peak R
     .venv/bin/python bench/scale.py --size 7b        # 7B class (hidden 4096, 32 layers), if the disk allows
     .venv/bin/python bench/scale.py --size tiny      # seconds; what the test suite runs
     .venv/bin/python bench/scale.py --keep           # leave build/scale-<size>/ in place
+    .venv/bin/python bench/scale.py --record         # also rewrite the scale section of BENCHMARKS.md
 
 The builder never holds more than one tensor: each weight is generated, appended to the data file
 and dropped, and the graph (a small protobuf) only points at offsets in that file.
@@ -209,11 +210,44 @@ def prune_child(model: Path, out: Path, ratio: float) -> dict:
             "groups_pruned": summary["groups_pruned"], "channels_removed": summary["channels_removed"]}
 
 
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+
+
+def record(r: dict) -> None:
+    """Replace the text between the scale markers of BENCHMARKS.md with this run's table."""
+    gb = lambda n: f"{n / 1e9:.2f} GB"  # noqa: E731
+    cfg = r["config"]
+    text = f"""{BEGIN}
+Measured {time.strftime('%Y-%m-%d')}: a Llama-style decoder built by `bench/scale.py --size {r['size']}`
+(hidden {cfg['hidden']}, {cfg['layers']} layers, {cfg['heads']} heads, SwiGLU FFN {cfg['ffn']}, vocab {cfg['vocab']},
+RMSNorm as primitive ops, random fp16 weights in one external data file), pruned through the CLI:
+
+`{r['command']}`
+
+| | |
+|---|---|
+| parameters | {r['params_before'] / 1e9:.3f} B → {r['params_after'] / 1e9:.3f} B |
+| weights on disk | {gb(r['data_bytes'])} |
+| groups pruned / channels removed | {r['groups_pruned']} / {r['channels_removed']} |
+| wall time (load → validate → save) | {r['wall_s']} s |
+| **peak RSS** (wait4 rusage of the CLI process) | **{gb(r['peak_rss'])}** |
+| …of which at the peak: anonymous / file-backed (mapped weights) | {gb(r['peak_rss_anon'] or 0)} / {gb(r['peak_rss_file'] or 0)} |
+{END}"""
+    path = ROOT / "BENCHMARKS.md"
+    body = path.read_text()
+    if BEGIN in body:
+        body = body[: body.index(BEGIN)] + text + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(body)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="1b")
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--keep", action="store_true", help="keep the built and pruned models")
+    ap.add_argument("--record", action="store_true", help="write the result into BENCHMARKS.md")
     args = ap.parse_args(argv)
     cfg = SIZES[args.size]
     folder = BUILD / f"scale-{args.size}"
@@ -229,6 +263,8 @@ def main(argv=None) -> dict:
         result.update(size=args.size, config=cfg.__dict__, params=cfg.params(), build_s=round(built, 1),
                       data_bytes=(folder / "model.onnx.data").stat().st_size)
         print(json.dumps(result, indent=1))
+        if args.record:
+            record(result)
         return result
     finally:
         if not args.keep:
