@@ -122,6 +122,30 @@ def _export_optimum(model, out: Path, task: str, opset: int | None) -> None:
     if [p.name for p in produced] != ["model.onnx"]:
         raise SpaError(f"optimum wrote {[p.name for p in produced]} for task '{task}'; "
                        "SPA prunes single-file exports (choose a task without a KV cache)")
+    _fix_image_dims(out / "model.onnx", model.config)
+
+
+def _fix_image_dims(path: Path, config) -> None:
+    """optimum leaves an image's channels and size dynamic; the weights fix them (a patch
+    convolution takes exactly `num_channels`), and channel analysis needs them static."""
+    import onnx
+
+    size = getattr(config, "image_size", None)
+    channels = getattr(config, "num_channels", None)
+    if size is None or channels is None:
+        return
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    proto = onnx.load(str(path))
+    changed = False
+    for vi in proto.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name == "pixel_values" and len(dims) == 4:
+            for dim, value in zip(dims[1:], (channels, *size)):
+                dim.Clear()
+                dim.dim_value = value
+            changed = True
+    if changed:
+        onnx.save(proto, str(path))
 
 
 def example_inputs(model, task: str, batch: int = 2, seq: int = 8) -> dict:

@@ -66,6 +66,12 @@ class SliceContext:
         self._kept = kept
         self._old = old_dims
         self._counter = 0
+        self._values = None
+
+    def value_named(self, name: str) -> ir.Value | None:
+        if self._values is None:
+            self._values = _all_values(self.model)
+        return self._values.get(name)
 
     def kept(self, value_name: str, axis: int) -> np.ndarray | None:
         return self._kept.get((value_name, axis))

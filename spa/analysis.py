@@ -49,6 +49,13 @@ class Group:
         return self.reason is None
 
     @property
+    def kind(self) -> str:
+        """"heads" (whole attention heads), "hidden" (a normalised width: the residual stream) or
+        "channels" (FFN neurons, convolution channels)."""
+        roles = {m.role for m in self.members}
+        return "heads" if "heads" in roles else "hidden" if "hidden" in roles else "channels"
+
+    @property
     def params(self) -> list[Space]:
         return [m for m in self.members if m.kind == "param"]
 
@@ -75,12 +82,25 @@ class Analysis:
     def prunable_groups(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
 
+    def restrict_to(self, scope: str | None) -> None:
+        """Leave only the groups of `scope` prunable; the others say why they are left whole."""
+        kinds = SCOPES[scope or "default"]
+        for g in self.groups:
+            if g.prunable and g.kind not in kinds:
+                g.reason = f"outside the pruning scope ({scope or 'default: heads and ffn'})"
+
+
+#: --scope: which group kinds are pruned. The hidden width is opt-in (norm statistics change).
+SCOPES = {"default": {"heads", "channels"}, "heads": {"heads"}, "ffn": {"channels"}, "hidden": {"hidden"},
+          "all": {"heads", "channels", "hidden"}}
+
 
 class Context:
     """What a rule may ask and tell while the graph is analysed."""
 
-    def __init__(self, model: ir.Model):
+    def __init__(self, model: ir.Model, hidden: bool = False):
         self.model = model
+        self.hidden = hidden  # norms over a channel axis couple (their statistics change) instead of refusing
         self.spaces: dict[str, Space] = {}
         self.by_value: dict[str, list[Space]] = {}
         self.couplings: list[Coupling] = []
@@ -209,6 +229,10 @@ class Context:
         """Both spaces must end up in one group (checked once groups are known)."""
         self.same_group.append((a, b, why))
 
+    def tag(self, space: Space, role: str) -> None:
+        """Mark what kind of width a space is ("heads", "hidden"); groups take their kind from it."""
+        space.role = space.role or role
+
     def keep_axis_whole(self, space: Space, axis: int, why: str) -> None:
         """Pruning may change `space` only along its other axes (checked once classes are known)."""
         self.whole_axes.append((space, axis, why))
@@ -218,9 +242,12 @@ class Context:
             self.blocked.setdefault(value.name, reason)
 
 
-def analyze(model: ir.Model) -> Analysis:
-    """Build the channel-dependency graph and its groups. The model must be canonicalized."""
-    ctx = Context(model)
+def analyze(model: ir.Model, hidden: bool = False) -> Analysis:
+    """Build the channel-dependency graph and its groups. The model must be canonicalized.
+
+    hidden: let widths that a LayerNorm/RMSNorm normalises (a transformer's residual stream) be
+    pruned; their norm statistics change, so the oracle does not apply to those groups."""
+    ctx = Context(model, hidden)
     for node in model.graph:
         ctx.node = node
         rule = rule_for(node)
@@ -289,6 +316,8 @@ def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]
                 break
         if reason is None:
             reason = _whole_axis_conflict(members, ctx.whole_axes)
+        if not ctx.hidden and any(m.role == "hidden" for m in members):
+            reason = "a normalised (hidden) width: its norm statistics would change; prune it with --scope hidden"
         if reason is None and width < 2:
             reason = "has a single channel"
         nodes = sorted({n for m in members if m.value for n in users.get(m.value, ())})

@@ -65,17 +65,17 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: s
     ratio: share of `target` ("channels", "params" or "macs") to remove, in [0, 1); a full
     spa.Budget (global ranking, round_to, min_width, protect …) may be given as `budget` instead.
     criterion: "l1", "l2", "lp" (with p), "random" or "obspa". scope: which groups to prune
-    ("all", "heads", "ffn", "hidden"; None = all). compensation: a spa.pipeline.Compensation for
+    ("heads", "ffn", "hidden" or "all"; None: heads and FFN/convolution channels — the hidden
+    width is opt-in because norm statistics change). compensation: a spa.pipeline.Compensation for
     OBS sink updates. verify: also check the oracle (sliced == masked); see result.oracle."""
     from spa import pipeline
 
     if isinstance(ratio, Budget):  # spa.prune(model, spa.Budget(...)), the older call form
         budget = ratio
     budget = budget or Budget(ratio=float(ratio), target=target)
-    extra = {} if scope is None else {"scope": scope}
     result = pipeline.prune(model, budget, criterion=criterion, plan=plan, input_shapes=input_shapes,
                             fuse_batchnorm=fuse_batchnorm, verify=verify, seed=seed, normalizer=normalizer,
-                            reduction=reduction, p=p, compensation=compensation, **extra)
+                            reduction=reduction, p=p, compensation=compensation, scope=scope)
     scores, note = _scores_for_report(result, criterion, plan is not None, seed, normalizer, reduction, p)
     report = prune_report(result.original, result.model, result.analysis, result.plan, scores, note,
                           oracle_error=None if result.oracle is None else result.oracle.error,
@@ -158,11 +158,12 @@ def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external
     return io.save(model, path, external_data=external_data)
 
 
-def inspect(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True) -> dict:
+def inspect(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True,
+            scope: str | None = None) -> dict:
     """Opset, producer, inputs/outputs, op histogram, parameters, MACs and a groups summary."""
     from spa.report import inspect_summary
 
-    loaded, analysis = _analyzed(model, input_shapes, fuse_batchnorm)
+    loaded, analysis = _analyzed(model, input_shapes, fuse_batchnorm, scope)
     return inspect_summary(loaded, analysis)
 
 
@@ -179,19 +180,21 @@ class Groups:
         return to_dot(self.analysis, plan)
 
 
-def groups(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True) -> Groups:
+def groups(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True,
+           scope: str | None = None) -> Groups:
+    """One row per coupled group (kind, width, members, sinks, constraints, why not prunable);
+    `scope` as in `prune`."""
     from spa.report import group_rows
 
-    _, analysis = _analyzed(model, input_shapes, fuse_batchnorm)
+    _, analysis = _analyzed(model, input_shapes, fuse_batchnorm, scope)
     return Groups(group_rows(analysis), analysis)
 
 
-def _analyzed(model, input_shapes, fuse_batchnorm):
-    from spa.analysis import analyze
-    from spa.pipeline import load_canonical
+def _analyzed(model, input_shapes, fuse_batchnorm, scope=None):
+    from spa.pipeline import analyze_scope, load_canonical
 
     loaded = load_canonical(model, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
-    return loaded, analyze(loaded)
+    return loaded, analyze_scope(loaded, scope)
 
 
 def pruning_report(pruned, *, original=None, measure: bool = False, samples: int = 4, rounds: int = 50,

@@ -13,6 +13,7 @@ from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa.errors import InputError, UnsupportedError, UsageError
 from spa.shape_eval import resolve_reshapes
+from spa.detours import fold_merge_transpose_split
 from spa.symbolic_shapes import name_symbolic_dims
 
 _BN_FUSIONS = [
@@ -45,13 +46,42 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
         raise UnsupportedError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.RemoveUnusedNodesPass()(model)
+    unshare_uniform_constants(model)
     infer_shapes(model)
     if resolve_reshapes(model):
         infer_shapes(model)  # carry the recovered dims downstream
     name_symbolic_dims(model)
+    if fold_merge_transpose_split(model):
+        common.RemoveUnusedNodesPass()(model)
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     return model
+
+
+def unshare_uniform_constants(model: ir.Model) -> int:
+    """Give each user its own copy of a shared weight whose elements are all equal.
+
+    Exporters deduplicate equal initializers (torch.onnx does), so every all-zero bias of a freshly
+    initialised transformer becomes one tensor read by every layer: that would couple unrelated
+    groups. Sharing a uniform constant means nothing, unlike tied weights, which stay shared."""
+    copies = 0
+    for value in list(model.graph.initializers.values()):
+        tensor = value.const_value
+        if tensor is None or tensor.size < 2 or len(value.uses()) < 2 or value.is_graph_output():
+            continue
+        if tensor.size > 1 << 20:
+            continue
+        data = tensor.numpy()
+        if not (data == data.reshape(-1)[0]).all():
+            continue
+        for node, index in list(value.uses())[1:]:
+            copies += 1
+            name = f"{value.name}_spa_copy{copies}"
+            copy = ir.Value(name=name, shape=value.shape, type=value.type,
+                            const_value=ir.tensor(data.copy(), name=name))
+            model.graph.register_initializer(copy)
+            node.replace_input_with(index, copy)
+    return copies
 
 
 def _fold_small_fills(node: ir.Node) -> bool | None:

@@ -44,6 +44,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=D1,D2,...",
                    help="fix an input's shape (for models with dynamic dims)")
     p.add_argument("--no-fuse-bn", action="store_true", help="keep BatchNormalization nodes")
+    p.add_argument("--scope", choices=["heads", "ffn", "hidden", "all"], default=None,
+                   help="which groups to prune: attention heads, FFN/conv channels, the hidden width "
+                        "(opt-in: norm statistics change), or all (default: heads and ffn)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
@@ -159,7 +162,8 @@ def _one_line(text: str) -> str:
 
 
 def _load_options(args) -> dict:
-    return {"input_shapes": dict(args.input_shape) or None, "fuse_batchnorm": not args.no_fuse_bn}
+    return {"input_shapes": dict(args.input_shape) or None, "fuse_batchnorm": not args.no_fuse_bn,
+            "scope": args.scope}
 
 
 def _console():
@@ -206,9 +210,9 @@ def cmd_groups(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    table = Table("id", "group (key)", "width", "members", "sinks", "constraints", "status")
+    table = Table("id", "group (key)", "kind", "width", "members", "sinks", "constraints", "status")
     for r in rows:
-        table.add_row(str(r["id"]), r["key"], str(r["width"]), f"{len(r['params'])} params / {len(r['members'])}",
+        table.add_row(str(r["id"]), r["key"], r["kind"], str(r["width"]), f"{len(r['params'])} params / {len(r['members'])}",
                       str(len(r["sinks"])), "; ".join(r["constraints"]) or "-",
                       "prunable" if r["prunable"] else f"[red]{r['reason']}[/]")
     con = _console()

@@ -9,8 +9,9 @@ import onnx_ir as ir
 
 from spa import io
 from spa.allocate import Budget, allocate
-from spa.analysis import Analysis, analyze
+from spa.analysis import SCOPES, Analysis, analyze
 from spa.canon import canonicalize
+from spa.errors import UsageError
 from spa.importance import normalize, score_groups
 from spa.metrics import count
 from spa.oracle import OracleResult, oracle
@@ -25,6 +26,16 @@ def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: 
     if not isinstance(source, (str, os.PathLike)):
         model = copy_model(model)
     return canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
+
+
+def analyze_scope(model: ir.Model, scope: str | None = None) -> Analysis:
+    """The analysis with only `scope`'s groups prunable ("heads", "ffn", "hidden", "all"; None:
+    heads and FFN/conv channels). The hidden width is analysed only when asked for."""
+    if scope is not None and scope not in SCOPES:
+        raise UsageError(f"unknown scope '{scope}' (choose from {', '.join(s for s in SCOPES if s != 'default')})")
+    analysis = analyze(model, hidden=scope in ("hidden", "all"))
+    analysis.restrict_to(scope)
+    return analysis
 
 
 @dataclass
@@ -62,13 +73,13 @@ class Compensation:
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
           seed: int = 0, normalizer: str = "mean", reduction: str = "mean", p: float = 2.0,
-          compensation: Compensation | None = None) -> PruneResult:
+          compensation: Compensation | None = None, scope: str | None = None) -> PruneResult:
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model.
 
     criterion "obspa" ranks channels by their OBS cost and compensates the sinks (calibration-free
     by default); `compensation` turns the sink update on for any criterion."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
-    analysis = analyze(original)
+    analysis = analyze_scope(original, scope)
     if criterion == "obspa" and compensation is None:
         compensation = Compensation(seed=seed)
     sinks = hs = None
@@ -91,6 +102,8 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         plan.check_against(analysis)
     if compensation is not None:
         plan.meta.update(compensation=compensation.hessian)
+    if scope:
+        plan.meta.update(scope=scope)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
     pruned = copy_model(original)
     if compensation is not None:

@@ -56,22 +56,42 @@ def inspect_summary(model: ir.Model, analysis) -> dict:
 
 def constraints(group) -> list[str]:
     out = []
+    products = Counter()
     for m in group.members:
-        if m.kind == "virtual":
+        if m.kind == "virtual" and not m.label.startswith("projection of "):
             out.append(f"whole groups ({m.label}, {m.size})")
-        elif len(m.axes) > 1 and m.prune_axis is not None:
-            out.append(f"product structure {m.dims} on {m.value}")
+        elif len(m.axes) > 1 and group.kind != "heads":
+            products[m.dims] += 1
+    out.extend(f"product structure {dims} on {n} tensor{'s' * (n > 1)}" for dims, n in products.items())
+    heads = head_structure(group)
+    if heads:
+        out.append(heads)
     sizes = set(group.class_sizes().tolist())
     if sizes != {1}:
         out.append(f"unit of {min(sizes)}" + (f"-{max(sizes)}" if len(sizes) > 1 else "") + " channels")
     return out
 
 
+def head_structure(group) -> str | None:
+    """'4 heads × 8' (or with GQA '2 key/value heads, 2 query heads each, × 8'): what one
+    head group holds; its root channels are whole key/value heads with their query heads."""
+    if group.kind != "heads":
+        return None
+    composite = [m for m in group.members if m.role == "heads" and len(m.dims) == 2]
+    if not composite:
+        return None
+    heads = max(m.dims[0] for m in composite)
+    size = max(m.dims[1] for m in composite)
+    if heads == group.width:
+        return f"{heads} heads × {size}"
+    return f"{group.width} key/value heads, {heads // group.width} query heads each, × {size}"
+
+
 def group_rows(analysis) -> list[dict]:
     rows = []
     for g in analysis.groups:
         rows.append({
-            "id": g.id, "key": g.key, "width": g.width,
+            "id": g.id, "key": g.key, "kind": g.kind, "width": g.width,
             "members": [m.key for m in g.members if m.kind != "virtual"],
             "params": [m.key for m in g.params],
             "sinks": sorted({s.node for s in g.sinks}),

@@ -50,8 +50,7 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list | None:
                 return [(name, axis, factor * int(k.numpy().reshape(-1)[0]))]
         return None
     if op == "Where":
-        kept = _where_keeps(node, depth)
-        return None if kept is None else shape_entries(kept, depth + 1)
+        return _where_entries(node, depth)
     if op == "Concat":
         parts = [shape_entries(v, depth + 1) for v in node.inputs]
         return None if any(p is None for p in parts) else [e for p in parts for e in p]
@@ -68,36 +67,48 @@ def _is_flat_reshape(node: ir.Node) -> bool:
     return node.op_type == "Reshape" and node.outputs[0].shape is not None and len(node.outputs[0].shape) == 1
 
 
-def _where_keeps(node: ir.Node, depth: int) -> ir.Value | None:
-    """torch's expand writes `Where(Equal(shape, -1), ones, shape)`; when no entry is -1 the Where
-    passes `shape` through."""
+def _where_entries(node: ir.Node, depth: int) -> list | None:
+    """torch's expand writes `Where(Equal(shape, -1), ones, shape)`: entries equal to the probed
+    constant take the other branch's constant, the rest pass through (a run-time dim is never
+    negative, so it passes when the probe is)."""
     cond = node.inputs[0].producer()
-    if cond is None or cond.op_type != "Equal":
+    x, other_branch = node.inputs[2], node.inputs[1]
+    if cond is None or cond.op_type != "Equal" or x not in cond.inputs or other_branch.const_value is None:
         return None
-    x = node.inputs[2]
+    probe = next((v for v in cond.inputs if v is not x), None)
     entries = shape_entries(x, depth + 1)
-    other = next((v for v in cond.inputs if v is not x), None)
-    if entries is None or other is None or other.const_value is None or x not in cond.inputs:
+    if entries is None or probe is None or probe.const_value is None:
         return None
-    probe = other.const_value.numpy().reshape(-1)
-    if any(isinstance(e, int) and e in probe for e in entries) or any(isinstance(e, tuple) for e in entries) \
-            and (probe >= 0).any():
-        return None
-    return x
+    probe = np.broadcast_to(probe.const_value.numpy().reshape(-1), (len(entries),))
+    fill = np.broadcast_to(other_branch.const_value.numpy().reshape(-1), (len(entries),))
+    out = []
+    for e, p, f in zip(entries, probe, fill):
+        if isinstance(e, int):
+            out.append(int(f) if e == p else e)
+        elif p < 0:
+            out.append(e)
+        else:
+            return None
+    return out
 
 
 def constant_origins(value: ir.Value | None, depth: int = 0) -> list | None:
-    """For each entry of a shape tensor built by Concat, where its constant lives: (node, input
-    index, element index) of the constant input that holds it, or None for a computed entry.
-    Slicing rewrites those constants when a width they spell out changes."""
+    """Where each entry of a shape tensor built by Concat can be rewritten: ("const", node, input
+    index, element) for an entry held by a constant input; ("computed", node, input index) for a
+    run-time entry that is a Concat input of its own (slicing may replace it by a constant);
+    None otherwise. Slicing rewrites these when a width they spell out changes."""
     if value is None or value.const_value is not None or depth > 8:
         return None
     node = value.producer()
     if node is not None and (node.op_type in ("Cast", "Identity") or _is_flat_reshape(node)):
         return constant_origins(node.inputs[0], depth + 1)
     if node is not None and node.op_type == "Where":
-        kept = _where_keeps(node, depth)
-        return None if kept is None else constant_origins(kept, depth + 1)
+        passed = constant_origins(node.inputs[2], depth + 1)
+        entries = _where_entries(node, depth)
+        before = shape_entries(node.inputs[2], depth + 1)
+        if passed is None or entries is None:
+            return None
+        return [o if e == b else None for o, e, b in zip(passed, entries, before)]
     if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
         return None
     origins = []
@@ -106,7 +117,9 @@ def constant_origins(value: ir.Value | None, depth: int = 0) -> list | None:
         if entries is None:
             return None
         if part.const_value is not None:
-            origins.extend((node, index, i) for i in range(len(entries)))
+            origins.extend(("const", node, index, i) for i in range(len(entries)))
+        elif len(entries) == 1:
+            origins.append(("computed", node, index))
         else:
             origins.extend([None] * len(entries))
     return origins

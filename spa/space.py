@@ -23,6 +23,7 @@ class Space:
     frozen: str | None = None  # why this space may not change width
     prune_axis: int | None = None  # multi-axis spaces: the axis whose whole slices are removed
     pos2class: np.ndarray | None = field(default=None, repr=False)  # filled by group building
+    role: str | None = None    # "heads" (attention head structure) or "hidden" (a normalised width)
 
     @property
     def key(self) -> str:

@@ -249,7 +249,38 @@ def test_layernorm_over_non_channel_axis_passes_and_over_channel_blocks():
     b.output(b.op("MatMul", [ln, b.weight((8, 4))]))
     a = analyzed(b)
     assert not a.prunable_groups()
-    assert any("LayerNormalization normalizes over a channel axis" in (g.reason or "") for g in a.groups)
+    assert [g.kind for g in a.groups if "--scope hidden" in (g.reason or "")] == ["hidden"]
+
+
+def test_hidden_scope_prunes_a_normalised_width_with_its_scale_and_bias():
+    """With hidden=True a LayerNorm/RMSNorm-normalised width is one group holding the norm's scale
+    and bias; outputs change (statistics), so the check is validity and finiteness, not the oracle."""
+    from spa.allocate import Budget, allocate
+    from spa.importance import score_groups
+    from spa.passes.slice import slice_model
+    from spa.validate import copy_model, random_inputs, run, validate
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 8))
+    h = b.op("MatMul", [x, b.weight((8, 8))])
+    ln = b.op("LayerNormalization", [h, b.weight((8,)), b.weight((8,))], axis=-1)
+    r = b.op("Add", [ln, b.op("MatMul", [ln, b.weight((8, 8))])])
+    # RMSNorm written as primitives
+    ms = b.op("ReduceMean", [b.op("Mul", [r, r]), b.ints([-1])], keepdims=1)
+    rms = b.op("Mul", [b.op("Div", [r, b.op("Sqrt", [ms])]), b.weight((8,))])
+    b.output(b.op("MatMul", [rms, b.weight((8, 4))]))
+    model = canonicalize(b.model(), fuse_batchnorm=False)
+    a = analyze(model, hidden=True)
+    [group] = a.prunable_groups()
+    assert group.kind == "hidden" and group.width == 8
+    # first projection out, LN scale and bias, the inner projection in and out, RMS scale, head in
+    assert len(group.params) == 7 and len({m.value for m in group.params}) == 6
+    plan = allocate(a, score_groups(a), Budget(ratio=0.5))
+    pruned = copy_model(model)
+    slice_model(pruned, a, plan)
+    validate(model, pruned)
+    out = run(pruned, random_inputs(model))[0]
+    assert out.shape == (1, 6, 4) and np.isfinite(out).all()
 
 
 def test_pooling_resize_pad_and_spatial_reduce_pass_channels(check):

@@ -19,13 +19,19 @@ def broadcast(node: ir.Node, ctx, carriers: tuple[int, ...], outputs: tuple[int,
         out = node.outputs[o_index]
         out_dims = ctx.dims(out)
         rank = len(out_dims)
-        for _, value in inputs:
+        # Widest spaces first: a narrower one inside an output space already made (a rotary
+        # table's head-size axis inside heads × head size) is handled as a partial broadcast below.
+        carried = sorted(((len(space.axes), space, value) for _, value in inputs for space in ctx.spaces_on(value)),
+                         key=lambda item: -item[0])
+        for _, space, value in carried:
             dims = ctx.dims(value)
             shift = rank - len(dims)
-            for space in ctx.spaces_on(value):
-                if any(dims[a] != out_dims[a + shift] for a in space.axes):
-                    raise Block(f"channels of '{value.name}' are broadcast along axes {space.axes}")
-                ctx.carry(space, out, lambda a, shift=shift: a + shift)
+            if any(dims[a] != out_dims[a + shift] for a in space.axes):
+                raise Block(f"channels of '{value.name}' are broadcast along axes {space.axes}")
+            moved = {a + shift for a in space.axes}
+            if any(moved < set(t.axes) for t in ctx.spaces_on(out)):
+                continue
+            ctx.carry(space, out, lambda a, shift=shift: a + shift)
         for target in ctx.spaces_on(out):
             for _, value in inputs:
                 dims = ctx.dims(value)
@@ -127,7 +133,10 @@ class Expand(Rule):
         if min(in_axes) < 0 or any(ctx.dims(x)[a] != ctx.dims(y)[a + shift] for a in in_axes):
             return None
         if const_array(node.inputs[1]) is None:
-            check_computed_shape(ctx, node.inputs[1], y, (1,))
+            from spa.space import Space  # a stand-in for the output space the trace will create
+
+            probe = Space(None, tuple(axes), tuple(ctx.dims(y)[a] for a in axes), "act")
+            check_computed_shape(ctx, node.inputs[1], y, (1,), spaces=[probe])
         return 0, in_axes
 
     def update(self, node, sctx):

@@ -78,18 +78,18 @@ class MatMul(Rule):
                 if space.axes == (k_axis,):
                     ctx.sink(0, space if value is a else partner)
                     continue
+                ctx.tag(space, "heads")  # Q·Kᵀ or P·V contracting the head size per head
                 kept = [i for i, ax in enumerate(space.axes) if ax != k_axis]
                 carried.append((space, tuple(out_of[space.axes[i]] for i in kept),
                                 _project(space, kept)))
         has_k = any(ra - 1 in sp.axes for sp in ctx.spaces_on(a)) or any(rb - 2 in sp.axes for sp in ctx.spaces_on(b))
-        if not has_k and (is_weight(a) or is_weight(b)):
+        if not has_k and (is_weight(a) or is_weight(b)) and ctx.dims(a)[ra - 1] != 1:
             k_space = ctx.operand(a, (ra - 1,))
             ctx.couple(k_space, ctx.operand(b, (rb - 2,)))
             ctx.sink(0, k_space)
-        # A weight's free axis is a fresh channel space of the output.
-        for value, axis, out_axis in ((b, rb - 1, r - 1), (a, ra - 2, r - 2)):
-            if is_weight(value) and not any(out_axis in o for _, o, _ in carried):
-                carried.append((ctx.operand(value, (axis,)), (out_axis,), None))
+        # B's free axis, when B is a weight, is a fresh channel space of the output.
+        if is_weight(b) and not any(r - 1 in o for _, o, _ in carried):
+            carried.append((ctx.operand(b, (rb - 1,)), (r - 1,), None))
         _place_on_output(ctx, y, carried)
         for target in ctx.spaces_on(y):
             if any(ax >= r - 2 for ax in target.axes):
@@ -146,7 +146,7 @@ def _place_on_output(ctx, y, carried) -> None:
             if to_out is None:
                 ctx.couple(out, space, picked)
             else:
-                middle = ctx.virtual(f"{y.name}:{space.key}", int(np.prod(
+                middle = ctx.virtual(f"projection of {space.key} on {y.name}", int(np.prod(
                     [out.dims[order.index(ax)] for ax in out_axes])))
                 ctx.couple(space, middle, to_out)
                 ctx.couple(out, middle, picked)

@@ -93,7 +93,22 @@ class LayerNormalization(Rule):
         # Couple first, refuse after: the channels downstream stay in the same (blocked) group
         # instead of appearing as an untraceable group of their own.
         broadcast(node, ctx, (0,))
-        refuse_spaces_on(ctx, x, set(range(axis, rank)), "LayerNormalization normalizes over a channel axis")
+        normalised = set(range(axis, rank))
+        for space in ctx.spaces_on(x):
+            if set(space.axes) & normalised:
+                ctx.tag(space, "hidden")
+        if ctx.hidden and all(len(s.axes) == 1 for s in ctx.spaces_on(x) if set(s.axes) & normalised):
+            y = node.outputs[0]
+            for space in ctx.spaces_on(y):
+                for index in (1, 2):  # scale and bias, right-aligned with x
+                    param = input_or_none(node, index)
+                    if param is None or not set(space.axes) & normalised:
+                        continue
+                    in_axis = space.axes[0] - (rank - ctx.rank(param))
+                    if in_axis >= 0 and ctx.dims(param)[in_axis] != 1:
+                        ctx.couple(ctx.operand(param, (in_axis,)), space)
+            return
+        refuse_spaces_on(ctx, x, normalised, "LayerNormalization normalizes over a channel axis")
 
 
 @register

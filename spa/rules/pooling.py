@@ -42,7 +42,16 @@ class Reduce(Rule):
         x, y = node.inputs[0], node.outputs[0]
         rank = ctx.rank(x)
         axes = reduced_axes(node, ctx, rank)
-        refuse_spaces_on(ctx, x, set(axes), f"{node.op_type} reduces over a channel axis")
+        # A norm's statistic over the last axis (a transformer's [batch, seq, hidden] stream)
+        statistics = node.op_type in ("ReduceMean", "ReduceSumSquare", "ReduceL2") and attr_int(
+            node, "keepdims", 1) and axes == [rank - 1]
+        for space in ctx.spaces_on(x):
+            if statistics and set(space.axes) & set(axes):
+                ctx.tag(space, "hidden")  # RMSNorm / LayerNorm written as primitive ops
+        if not (statistics and ctx.hidden and all(len(s.axes) == 1 for s in ctx.spaces_on(x))):
+            refuse_spaces_on(ctx, x, set(axes), f"{node.op_type} reduces over a channel axis")
+        else:
+            return  # a statistic: its output carries no channels
         keep = attr_int(node, "keepdims", 1)
         for space in ctx.spaces_on(x):
             ctx.carry(space, y, None if keep else (lambda a: a - sum(1 for r in axes if r < a)))

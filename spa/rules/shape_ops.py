@@ -12,23 +12,43 @@ from spa.space import regroup_map, reshape_groups
 
 
 def _numeric(dims_a: tuple, dims_b: tuple) -> tuple[list[int], list[int]]:
-    """Give each symbolic dim a unique stand-in size so symbolic batch dims match only themselves;
-    a product of symbols ('batch_size*sequence_length') gets the product of their stand-ins."""
+    """Give each symbolic dim a unique stand-in size so symbolic batch dims match only themselves.
+    Expressions of symbols ('batch_size*sequence_length', Swin's 'floor(Pad_o0__d1/4)') are
+    evaluated on those stand-ins, which are divisible by every small window and patch size."""
     names: dict[str, int] = {}
-
-    def stand_in(d):
-        if isinstance(d, int):
-            return d
-        factors = str(d).replace(" ", "").split("*")
-        if len(factors) > 1 and all(f.isidentifier() or f.isdigit() for f in factors):
-            return int(np.prod([int(f) if f.isdigit() else stand_in(f) for f in factors], dtype=object))
-        return names.setdefault(str(d), 1_000_003 + 2 * len(names))
-
-    return [stand_in(d) for d in dims_a], [stand_in(d) for d in dims_b]
+    return [_stand_in(d, names) for d in dims_a], [_stand_in(d, names) for d in dims_b]
 
 
-def regroup(ctx, x, y) -> None:
-    """Couple channel spaces across an op that only changes how axes are grouped (a reshape)."""
+_SMOOTH = 2 ** 12 * 3 ** 6 * 5 ** 3 * 7 ** 2
+_PRIMES = (1009, 1013, 1019, 1021, 1031, 1033, 1039, 1049, 1051, 1061, 1063, 1069, 1087, 1091, 1093, 1097)
+
+
+def _stand_in(dim, names: dict) -> int:
+    if isinstance(dim, int):
+        return dim
+    text = str(dim).replace(" ", "")
+    if text.isidentifier():
+        if text not in names:
+            names[text] = _SMOOTH * _PRIMES[len(names) % len(_PRIMES)] * (1 + len(names) // len(_PRIMES))
+        return names[text]
+    import sympy
+
+    try:
+        expr = sympy.sympify(text, locals={"floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max,
+                                           "Min": sympy.Min, "Mod": sympy.Mod})
+        value = expr.subs({sym: _stand_in(str(sym), names) for sym in expr.free_symbols})
+        if value.is_integer:
+            return int(value)
+    except (sympy.SympifyError, TypeError, ValueError):
+        pass
+    return names.setdefault(text, _SMOOTH * 1_000_003 * (1 + len(names)))
+
+
+def regroup(ctx, x, y, unit_heads: bool = False) -> None:
+    """Couple channel spaces across an op that only changes how axes are grouped (a reshape).
+
+    unit_heads: a Reshape of C into (1, C) keeps the size-1 axis as the outer axis of a product
+    space: it is a head count of one (a single key/value head), not an inserted axis."""
     spaces = ctx.spaces_on(x)
     if not spaces:
         return
@@ -36,12 +56,18 @@ def regroup(ctx, x, y) -> None:
     groups = reshape_groups(xd, yd)
     if groups is None:
         raise Block(f"cannot match the axes of {ctx.dims(x)} and {ctx.dims(y)}")
+    symbolic = {a for a, d in enumerate(ctx.dims(x)) if not isinstance(d, int)}
     for space in spaces:
         run = next(((gi, gj) for gi, gj in groups if set(space.axes) <= set(gi)), None)
+        if run is not None and symbolic & set(run[0]):
+            raise Block(f"the reshape merges channel axes {space.axes} of '{x.name}' with a dynamic axis")
         if run is not None:
             gi, gj = run
             in_axes = [a for a in gi if xd[a] != 1]
             out_axes = [a for a in gj if yd[a] != 1] or [gj[0]]
+            lead = [a for a in gj if a < out_axes[0]]
+            if unit_heads and lead and len(out_axes) == 1 and in_axes == list(space.axes):
+                out_axes = [lead[-1], out_axes[0]]
             if len(out_axes) == 1:
                 # Merge (or plain move): each output position maps onto a channel position.
                 merged = regroup_map({a: xd[a] for a in gi}, space.axes, gi)
@@ -60,8 +86,11 @@ def _regroup_axis_by_axis(ctx, space, x, y, xd, yd, groups) -> None:
     moves the key/value head axis and merges it with the repeat axis): each axis must move or
     merge into one output axis of its own."""
     out_axes, per_axis_maps = [], []
+    symbolic = {a for a, d in enumerate(ctx.dims(x)) if not isinstance(d, int)}
     for axis in space.axes:
         gi, gj = next((gi, gj) for gi, gj in groups if axis in gi)
+        if symbolic & set(gi):
+            raise Block(f"the reshape merges channel axis {axis} of '{x.name}' with a dynamic axis")
         if sum(1 for a in gi if a in space.axes) > 1:
             raise Block(f"the reshape regroups channel axes {space.axes} of '{x.name}' with each other")
         targets = [a for a in gj if yd[a] != 1] or [gj[0]]
@@ -89,7 +118,7 @@ class Reshape(Rule):
     op_types = ("Reshape",)
 
     def analyze(self, node, ctx):
-        regroup(ctx, node.inputs[0], node.outputs[0])
+        regroup(ctx, node.inputs[0], node.outputs[0], unit_heads=True)
         if const_array(node.inputs[1]) is None and ctx.spaces_on(node.outputs[0]):
             check_computed_shape(ctx, node.inputs[1], node.outputs[0], (-1,))
 
