@@ -57,13 +57,35 @@ def load_model(folder: str | os.PathLike, task: str | None = None):
         raise SpaError(f"{folder}: not a Hugging Face model folder (no config.json)")
     from optimum.exporters.tasks import TasksManager
 
+    task = task or task_from_config(folder)
     with _offline_and_quiet():
-        task = task or TasksManager.infer_task_from_model(str(folder))
         try:
             return TasksManager.get_model_from_task(task, str(folder), framework="pt", local_files_only=True), task
         except Exception as exc:
             raise SpaError(f"{folder}: could not load the model for task '{task}': "
                            f"{str(exc).splitlines()[0][:200]}") from None
+
+
+# The head class named in config.json's "architectures" tells the task (offline: optimum's own
+# inference asks the hub).
+_TASK_BY_HEAD = (("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"),
+                 ("ForMaskedLM", "fill-mask"), ("ForSequenceClassification", "text-classification"),
+                 ("ForTokenClassification", "token-classification"), ("ForQuestionAnswering", "question-answering"),
+                 ("ForImageClassification", "image-classification"), ("ForMultipleChoice", "multiple-choice"))
+
+
+def task_from_config(folder: Path) -> str:
+    import json
+
+    try:
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError) as exc:
+        raise SpaError(f"{folder / 'config.json'}: unreadable ({exc})") from None
+    for arch in architectures:
+        for suffix, task in _TASK_BY_HEAD:
+            if arch.endswith(suffix):
+                return task
+    return "feature-extraction"
 
 
 def export(source, output: str | os.PathLike, *, task: str | None = None, exporter: str = "optimum",
@@ -235,3 +257,55 @@ def _copy_side_files(model, folder: Path | None, out: Path) -> None:
                 shutil.copy2(folder / name, out / name)
     if not (out / "config.json").exists():
         model.config.save_pretrained(str(out))
+
+
+def model_file(folder: str | os.PathLike) -> Path:
+    """The ONNX model of an exported folder (model.onnx, as optimum and `spa export hf` write it)."""
+    folder = Path(folder)
+    candidates = [folder / "model.onnx"] if (folder / "model.onnx").is_file() else sorted(folder.glob("*.onnx"))
+    if len(candidates) != 1:
+        raise SpaError(f"{folder}: expected one .onnx model in the folder, found "
+                       f"{len(candidates) or 'none'}" + (" (a KV-cache export has several; export "
+                                                         "text-generation without past)" if candidates else ""))
+    return candidates[0]
+
+
+def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.resolve() == Path(source).resolve():
+        raise SpaError("the output folder is the input folder; choose another -o")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SpaError(f"{out}: exists and is not an empty folder")
+    if not out.parent.exists():
+        raise SpaError(f"{out.parent}: output folder does not exist")
+    return out
+
+
+def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLike) -> list[str]:
+    """The pruned model as a Hugging Face folder: model.onnx, the source's tokenizer and
+    preprocessor files, and config.json with the new widths. Assembled under a temporary name and
+    moved into place. Returns notes on the config update."""
+    import json
+
+    from spa.api import save
+    from spa.exporters.hf_config import pruned_config
+
+    source, out = Path(source), check_output_folder(out, source)
+    staging = Path(tempfile.mkdtemp(prefix=".spa-prune-", dir=out.parent))
+    try:
+        save(result, staging / "model.onnx")
+        for name in SIDE_FILES:
+            if name != "config.json" and (source / name).is_file():
+                shutil.copy2(source / name, staging / name)
+        notes = []
+        if (source / "config.json").is_file():
+            config, notes = pruned_config(json.loads((source / "config.json").read_text()), result.analysis,
+                                          result.plan)
+            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return notes

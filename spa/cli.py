@@ -40,7 +40,7 @@ def _input_shape(text: str) -> tuple[str, list[int]]:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="an .onnx file")
+    p.add_argument("model", help="an .onnx file, or a Hugging Face folder holding model.onnx")
     p.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=D1,D2,...",
                    help="fix an input's shape (for models with dynamic dims)")
     p.add_argument("--no-fuse-bn", action="store_true", help="keep BatchNormalization nodes")
@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--dot", metavar="OUT.dot", help="also write the channel-dependency graph, groups coloured")
     p.add_argument("--png", metavar="OUT.png", help="also render that graph to PNG (needs Graphviz's dot)")
+    p = sub.add_parser("export", help="export a framework model to ONNX (hf: a local Hugging Face folder)")
+    p.add_argument("framework", choices=["hf"], help="hf: transformers model folder (config.json + weights)")
+    p.add_argument("source", help="the model folder")
+    p.add_argument("-o", "--output", required=True, help="the folder to write (model.onnx + config and tokenizer)")
+    p.add_argument("--task", help="optimum task (feature-extraction, text-generation, image-classification, "
+                                  "…; default: inferred from the config)")
+    p.add_argument("--exporter", choices=["optimum", "torch"], default="optimum",
+                   help="optimum's exporter or torch.onnx (dynamo)")
+    p.add_argument("--opset", type=int, default=None)
     p = sub.add_parser("prune", help="prune a model and write a smaller .onnx")
     _model_args(p)
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
@@ -252,10 +261,17 @@ def cmd_prune(args) -> int:
     from spa.report import before_after
 
     _check_conflicts(args)
+    folder = Path(args.model) if Path(args.model).is_dir() else None
+    if folder is not None:  # a Hugging Face folder in, a folder with an updated config.json out
+        from spa.exporters.hf import check_output_folder, model_file
+
+        args.model = str(model_file(folder))
+        out = check_output_folder(args.output, folder)
     # before any work: no output may land on an input, in a folder, or in a missing/read-only folder
     inputs = [args.model] + [f for f in (args.plan, args.calib) if f]
-    out = io.check_output_path(args.output, inputs=inputs)
-    io.check_output_path(str(out) + ".data", inputs=inputs, what="-o's external data file")
+    if folder is None:
+        out = io.check_output_path(args.output, inputs=inputs)
+        io.check_output_path(str(out) + ".data", inputs=inputs, what="-o's external data file")
     if args.plan_out:
         io.check_output_path(args.plan_out, inputs=inputs + [out, str(out) + ".data"], what="--plan-out")
     plan = PruningPlan.load(args.plan) if args.plan else None
@@ -283,7 +299,12 @@ def cmd_prune(args) -> int:
     before, after = result.report["before"], result.report["after"]
     if args.plan_out:
         result.plan.save(args.plan_out)
-    save(result, out)  # with the plan, report and group annotations in its metadata (spa report reads them)
+    if folder is not None:
+        from spa.exporters.hf import write_pruned_folder
+
+        write_pruned_folder(result, folder, out)
+    else:
+        save(result, out)  # with the plan, report and group annotations in its metadata (spa report reads them)
     pruned_groups = sum(1 for v in result.plan.removed.values() if v)
     summary = {"input": args.model, "output": str(out), "before": before, "after": after,
                "groups_pruned": pruned_groups, "groups_prunable": len(result.analysis.prunable_groups()),
@@ -376,8 +397,18 @@ def cmd_diff(args) -> int:
     return code
 
 
+def cmd_export(args) -> int:
+    from spa.exporters.hf import export
+
+    if not Path(args.source).is_dir():
+        raise SpaError(f"{args.source}: not a folder (spa export hf takes a local model folder)")
+    path = export(args.source, args.output, task=args.task, exporter=args.exporter, opset=args.opset)
+    print(json.dumps({"output": str(path)}) if getattr(args, "json", False) else f"PASSED wrote {path}")
+    return 0
+
+
 COMMANDS = {"inspect": cmd_inspect, "groups": cmd_groups, "prune": cmd_prune, "report": cmd_report,
-            "diff": cmd_diff}
+            "diff": cmd_diff, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())
