@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from sweep import load_results, reason_kind, run_cases, run_checked, write_block  # noqa: E402
 RESULTS = ROOT / "build" / "zoo_results.jsonl"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
 EXPORTERS = ("dynamo", "torchscript")
 # Run the biggest models last so a time limit cuts the fewest.
 HEAVY = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "regnet_y_16gf",
@@ -30,63 +27,23 @@ HEAVY = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", 
 def run_one(name: str, exporter: str) -> dict:
     from models.zoo_check import check_zoo_model, failures
 
-    start = time.time()
-    try:
-        result = check_zoo_model(name, exporter)
-        result["problems"] = failures(result)
-    except Exception as exc:  # recorded, not hidden: the table shows it
-        text = str(exc).strip().splitlines()
-        result = {"name": name, "exporter": exporter, "problems": [f"{type(exc).__name__}: {text[0] if text else ''}"[:300]]}
-    result["seconds"] = round(time.time() - start, 1)
-    return result
+    return run_checked(check_zoo_model, failures, name, exporter)
 
 
 def sweep(timeout: int, only: list[str] | None, redo: bool = False) -> None:
     from models.torchvision_zoo import classification_names
 
-    done = set() if redo else {(r["name"], r["exporter"]) for r in load_results()}
     names = only or sorted(classification_names(), key=lambda n: (n in HEAVY, HEAVY.index(n) * -1 if n in HEAVY else 0, n))
-    RESULTS.parent.mkdir(exist_ok=True)
-    for name in names:
-        for exporter in EXPORTERS:
-            if (name, exporter) in done:
-                continue
-            cmd = [sys.executable, __file__, "--one", name, exporter]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-                result = json.loads(lines[-1]) if lines else {
-                    "name": name, "exporter": exporter,
-                    "problems": [f"crashed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"]}
-            except subprocess.TimeoutExpired:
-                result = {"name": name, "exporter": exporter, "problems": [f"timed out after {timeout} s"]}
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(result) + "\n")
-            print(f"{name:24s} {exporter:12s} {'ok' if not result['problems'] else result['problems']}", flush=True)
-
-
-def load_results() -> list[dict]:
-    if not RESULTS.exists():
-        return []
-    latest = {}
-    for line in RESULTS.read_text().splitlines():
-        r = json.loads(line)
-        latest[(r["name"], r["exporter"])] = r
-    return list(latest.values())
-
-
-def reason_kind(reason: str) -> str:
-    """A refusal reason without the node and tensor names, so equal causes count together."""
-    return re.sub(r"'[^']*'", "…", reason)
+    run_cases(__file__, [(n, e) for n in names for e in EXPORTERS], RESULTS, timeout, redo)
 
 
 def render() -> None:
-    results = sorted(load_results(), key=lambda r: (r["name"], r["exporter"]))
+    results = sorted(load_results(RESULTS), key=lambda r: (r["name"], r["exporter"]))
     names = sorted({r["name"] for r in results})
     ok = [r for r in results if not r["problems"]]
     whole = [r for r in ok if r["prunable"] + sum(n for reason, n in r["refusals"].items()
                                                   if "graph input" in reason or "graph output" in reason) == r["groups"]]
-    lines = [BEGIN, "", f"{len(names)} torchvision classification models × {len(EXPORTERS)} exporters = "
+    lines = [f"{len(names)} torchvision classification models × {len(EXPORTERS)} exporters = "
              f"{len(results)} runs; **{len(ok)} pass** every check (groups found, oracle ≤ 1e-4 with all "
              "groups pruned at 0.3, `prune --ratio 0.3` validated, empty plan bit-identical). In "
              f"**{len(whole)}** runs every group is prunable except those at the graph input and output; "
@@ -107,14 +64,7 @@ def render() -> None:
                      f"{r['macs_after']:.0%} | {'-' if err is None else f'{err:.1e}'} | "
                      f"{'pass' if not r['problems'] else '**' + '; '.join(r['problems']) + '**'} | "
                      f"{refusals.replace('|', '/')[:400]} |")
-    lines += ["", END]
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + block + "\n"
-    BENCHMARKS.write_text(text)
+    write_block("zoo-table", lines)
 
 
 def main() -> None:

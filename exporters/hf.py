@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from spa.errors import SpaError
+from spa.progress import progress
 
 EXPORTERS = ("optimum", "torch")
 # Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
@@ -111,12 +112,12 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
     model.eval()
     staging = Path(tempfile.mkdtemp(prefix=".spa-export-", dir=output.parent))
     try:
-        with _offline_and_quiet():
-            if exporter == "optimum":
-                _export_optimum(model, staging, task, opset)
-            else:
-                _export_torch(model, staging, task, opset)
-        _copy_side_files(model, folder, staging)
+        write = _export_optimum if exporter == "optimum" else _export_torch
+        steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
+                 ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging))]
+        for _, step in progress(steps, f"spa export ({exporter}, {task})"):
+            with _offline_and_quiet():
+                step()
         if output.exists():
             output.rmdir()
         os.replace(staging, output)

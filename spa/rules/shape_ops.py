@@ -174,7 +174,8 @@ def _other_axes(ctx, node, values, outputs, axis):
     for value in values:
         for space in ctx.spaces_on(value):
             if axis in space.axes:
-                if space.axes != (axis,) and not (node.op_type == "Concat" and _concat_within(ctx, values, outputs[0], axis)):
+                if space.axes != (axis,) and not (node.op_type == "Concat" and _concat_within(ctx, values, outputs[0], axis)) \
+                        and not (node.op_type == "Split" and _split_within(ctx, space, outputs, axis)):
                     raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
                 continue
             for out in outputs:
@@ -207,6 +208,21 @@ def _concat_within(ctx, values, y, axis) -> bool:
         coords[:, i] += offset
         ctx.couple(space, out, np.ravel_multi_index(tuple(coords.T), out.dims))
         offset += ctx.dims(value)[axis]
+    return True
+
+
+def _split_within(ctx, space, outputs, axis) -> bool:
+    """Split along an axis of a multi-axis space (GPT-NeoX's fused QKV, viewed as heads × 3·head
+    size, split into q, k, v): each piece keeps the other axes; the split axis must stay whole."""
+    ctx.keep_axis_whole(space, axis, "a Split cuts it at fixed sizes")
+    i = space.axes.index(axis)
+    offset = 0
+    for out in outputs:
+        piece = ctx.output_space(out, space.axes)
+        coords = piece.coordinates().copy()
+        coords[:, i] += offset
+        ctx.couple(piece, space, np.ravel_multi_index(tuple(coords.T), space.dims))
+        offset += ctx.dims(out)[axis]
     return True
 
 
