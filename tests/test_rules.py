@@ -428,3 +428,72 @@ def test_dynamic_batch_view_keeps_the_flatten_group_prunable(check, tmp_path):
     result.save(out)
     sess = ort.InferenceSession(str(out))
     assert sess.run(None, {"x": np.random.randn(3, 3, 6, 6).astype(np.float32)})[0].shape == (3, 5)
+
+
+def _attention(b, x, hidden, heads, kv_heads, size, transpose_detour=False):
+    """Multi-head attention as exporters write it: Q/K/V projections, Reshape to heads, Transpose,
+    Q·Kᵀ, Softmax, ·V, back to the hidden width, output projection (GQA repeats K/V heads)."""
+    q = b.op("MatMul", [x, b.weight((hidden, heads * size))])
+    k = b.op("MatMul", [x, b.weight((hidden, kv_heads * size))])
+    v = b.op("MatMul", [x, b.weight((hidden, kv_heads * size))])
+
+    def split(t, n):
+        return b.op("Transpose", [b.op("Reshape", [t, b.ints([1, 6, n, size])])], perm=[0, 2, 1, 3])
+
+    def repeat(t):  # [1, kv, 6, size] → [1, heads, 6, size], as repeat_kv writes it
+        if kv_heads == heads:
+            return t
+        t = b.op("Unsqueeze", [t, b.ints([2])])
+        t = b.op("Expand", [t, b.ints([1, kv_heads, heads // kv_heads, 6, size])])
+        return b.op("Reshape", [t, b.ints([1, heads, 6, size])])
+
+    qh, kh, vh = split(q, heads), repeat(split(k, kv_heads)), repeat(split(v, kv_heads))
+    if transpose_detour:  # torch.onnx's kᵀ: merge batch·heads, transpose, split back
+        merged = b.op("Reshape", [kh, b.ints([heads, 6, size])])
+        kt = b.op("Reshape", [b.op("Transpose", [merged], perm=[0, 2, 1]), b.ints([1, heads, size, 6])])
+    else:
+        kt = b.op("Transpose", [kh], perm=[0, 1, 3, 2])
+    p = b.op("Softmax", [b.op("MatMul", [qh, kt])], axis=-1)
+    o = b.op("Transpose", [b.op("MatMul", [p, vh])], perm=[0, 2, 1, 3])
+    o = b.op("Reshape", [o, b.ints([1, 6, heads * size])])
+    return b.op("MatMul", [o, b.weight((heads * size, hidden))])
+
+
+@pytest.mark.parametrize("kv_heads,detour", [(4, False), (2, False), (4, True)])
+def test_attention_heads_are_one_group_of_whole_heads(check, kv_heads, detour):
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 16))
+    b.output(_attention(b, x, 16, 4, kv_heads, 8, transpose_detour=detour))
+    a = check(b.model())
+    [group] = [g for g in a.prunable_groups()]
+    assert group.kind == "heads"
+    assert group.width == kv_heads  # a root channel is one key/value head with its query heads
+    assert set(group.class_sizes().tolist()) == {8 * 4 // kv_heads}  # head size × query heads per kv head
+
+
+def test_single_key_value_head_is_not_prunable():
+    """Multi-query attention: removing the only key/value head would remove every head."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 16))
+    b.output(_attention(b, x, 16, 4, 1, 8))
+    a = analyzed(b)
+    heads = [g for g in a.groups if g.kind == "heads"]
+    assert heads and not any(g.prunable for g in heads)
+    assert any("single channel" in (g.reason or "") for g in heads)
+
+
+def test_uniform_constants_shared_by_layers_are_unshared():
+    """torch.onnx deduplicates equal initializers: one all-zero bias read by two layers must not
+    couple their groups, while a real shared weight stays shared."""
+    from spa.canon import unshare_uniform_constants
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 8))
+    zero = b.weight(None, "zero_bias", np.zeros(8, np.float32))
+    h1 = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.weight((8, 8))]), zero])])
+    h2 = b.op("Relu", [b.op("Add", [b.op("MatMul", [h1, b.weight((8, 8))]), zero])])
+    b.output(b.op("MatMul", [h2, b.weight((8, 4))]))
+    model = b.model()
+    assert unshare_uniform_constants(model) == 1
+    a = analyze(canonicalize(model, fuse_batchnorm=False))
+    assert [g.width for g in a.prunable_groups()] == [8, 8]
