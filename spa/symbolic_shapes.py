@@ -28,9 +28,12 @@ def name_symbolic_dims(model: ir.Model) -> int:
     if inferred is None:
         return 0
     shapes = {vi.name: _dims(vi) for vi in inferred.graph.value_info}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
     changed = 0
     for node in model.graph:
         for value in node.outputs:
+            if value.type is None and types.get(value.name):  # ops ONNX's inference does not know
+                value.type = ir.TensorType(ir.DataType(types[value.name]))
             new = shapes.get(value.name)
             if new is None or not _better(value.shape, new):
                 continue

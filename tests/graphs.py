@@ -56,7 +56,12 @@ class GraphBuilder:
     def proto(self) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "test", self.inputs, self.outputs, self.inits,
                                   value_info=self.hints)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        imports = [helper.make_opsetid("", self.opset)]
+        if any(n.domain == "com.microsoft" for n in self.nodes):  # ONNX Runtime's fused ops
+            imports.append(helper.make_opsetid("com.microsoft", 1))
+            model = helper.make_model(graph, opset_imports=imports)
+            return onnx.shape_inference.infer_shapes(model)  # ONNX does not know them; SPA's canon infers
+        model = helper.make_model(graph, opset_imports=imports)
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
     def model(self) -> ir.Model:

@@ -497,3 +497,41 @@ def test_uniform_constants_shared_by_layers_are_unshared():
     assert unshare_uniform_constants(model) == 1
     a = analyze(canonicalize(model, fuse_batchnorm=False))
     assert [g.width for g in a.prunable_groups()] == [8, 8]
+
+
+def _fused_attention(b, x, op, heads, kv_heads, size, **attrs):
+    q = b.op("MatMul", [x, b.weight((16, heads * size))])
+    k = b.op("MatMul", [x, b.weight((16, kv_heads * size))])
+    v = b.op("MatMul", [x, b.weight((16, kv_heads * size))])
+    o = b.op(op, [q, k, v], **attrs)
+    return b.op("MatMul", [o, b.weight((heads * size, 16))])
+
+
+def test_ort_multi_head_attention_prunes_whole_heads_and_rewrites_num_heads(check):
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 16))
+    b.output(_fused_attention(b, x, "MultiHeadAttention", 4, 4, 8, domain="com.microsoft", num_heads=4))
+    a = check(b.model())
+    [group] = a.prunable_groups()
+    assert group.kind == "heads" and group.width == 4 and set(group.class_sizes().tolist()) == {8}
+
+
+def test_onnx_attention_with_grouped_key_value_heads(check):
+    b = GraphBuilder(opset=23)
+    x = b.input("x", (1, 6, 16))
+    b.output(_fused_attention(b, x, "Attention", 4, 2, 8, q_num_heads=4, kv_num_heads=2))
+    a = check(b.model())
+    [group] = a.prunable_groups()
+    assert group.kind == "heads" and group.width == 2  # key/value heads, each with 2 query heads
+
+
+def test_fused_ops_that_hide_their_layout_refuse_with_a_reason():
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 16))
+    qkv = b.op("MatMul", [x, b.weight((16, 96))])
+    o = b.op("Attention", [x, b.weight((16, 96)), b.weight((96,))], domain="com.microsoft", num_heads=4)
+    b.hint(o, (1, 6, 32))
+    b.output(b.op("MatMul", [o, b.weight((32, 16))]))
+    b.output(qkv)
+    a = analyzed(b)
+    assert any("packs the Q/K/V projections" in (g.reason or "") for g in a.groups)

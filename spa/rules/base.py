@@ -19,6 +19,7 @@ class Block(Exception):
 
 class Rule:
     op_types: tuple[str, ...] = ()
+    domain: str = ""  # "" is the ONNX standard domain; "com.microsoft" holds ONNX Runtime's fused ops
 
     def analyze(self, node: ir.Node, ctx) -> None:
         raise NotImplementedError
@@ -36,16 +37,17 @@ class Rule:
 def register(cls: type[Rule]) -> type[Rule]:
     rule = cls()
     for op in cls.op_types:
-        if op in RULES:
-            raise RuntimeError(f"two rules claim op {op}")
-        RULES[op] = rule
+        key = op if not cls.domain else f"{cls.domain}::{op}"
+        if key in RULES:
+            raise RuntimeError(f"two rules claim op {key}")
+        RULES[key] = rule
     return cls
 
 
 def rule_for(node: ir.Node) -> Rule | None:
-    if node.domain not in ("", "ai.onnx"):
-        return None
-    return RULES.get(node.op_type)
+    if node.domain in ("", "ai.onnx"):
+        return RULES.get(node.op_type)
+    return RULES.get(f"{node.domain}::{node.op_type}")
 
 
 # ---- small helpers shared by rules -------------------------------------------------------------
