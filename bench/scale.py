@@ -2,6 +2,7 @@
 prune it through the `spa` CLI in a child process, and record the child's peak RSS and wall time.
 
     .venv/bin/python bench/scale.py                  # ~1B parameters (hidden 2048, 16 layers)
+    .venv/bin/python bench/scale.py --size 2b        # 2B: 4.1 GB of weights, past the 2 GB protobuf limit
     .venv/bin/python bench/scale.py --size 7b        # 7B class (hidden 4096, 32 layers), if the disk allows
     .venv/bin/python bench/scale.py --size tiny      # seconds; what the test suite runs
     .venv/bin/python bench/scale.py --keep           # leave build/scale-<size>/ in place
@@ -49,6 +50,7 @@ class Config:
 SIZES = {
     "tiny": Config(hidden=64, layers=2, heads=4, ffn=176, vocab=256),
     "1b": Config(hidden=2048, layers=16, heads=16, ffn=5632, vocab=32000),
+    "2b": Config(hidden=2560, layers=24, heads=20, ffn=6912, vocab=32000),  # 4.1 GB of fp16: over 2 GB
     "7b": Config(hidden=4096, layers=32, heads=32, ffn=11008, vocab=32000),
 }
 
@@ -204,17 +206,15 @@ def prune_child(model: Path, out: Path, ratio: float) -> dict:
     if child.returncode != 0:
         raise SystemExit(f"spa prune failed ({child.returncode}): {stderr.strip()}")
     summary = json.loads(stdout)
-    return {"command": " ".join(cmd[1:]).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 1),
+    return {"command": " ".join([".venv/bin/python", *cmd[1:]]).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 1),
             "peak_rss": max_rss, "peak_rss_anon": peak.get("RssAnon"), "peak_rss_file": peak.get("RssFile"),
             "params_before": summary["before"]["params"], "params_after": summary["after"]["params"],
             "groups_pruned": summary["groups_pruned"], "channels_removed": summary["channels_removed"]}
 
 
-BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
-
-
 def record(r: dict) -> None:
-    """Replace the text between the scale markers of BENCHMARKS.md with this run's table."""
+    """Replace the text between this size's markers in BENCHMARKS.md with this run's table."""
+    BEGIN, END = f"<!-- scale:{r['size']}:begin -->", f"<!-- scale:{r['size']}:end -->"
     gb = lambda n: f"{n / 1e9:.2f} GB"  # noqa: E731
     cfg = r["config"]
     text = f"""{BEGIN}
@@ -251,7 +251,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     cfg = SIZES[args.size]
     folder = BUILD / f"scale-{args.size}"
-    need = cfg.params() * 2 * 2.2  # model + pruned copy + validation's temporary copy
+    need = cfg.params() * 2 * 2.5  # the model, the pruned copy and validation's temporary copy
     free = shutil.disk_usage(BUILD if BUILD.exists() else ROOT).free
     if need > free:
         raise SystemExit(f"{args.size}: needs about {need / 1e9:.0f} GB of disk, {free / 1e9:.0f} GB free")

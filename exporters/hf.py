@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from spa.errors import SpaError
+from spa.errors import InputError, SpaError
 from spa.progress import progress
 
 EXPORTERS = ("optimum", "torch")
@@ -265,7 +265,7 @@ def model_file(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     candidates = [folder / "model.onnx"] if (folder / "model.onnx").is_file() else sorted(folder.glob("*.onnx"))
     if len(candidates) != 1:
-        raise SpaError(f"{folder}: expected one .onnx model in the folder, found "
+        raise InputError(f"{folder}: expected one .onnx model in the folder, found "
                        f"{len(candidates) or 'none'}" + (" (a KV-cache export has several; export "
                                                          "text-generation without past)" if candidates else ""))
     return candidates[0]

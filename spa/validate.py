@@ -79,6 +79,8 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
     options.log_severity_level = 4  # failures come back as exceptions (one line); no C++ log on stderr
     if lean:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # by default ONNX Runtime runs every weight's fp16→fp32 Cast up front, holding them all
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
     try:

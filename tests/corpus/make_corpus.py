@@ -272,7 +272,7 @@ def _option_cases(d: Path) -> dict[str, Case]:
         "conflict-calib-without-data-hessian": (_prune("--calib", "calib.npz"), USAGE, "--calib"),
         "hessian-data-without-calib": (_prune("--criterion", "obspa", "--hessian", "data"), USAGE, "--calib"),
         "missing-model": (["prune", "nope.onnx", "-o", "out.onnx"], INPUT, "nope.onnx"),
-        "model-is-a-folder": (["prune", "folder.onnx", "-o", "out.onnx"], INPUT, "not a file"),
+        "model-is-a-folder": (["prune", "folder.onnx", "-o", "out.onnx"], INPUT, "onnx model"),
         "output-is-the-input": (["prune", "model.onnx", "-o", "./model.onnx"], OUTPUT, "input"),
         "output-is-the-input-via-symlink": (["prune", "model.onnx", "-o", "link.onnx"], OUTPUT, "input"),
         "output-folder-missing": (["prune", "model.onnx", "-o", "nope/out.onnx"], OUTPUT, "does not exist"),
