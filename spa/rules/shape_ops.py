@@ -170,21 +170,32 @@ class Transpose(Rule):
 
 
 def _other_axes(ctx, node, values, outputs, axis):
-    """Spaces that do not involve `axis` pass straight through to every output."""
-    for value in values:
-        for space in ctx.spaces_on(value):
-            if axis in space.axes:
-                if space.axes != (axis,) and not (node.op_type == "Concat" and _concat_within(ctx, values, outputs[0], axis)) \
-                        and not (node.op_type == "Split" and _split_within(ctx, space, outputs, axis)):
-                    raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
-                continue
-            for out in outputs:
+    """Spaces that do not involve `axis` pass straight through to every output; multi-axis spaces
+    across `axis` (rotary halves, fused QKV within a head) go first, so a narrower space of an
+    empty piece joins them instead of overlapping."""
+    spaces = [(value, space) for value in values for space in ctx.spaces_on(value)]
+    for value, space in sorted(spaces, key=lambda vs: axis not in vs[1].axes):
+        if axis in space.axes:
+            if space.axes != (axis,) and not (node.op_type == "Concat" and _concat_within(ctx, values, outputs[0], axis)) \
+                    and not (node.op_type == "Split" and _split_within(ctx, space, outputs, axis)):
+                raise Block(f"'{value.name}' carries a multi-axis channel space across axis {axis}")
+            continue
+        for out in outputs:
+            wider = next((t for t in ctx.spaces_on(out) if set(space.axes) < set(t.axes)), None)
+            if wider is None:
                 ctx.carry(space, out)
+                continue
+            coords = wider.coordinates()
+            kept = [i for i, a in enumerate(wider.axes) if a in space.axes]
+            ctx.couple(wider, space, np.ravel_multi_index(tuple(coords[:, i] for i in kept),
+                                                          [wider.dims[i] for i in kept]))
     for out in outputs:
         for target in ctx.spaces_on(out):
             if axis not in target.axes:
                 for value in values:
-                    ctx.couple(ctx.operand(value, target.axes), target)
+                    if not any(set(s.axes) & set(target.axes) for s in ctx.spaces_on(value)) or ctx.get(
+                            value, target.axes) is not None:
+                        ctx.couple(ctx.operand(value, target.axes), target)
 
 
 def _concat_within(ctx, values, y, axis) -> bool:
@@ -196,6 +207,7 @@ def _concat_within(ctx, values, y, axis) -> bool:
     axes = axes_sets.pop()
     if ctx.get(y, axes) is not None:
         return True
+    values = [v for v in values if ctx.dims(v)[axis] != 0]  # empty pieces add no positions
     if not all(ctx.get(v, axes) is not None for v in values):
         return False
     out = ctx.output_space(y, axes)
@@ -218,6 +230,8 @@ def _split_within(ctx, space, outputs, axis) -> bool:
     i = space.axes.index(axis)
     offset = 0
     for out in outputs:
+        if _empty_piece(ctx, space, out):
+            continue
         piece = ctx.output_space(out, space.axes)
         coords = piece.coordinates().copy()
         coords[:, i] += offset
@@ -311,14 +325,33 @@ def _bounds_constant(node) -> bool:
 def _slice_within(ctx, space, y, sliced: dict, hit: set) -> None:
     """Slicing along an axis of a multi-axis space (rotary's rotate_half cuts the head size in
     two): allowed while that axis stays whole, so the bounds keep their meaning."""
+    for axis in hit:
+        ctx.keep_axis_whole(space, axis, "a Slice cuts it at fixed bounds")
+    if _empty_piece(ctx, space, y):
+        return
     out = ctx.output_space(y, space.axes)
     coords = out.coordinates().copy()
     for i, axis in enumerate(space.axes):
         if axis in hit:
             start, _, step = sliced[axis]
             coords[:, i] = start + step * coords[:, i]
-            ctx.keep_axis_whole(space, axis, "a Slice cuts it at fixed bounds")
     ctx.couple(out, space, np.ravel_multi_index(tuple(coords.T), space.dims))
+
+
+def _empty_piece(ctx, space, piece) -> bool:
+    """A slice or split piece that is empty along an axis of `space` (partial rotary with the
+    whole head size rotated leaves an empty pass-through part): it carries the other axes only."""
+    dims = ctx.dims(piece)
+    empty = [i for i, axis in enumerate(space.axes) if dims[axis] == 0]
+    if not empty:
+        return False
+    kept = [i for i in range(len(space.axes)) if i not in empty]
+    if kept:
+        sub = ctx.output_space(piece, tuple(space.axes[i] for i in kept))
+        coords = space.coordinates()
+        ctx.couple(space, sub, np.ravel_multi_index(tuple(coords[:, i] for i in kept),
+                                                    [space.dims[i] for i in kept]))
+    return True
 
 
 @register
