@@ -7,7 +7,7 @@ from spa.rules.base import Block, const_array
 from spa.shape_eval import constant_origins, shape_entries
 
 
-def check_computed_shape(ctx, shape_value, out_value, free_entries: tuple[int, ...], spaces=None) -> None:
+def check_computed_shape(ctx, shape_value, out_value, free_entries: tuple[int, ...], axes=None) -> None:
     """Block unless each channel axis of `out_value` has an entry in `free_entries` (inferred
     widths: -1 for Reshape, 1 for Expand), one held by a constant slicing can rewrite, or one read
     at run time from a channel axis that shrinks with it (or that slicing can replace)."""
@@ -16,24 +16,25 @@ def check_computed_shape(ctx, shape_value, out_value, free_entries: tuple[int, .
         raise Block("the target shape is computed at run time")
     origins = constant_origins(shape_value) or [None] * len(entries)
     shift = len(ctx.dims(out_value)) - len(entries)
-    for space in ctx.spaces_on(out_value) if spaces is None else spaces:
-        for axis in space.axes:
-            i = axis - shift
-            if i < 0 or entries[i] in free_entries or origins[i] is not None:
-                continue
-            if isinstance(entries[i], tuple):
-                # Read at run time from another tensor and spliced in with other entries: fine
-                # when that tensor's axis is a channel axis of the same group.
-                name, read_axis = entries[i][:2]
-                source = next((s for s in ctx.spaces_on(ctx.value_named(name)) if read_axis in s.axes), None)
-                if source is None:
-                    raise Block(f"channel axis {axis} takes its width from a non-channel dim of '{name}'")
-                if space.value is None:  # not created yet (a source trace): no group to share
-                    raise Block(f"channel axis {axis} takes its width from '{name}' at run time")
-                ctx.require_same_group(source, space, f"channel axis {axis} of '{out_value.name}' takes "
-                                       f"its width from '{name}' at run time")
-                continue
-            raise Block(f"the computed target shape fixes the width of channel axis {axis}")
+    # (channel axis, its space) to check; a space not made yet (a source trace) is None
+    pairs = [(a, sp) for sp in ctx.spaces_on(out_value) for a in sp.axes] if axes is None else [(a, None) for a in axes]
+    for axis, space in pairs:
+        i = axis - shift
+        if i < 0 or entries[i] in free_entries or origins[i] is not None:
+            continue
+        if isinstance(entries[i], tuple):
+            # Read at run time from another tensor and spliced in with other entries: fine
+            # when that tensor's axis is a channel axis of the same group.
+            name, read_axis = entries[i][:2]
+            source = next((s for s in ctx.spaces_on(ctx.value_named(name)) if read_axis in s.axes), None)
+            if source is None:
+                raise Block(f"channel axis {axis} takes its width from a non-channel dim of '{name}'")
+            if space is None:  # not created yet (a source trace): no group to share
+                raise Block(f"channel axis {axis} takes its width from '{name}' at run time")
+            ctx.require_same_group(source, space, f"channel axis {axis} of '{out_value.name}' takes "
+                                   f"its width from '{name}' at run time")
+            continue
+        raise Block(f"the computed target shape fixes the width of channel axis {axis}")
 
 
 def rewrite_computed_shape(sctx, shape_value, old: tuple, new: tuple, free_entries: tuple[int, ...]) -> None:
