@@ -71,6 +71,13 @@ def render() -> None:
             lines.append(f"| {name} | {kind_of(name)} | {exporter} | {kinds.get('heads', 0)} | "
                          f"{kinds.get('channels', 0)} | {kinds.get('hidden', 0)} | {r['params_after']:.0%} | "
                          f"{oracle} | {result} | {text} |")
+    lines += ["", "Where heads are not pruned, and why: DeBERTa-v2 computes attention (and its relative-position "
+              "terms) on [batch·heads, seq, size] tensors, where the head count is fused with the dynamic batch — "
+              "refused with that reason; Gemma here has a single key/value head (multi-query), so its one "
+              "key/value group is the whole attention and is kept; ConvNeXt has no attention. The hidden width is "
+              "refused where it is the model's output (feature extraction) and in Swin's optimum export, whose "
+              "window padding is computed at run time. Command: `.venv/bin/python bench/hf_zoo_table.py` "
+              "(each run in its own process; `--render` rewrites this table from build/hf_zoo_results.jsonl)."]
     write_block("hf-zoo-table", lines)
 
 
