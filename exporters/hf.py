@@ -61,7 +61,9 @@ def load_model(folder: str | os.PathLike, task: str | None = None):
     task = task or task_from_config(folder)
     with _offline_and_quiet():
         try:
-            return TasksManager.get_model_from_task(task, str(folder), framework="pt", local_files_only=True), task
+            # library_name: a sentence-transformers folder (modules.json) is a transformers model too
+            return TasksManager.get_model_from_task(task, str(folder), framework="pt", local_files_only=True,
+                                                    library_name="transformers"), task
         except Exception as exc:
             raise SpaError(f"{folder}: could not load the model for task '{task}': "
                            f"{str(exc).splitlines()[0][:200]}") from None
