@@ -9,7 +9,7 @@ import numpy as np
 
 from spa.errors import SpaError
 
-CRITERIA = ("l1", "l2", "lp", "random")
+CRITERIA = ("l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale")
 NORMALIZERS = ("mean", "max", "sum", "none")
 REDUCTIONS = ("mean", "sum", "max")
 
@@ -20,6 +20,34 @@ def member_scores(member, data: np.ndarray, p: float, width: int) -> np.ndarray:
     flat = np.abs(moved.reshape(member.size, -1).astype(np.float64))
     per_position = flat.sum(axis=1) if p == 1 else np.power(np.power(flat, p).sum(axis=1), 1.0 / p)
     return np.bincount(member.pos2class, weights=per_position, minlength=width)
+
+
+def lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP (Lee et al., 2021) on squared channel norms: each channel's share of the mass of the
+    channels at least as large as it. Scale-free across layers: the largest channel scores 1."""
+    order = np.argsort(scores, kind="stable")
+    tail = np.cumsum(scores[order][::-1])[::-1]  # Σ of the sorted scores from each one upward
+    out = np.empty_like(scores)
+    out[order] = np.divide(scores[order], tail, out=np.zeros(len(scores)), where=tail > 0)
+    return out
+
+
+def fpgm_positions(member, data: np.ndarray) -> np.ndarray:
+    """FPGM (He et al., 2019): a filter's summed distance to the others. Filters near the geometric
+    median are the ones the rest can stand in for, so they score low."""
+    moved = np.moveaxis(data, member.axes, range(len(member.axes)))
+    flat = moved.reshape(member.size, -1).astype(np.float64)
+    sq = (flat * flat).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * flat @ flat.T, 0.0)
+    return np.sqrt(d2).sum(1)
+
+
+def norm_scale_members(group, model) -> list:
+    """Members that are the scale (γ) of a BatchNormalization/LayerNormalization in the group."""
+    scales = {n.inputs[1].name for n in model.graph
+              if n.op_type in ("BatchNormalization", "LayerNormalization", "InstanceNormalization")
+              and len(n.inputs) > 1 and n.inputs[1] is not None}
+    return [m for m in group.params if m.value in scales]
 
 
 def normalize(scores: np.ndarray, how: str) -> np.ndarray:
@@ -36,13 +64,22 @@ def group_importance(group, model, criterion: str = "l2", normalizer: str = "mea
         raise SpaError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     if criterion == "random":
         return np.random.default_rng([seed, group.id]).random(group.width)
-    p = {"l1": 1.0, "l2": 2.0}.get(criterion, p)
+    p = {"l1": 1.0, "l2": 2.0, "lamp": 2.0, "fpgm": 2.0, "bn_scale": 1.0}.get(criterion, p)
     if p <= 0:
         raise SpaError(f"the Lp norm needs p > 0, got {p}")
     initializers = model.graph.initializers
+    members = group.params
+    if criterion == "bn_scale":  # |γ| of the group's norms; groups without one fall back to L1
+        members = norm_scale_members(group, model) or members
     per_member = []
-    for member in group.params:
-        scores = member_scores(member, initializers[member.value].const_value.numpy(), p, group.width)
+    for member in members:
+        data = initializers[member.value].const_value.numpy()
+        if criterion == "fpgm":
+            scores = np.bincount(member.pos2class, weights=fpgm_positions(member, data), minlength=group.width)
+        else:
+            scores = member_scores(member, data, p, group.width)
+        if criterion == "lamp":
+            scores = lamp(scores ** 2)
         per_member.append(normalize(scores, normalizer))
     if not per_member:
         return np.zeros(group.width)
