@@ -1,10 +1,12 @@
 """Allocation: turn importance scores and a budget into a PruningPlan.
 
 Local allocation removes the same share of every group; global allocation ranks all channels of
-all groups together. A parameter or MAC target searches the channel ratio that meets it."""
+all groups together. A parameter or MAC target searches the channel ratio that meets it; a latency
+target ranks channels by importance per millisecond they save (spa.latency measures each layer)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import gcd
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from spa.errors import SpaError
 from spa.metrics import count, planned_dims
 from spa.plan import PruningPlan
 
-TARGETS = ("channels", "params", "macs")
+TARGETS = ("channels", "params", "macs", "latency")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Budget:
     min_width: int = 1
     max_group_ratio: float = 0.9   # never remove more than this share of one group
     protect: list[str] = field(default_factory=list)
+    device: str = "cpu"            # where --target latency measures layer costs
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -32,6 +35,37 @@ class Budget:
             raise SpaError(f"target must be one of {', '.join(TARGETS)}, got '{self.target}'")
         if self.round_to < 1 or self.min_width < 1:
             raise SpaError("--round-to and --min-width must be at least 1")
+
+
+def cpu_block_size() -> int:
+    """ONNX Runtime's NCHWc channel block on this CPU (MLAS): 16 with AVX-512, 8 with AVX2. Conv
+    channel counts off the block leave the blocked layout (shared/docs/PRIOR_ART.md)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return 16 if "avx512f" in flags else 8
+
+
+def resolve_round_to(value: int | str | None, device: str | None) -> int:
+    """--round-to: a number as given; "auto" (the default when a --device is named): 8 on cuda
+    (fp16 tensor cores), the NCHWc block on cpu; neither: 1 (widths exactly as the ratio says)."""
+    if value is None:
+        return 1 if device is None else resolve_round_to("auto", device)
+    if value == "auto":
+        return 8 if device == "cuda" else cpu_block_size()
+    return int(value)
+
+
+def round_step(group, round_to: int) -> int:
+    """Root channels per rounding step: kept channels (a root channel of a head group is a whole
+    head, head_size channels) must come to a multiple of round_to."""
+    if round_to <= 1:
+        return 1
+    sizes = np.unique(group.class_sizes())
+    size = int(np.gcd.reduce(sizes)) if len(sizes) and sizes.min() > 0 else 1
+    return round_to // gcd(round_to, size)
 
 
 def eligible_groups(analysis, protect: list[str]):
@@ -54,24 +88,29 @@ def eligible_groups(analysis, protect: list[str]):
             if not protected & ({m.value for m in g.members} | set(g.nodes))]
 
 
-def _kept_count(width: int, remove: int, budget: Budget) -> int:
+def _kept_count(width: int, remove: int, budget: Budget, step: int | None = None) -> int:
     kept = width - remove
-    if budget.round_to > 1 and width >= budget.round_to:
-        kept = int(round(kept / budget.round_to)) * budget.round_to
-        kept = max(budget.round_to, kept)
+    step = budget.round_to if step is None else step
+    if step > 1 and width >= step:
+        kept = int(round(kept / step)) * step
+        kept = max(step, kept)
     floor = max(budget.min_width, width - int(np.floor(budget.max_group_ratio * width)), 1)
     return int(min(width, max(kept, floor)))
 
 
 def _plan_for_ratio(groups, scores, ratio: float, budget: Budget) -> PruningPlan:
-    plan = PruningPlan()
     if budget.global_rank:
         remove_counts = _global_counts(groups, scores, ratio, budget)
     else:
         # the epsilon keeps 0.29 * 100 at 29 despite binary floating point
         remove_counts = {g.key: int(np.floor(ratio * g.width + 1e-9)) for g in groups}
+    return _plan_from_counts(groups, scores, remove_counts, budget)
+
+
+def _plan_from_counts(groups, scores, remove_counts: dict[str, int], budget: Budget) -> PruningPlan:
+    plan = PruningPlan()
     for g in groups:
-        kept = _kept_count(g.width, remove_counts[g.key], budget)
+        kept = _kept_count(g.width, remove_counts[g.key], budget, round_step(g, budget.round_to))
         plan.removed[g.key] = _lowest_leaving_every_member(g, scores[g.key], g.width - kept)
         plan.widths[g.key] = g.width
     return plan
@@ -106,8 +145,13 @@ def _lowest_leaving_every_member(group, scores: np.ndarray, n: int) -> list[int]
 def _global_counts(groups, scores, ratio: float, budget: Budget) -> dict[str, int]:
     entries = [(float(s), g.key) for g in groups for s in scores[g.key]]
     entries.sort(key=lambda e: e[0])
-    budget_count = int(np.floor(ratio * len(entries) + 1e-9))
-    caps = {g.key: g.width - _kept_count(g.width, g.width, budget) for g in groups}
+    return _take(groups, entries, int(np.floor(ratio * len(entries) + 1e-9)), budget)
+
+
+def _take(groups, entries: list[tuple[float, str]], budget_count: int, budget: Budget) -> dict[str, int]:
+    """Remove counts per group: the first `budget_count` entries of the ranked list that fit under
+    each group's cap (max_group_ratio, min_width)."""
+    caps = {g.key: g.width - _kept_count(g.width, g.width, budget, round_step(g, budget.round_to)) for g in groups}
     counts = {g.key: 0 for g in groups}
     taken = 0
     for _, key in entries:
@@ -125,13 +169,18 @@ def plan_metrics(analysis, plan) -> dict[str, int]:
     return count(analysis.model, planned_dims(analysis, kept_indices(analysis, plan)))
 
 
-def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget) -> PruningPlan:
+def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget,
+             node_costs: dict[str, float] | None = None) -> PruningPlan:
+    """The plan for `budget`. With target "latency", `node_costs` (ms per node, spa.latency) are
+    measured on the analysed model unless given."""
     budget.check()
     groups = [g for g in eligible_groups(analysis, budget.protect) if g.key in scores]
     meta = {"ratio": budget.ratio, "target": budget.target, "global": budget.global_rank,
             "round_to": budget.round_to, "min_width": budget.min_width}
     if budget.target == "channels" or budget.ratio == 0.0:
         plan = _plan_for_ratio(groups, scores, budget.ratio, budget)
+    elif budget.target == "latency":
+        plan = _latency_plan(analysis, groups, scores, budget, node_costs)
     else:
         plan = _search_ratio(analysis, groups, scores, budget)
     plan.meta.update(meta)
@@ -161,4 +210,44 @@ def _search_ratio(analysis, groups, scores, budget: Budget) -> PruningPlan:
         else:
             lo = mid
     best.meta["channel_ratio"] = round(hi, 4)
+    return best
+
+
+def _latency_plan(analysis, groups, scores, budget: Budget, costs: dict[str, float] | None) -> PruningPlan:
+    """Remove the channels that cost least importance per millisecond saved until the predicted
+    time (spa.latency.estimate over measured per-node costs) is (1 - ratio) of the measured one.
+
+    A root channel of group g saves about (time of the nodes g touches) / width(g); channels are
+    ranked by score / saving (scores are normalised per group), and the number taken is bisected
+    against the prediction, which compounds groups that share a node (a conv's in and out)."""
+    from spa import latency
+
+    if costs is None:
+        costs = latency.node_costs(analysis.model, device=budget.device)
+    total = sum(costs.values())
+    if total <= 0:
+        raise SpaError("--target latency: ONNX Runtime reported no time for the model's nodes")
+    touching = latency.group_nodes(analysis, groups)
+    saving = {g.key: sum(costs.get(n, 0.0) for n in touching[g.key]) / g.width for g in groups}
+    entries = sorted((float(s) / saving[g.key], g.key) for g in groups if saving[g.key] > 0 for s in scores[g.key])
+
+    def plan_and_time(k: int):
+        plan = _plan_from_counts(groups, scores, _take(groups, entries, k, budget), budget)
+        share = {key: 1.0 - len(removed) / plan.widths[key] for key, removed in plan.removed.items()}
+        return plan, latency.estimate(costs, touching, share)
+
+    goal = (1.0 - budget.ratio) * total
+    best, predicted = plan_and_time(len(entries))
+    if predicted > goal + 1e-12:
+        raise SpaError(f"cannot remove {budget.ratio:.0%} of the measured latency: the prunable groups' layers "
+                       f"allow at most {1 - predicted / total:.1%}")
+    lo, hi = 0, len(entries)  # the smallest number of ranked channels whose plan meets the goal
+    while lo < hi:
+        mid = (lo + hi) // 2
+        plan, t = plan_and_time(mid)
+        if t <= goal + 1e-12:
+            hi, best, predicted = mid, plan, t
+        else:
+            lo = mid + 1
+    best.meta["latency_ms"] = {"measured": round(total, 4), "predicted": round(predicted, 4)}
     return best
