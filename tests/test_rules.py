@@ -535,3 +535,19 @@ def test_fused_ops_that_hide_their_layout_refuse_with_a_reason():
     b.output(qkv)
     a = analyzed(b)
     assert any("packs the Q/K/V projections" in (g.reason or "") for g in a.groups)
+
+
+def test_packed_qkv_picked_by_scalar_gather_prunes_whole_heads(check):
+    """torch's nn.MultiheadAttention: one in-projection to [seq, 3, E], q/k/v picked by scalar
+    Gathers; the heads of all three stay one group, cut at whole heads."""
+    b = GraphBuilder()
+    x = b.input("x", (6, 16))
+    packed = b.op("Reshape", [b.op("MatMul", [x, b.weight((16, 48))]), b.ints([6, 3, 16])])
+    q, k, v = (b.op("Transpose", [b.op("Reshape", [b.op("Gather", [packed, b.ints(i)], axis=1), b.ints([6, 4, 4])])],
+                    perm=[1, 0, 2]) for i in (0, 1, 2))
+    p = b.op("Softmax", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 2, 1])])], axis=-1)
+    o = b.op("Reshape", [b.op("Transpose", [b.op("MatMul", [p, v])], perm=[1, 0, 2]), b.ints([6, 16])])
+    b.output(b.op("MatMul", [o, b.weight((16, 16))]))
+    a = check(b.model())
+    [group] = a.prunable_groups()
+    assert group.kind == "heads" and group.width == 4

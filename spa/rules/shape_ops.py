@@ -47,8 +47,8 @@ def _stand_in(dim, names: dict) -> int:
 def regroup(ctx, x, y, unit_heads: bool = False) -> None:
     """Couple channel spaces across an op that only changes how axes are grouped (a reshape).
 
-    unit_heads: a Reshape of C into (1, C) keeps the size-1 axis as the outer axis of a product
-    space: it is a head count of one (a single key/value head), not an inserted axis."""
+    unit_heads: a Reshape of [batch, seq, C] into [batch, seq, 1, C] keeps the size-1 axis as the
+    outer axis of a product space: it is a head count of one (a single key/value head)."""
     spaces = ctx.spaces_on(x)
     if not spaces:
         return
@@ -66,8 +66,9 @@ def regroup(ctx, x, y, unit_heads: bool = False) -> None:
             in_axes = [a for a in gi if xd[a] != 1]
             out_axes = [a for a in gj if yd[a] != 1] or [gj[0]]
             lead = [a for a in gj if a < out_axes[0]]
-            if unit_heads and lead and len(out_axes) == 1 and in_axes == list(space.axes):
-                out_axes = [lead[-1], out_axes[0]]
+            if unit_heads and lead and len(out_axes) == 1 and in_axes == list(space.axes) \
+                    and len(xd) == 3 and len(yd) == 4 and (lead[-1], out_axes[0]) == (2, 3):
+                out_axes = [lead[-1], out_axes[0]]  # [batch, seq, C] → [batch, seq, 1 head, C]
             if len(out_axes) == 1:
                 # Merge (or plain move): each output position maps onto a channel position.
                 merged = regroup_map({a: xd[a] for a in gi}, space.axes, gi)
@@ -418,6 +419,21 @@ class Slice(Rule):
                 sctx.set_const_input(node, 4, [1] * len(params))
 
 
+def _pick_within(ctx, space, y, axis: int, index: int) -> None:
+    """Gather one index of an axis of a multi-axis space (q, k or v out of a packed [3, E]
+    projection): the output keeps the other axes; the picked axis must stay whole."""
+    ctx.keep_axis_whole(space, axis, "a Gather picks one of its entries")
+    i = space.axes.index(axis)
+    index = index + space.dims[i] if index < 0 else index
+    kept = [j for j in range(len(space.axes)) if j != i]
+    out = ctx.output_space(y, tuple(a if a < axis else a - 1 for a in (space.axes[j] for j in kept)))
+    coords = out.coordinates()
+    full = np.zeros((out.size, len(space.axes)), np.int64)
+    full[:, kept] = coords
+    full[:, i] = index
+    ctx.couple(out, space, np.ravel_multi_index(tuple(full.T), space.dims))
+
+
 @register
 class Gather(Rule):
     """Gather along a non-channel axis moves channel axes; along a channel axis with constant 1-D
@@ -435,6 +451,9 @@ class Gather(Rule):
         for space in ctx.spaces_on(data):
             if axis in space.axes:
                 idx = const_array(indices)
+                if idx is not None and idx.ndim == 0 and len(space.axes) > 1:
+                    _pick_within(ctx, space, y, axis, int(idx))
+                    continue
                 if idx is None or idx.ndim != 1 or space.axes != (axis,):
                     raise Block(f"Gather selects along channel axis {axis} of '{data.name}' with "
                                 "indices that are not a constant list")
