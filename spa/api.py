@@ -64,7 +64,8 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: s
 
     ratio: share of `target` ("channels", "params" or "macs") to remove, in [0, 1); a full
     spa.Budget (global ranking, round_to, min_width, protect …) may be given as `budget` instead.
-    criterion: "l1", "l2", "lp" (with p), "random" or "obspa". scope: which groups to prune
+    criterion: "l1", "l2", "lp" (with p), "random", "lamp", "fpgm", "bn_scale", or the statistics
+    criteria "obspa", "wanda", "flap". scope: which groups to prune
     ("heads", "ffn", "hidden" or "all"; None: heads and FFN/convolution channels — the hidden
     width is opt-in because norm statistics change). compensation: a spa.pipeline.Compensation for
     OBS sink updates. verify: also check the oracle (sliced == masked); see result.oracle."""

@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_ratio, default=0.3, help="share of the target to remove, in [0, 1)")
     p.add_argument("--target", choices=["channels", "params", "macs", "latency"], default="channels",
                    help="what --ratio removes a share of (latency: ONNX Runtime time, measured per layer once)")
-    p.add_argument("--criterion", choices=["l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale", "obspa"],
+    p.add_argument("--criterion", choices=["l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale", "obspa", "wanda",
+                                            "flap"],
                    default="l2", help="lamp: layer-adaptive magnitude; fpgm: distance to the geometric median; "
                    "bn_scale: |γ| of the group's norms (with --no-fuse-bn); obspa: rank by Optimal-Brain-Surgeon "
-                   "cost and compensate the sinks (no data needed)")
+                   "cost and compensate the sinks (no data needed); wanda: input RMS × |weights|; flap: input variance × "
+                   "weights², removed means folded into the biases (statistics from --hessian)")
     p.add_argument("--compensate", action="store_true", help="compensate the sinks (OBS) with any criterion")
     p.add_argument("--hessian", choices=["synthetic", "data"], default="synthetic",
                    help="where the sinks' input moments come from (data needs --calib)")
@@ -320,14 +322,15 @@ def cmd_prune(args) -> int:
                     protect=list(args.protect), device=args.device or "cpu")
     budget.check()
     compensation = None
-    if args.criterion == "obspa" or args.compensate:
-        from spa.pipeline import Compensation
+    if args.criterion in ("obspa", "wanda", "flap") or args.compensate:
+        from spa.pipeline import STATISTICS_CRITERIA, Compensation
 
         if args.hessian == "data" and not args.calib:
             raise SpaError("--hessian data needs --calib FILE.npz")
         if args.samples < 1:
             raise SpaError("--samples must be at least 1")
-        compensation = Compensation(args.hessian, args.calib, args.samples, args.seed)
+        method = "obs" if args.compensate else STATISTICS_CRITERIA[args.criterion]
+        compensation = Compensation(args.hessian, args.calib, args.samples, args.seed, method)
     result = prune(args.model, budget=budget, criterion=args.criterion, scope=getattr(args, "scope", None),
                    plan=plan, input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
                    verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p,

@@ -63,11 +63,18 @@ def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: i
 
 @dataclass
 class Compensation:
-    """OBS compensation of the sinks (see shared/docs/OBSPA.md): where the input moments come from."""
+    """Sink statistics and what is done with them (see shared/docs/OBSPA.md): where the input
+    moments come from, and the sink update — "obs" (re-weight the remaining inputs and the bias),
+    "flap" (fold the removed channels' means into the bias) or "none" (statistics only rank)."""
     hessian: str = "synthetic"     # "synthetic" (no data) or "data"
     calib: str | None = None       # .npz with one array per input, for hessian="data"
     samples: int = 32
     seed: int = 0
+    method: str = "obs"
+
+
+#: Criteria that rank by sink statistics, and the update each applies by default.
+STATISTICS_CRITERIA = {"obspa": "obs", "wanda": "none", "flap": "flap"}
 
 
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
@@ -77,11 +84,13 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model.
 
     criterion "obspa" ranks channels by their OBS cost and compensates the sinks (calibration-free
-    by default); `compensation` turns the sink update on for any criterion."""
+    by default); "wanda" and "flap" rank by the sinks' input statistics (FLAP also folds the removed
+    means into the sink biases); `compensation` sets where statistics come from and turns the OBS
+    update on for any criterion."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze_scope(original, scope)
-    if criterion == "obspa" and compensation is None:
-        compensation = Compensation(seed=seed)
+    if criterion in STATISTICS_CRITERIA and compensation is None:
+        compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA[criterion])
     sinks = hs = None
     if compensation is not None:
         from spa.passes.compensate import obs
@@ -91,23 +100,31 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
                           compensation.seed)
     if plan is None:
         budget = budget or Budget()
-        if criterion == "obspa":
+        if criterion in STATISTICS_CRITERIA:
+            from spa.passes.compensate.activation import activation_scores
+
+            ranked = (obs.obs_scores(analysis, sinks, hs) if criterion == "obspa"
+                      else activation_scores(analysis, sinks, hs, criterion))
             scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
-            scores.update({key: normalize(s, normalizer) for key, s in obs.obs_scores(analysis, sinks, hs).items()})
+            scores.update({key: normalize(s, normalizer) for key, s in ranked.items()})
             plan = allocate(analysis, scores, budget)
-            plan.meta.update(criterion="obspa")
+            plan.meta.update(criterion=criterion)
         else:
             plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p)
     else:
         plan.check_against(analysis)
     if compensation is not None:
-        plan.meta.update(compensation=compensation.hessian)
+        plan.meta.update(compensation=compensation.hessian, update=compensation.method)
     if scope:
         plan.meta.update(scope=scope)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
     pruned = copy_model(original)
-    if compensation is not None:
+    if compensation is not None and compensation.method == "obs":
         obs.compensate(pruned, analysis, plan, sinks, hs)
+    elif compensation is not None and compensation.method == "flap":
+        from spa.passes.compensate.activation import flap_bias
+
+        flap_bias(pruned, analysis, plan, sinks, hs)
     slice_model(pruned, analysis, plan)
     validate(original, pruned)
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle)
