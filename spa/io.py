@@ -6,6 +6,8 @@ symlinks that leave the folder are refused without the outside file ever being o
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import stat
 import tempfile
@@ -316,7 +318,8 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
             save_with_external_data(model, tmp_model)
             os.replace(tmpdir / data_name, path.parent / data_name)
         else:
-            ir.save(model, tmp_model)
+            with _inlined_external(model):
+                ir.save(model, tmp_model)
         os.replace(tmp_model, path)
     except SpaError:
         raise
@@ -327,6 +330,24 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
             leftover.unlink()
         tmpdir.rmdir()
     return path
+
+
+@contextlib.contextmanager
+def _inlined_external(model: ir.Model):
+    """Weights still read from the input's external data file (untouched by pruning) go inside a
+    model saved without external data: the reference would point at the input's file, relative to
+    a folder where it is not (ONNX Runtime refuses it), or tie the output to the input's data."""
+    swapped = {}
+    for value in model.graph.initializers.values():
+        t = value.const_value
+        if isinstance(t, ir.ExternalTensor):
+            swapped[value] = t
+            value.const_value = ir.Tensor(np.array(t.numpy()), dtype=t.dtype, name=t.name)
+    try:
+        yield
+    finally:
+        for value, t in swapped.items():
+            value.const_value = t
 
 
 def save_with_external_data(model: ir.Model, path: Path) -> None:

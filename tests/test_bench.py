@@ -234,3 +234,20 @@ def test_prune_target_latency_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)["plan"]
     assert plan["target"] == "latency" and plan["latency_ms"]["predicted"] <= 0.8 * plan["latency_ms"]["measured"]
+
+
+def test_saved_model_does_not_point_at_the_inputs_external_data(tmp_path):
+    """A torch export keeps weights in model.onnx.data; the tensors pruning leaves untouched must not
+    stay references to that file when the pruned model is written elsewhere without external data."""
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(build_cnn(), src / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("prune", src / "model.onnx", "-o", out / "small.onnx", "--ratio", "0.3")
+    assert r.returncode == 0, r.stderr
+    proto = onnx.load(str(out / "small.onnx"), load_external_data=False)
+    assert not [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    sess = ort.InferenceSession(str(out / "small.onnx"), providers=["CPUExecutionProvider"])
+    sess.run(None, {"x": np.zeros((1, 3, 16, 16), np.float32)})
