@@ -306,14 +306,21 @@ def _transformer_tp_setup(name: str, model):
     return ignored, num_heads
 
 
+CHILD_TIMEOUT = 240
+
+
 def prune_time(models: list[str], ratio: float = 0.5) -> list[dict]:
     rows = []
     for name in models:
         dense_file(name)  # exported once, outside the timed children
         row = {"model": name, "ratio": ratio}
         for tool in ("spa", "tp"):
-            proc = subprocess.run([sys.executable, __file__, "child", tool, name, str(ratio)], capture_output=True,
-                                  text=True, cwd=ROOT)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "child", tool, name, str(ratio)],
+                                      capture_output=True, text=True, cwd=ROOT, timeout=CHILD_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                row[tool] = {"error": f"did not finish in {CHILD_TIMEOUT} s"}
+                continue
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             row[tool] = json.loads(lines[-1]) if lines else {
                 "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
