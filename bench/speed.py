@@ -396,8 +396,8 @@ def record(section: str, rows: list[dict]) -> None:
         for r in rows:
             s, t = r["spa"], r["tp"]
             if "error" in s or "error" in t:
-                lines.append(f"| {LABELS[r['model']]} | {r['ratio']} | {s.get('wall_s', s.get('error'))} | "
-                             f"{t.get('wall_s', t.get('error'))} | | | | | |")
+                cell = lambda d: f"{d['wall_s']:.2f}" if "wall_s" in d else d["error"]  # noqa: E731
+                lines.append(f"| {LABELS[r['model']]} | {r['ratio']} | {cell(s)} | {cell(t)} | | | | | |")
                 continue
             mb = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
             lines.append(f"| {LABELS[r['model']]} | {r['ratio']} | {s['wall_s']:.2f} | {t['wall_s']:.2f} | "
