@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sweep import write_block  # noqa: E402
+from sweep import write_block
 
 OUT = ROOT / "build" / "speed"
 RATIOS = (0.25, 0.5)
@@ -180,7 +180,15 @@ def spa_prune(path: Path, ratio: float, round_to: int = 1):
 def alternate_files(files: list[Path], rounds: int, warmup: int = 5) -> list[dict]:
     """p50 etc. of each file, alternated round by round in this process (1 thread, CPU, batch 1)."""
     from spa import io
-    from spa.benchmark import _inputs, alternate, fixed_shapes, make_feeds, make_session, runner, stats
+    from spa.benchmark import (
+        _inputs,
+        alternate,
+        fixed_shapes,
+        make_feeds,
+        make_session,
+        runner,
+        stats,
+    )
 
     inputs = _inputs(io.load(str(files[0])))
     feeds = make_feeds(inputs, fixed_shapes(inputs, None, None))
@@ -248,7 +256,7 @@ def roundto(models: list[str], rounds: int, ratio: float = 0.3) -> list[dict]:
 
 def child(tool: str, name: str, ratio: float) -> dict:
     """Runs in its own process: time one prune (imports and model construction excluded)."""
-    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if tool == "spa":
         import spa  # noqa: F401
 
@@ -396,10 +404,10 @@ def record(section: str, rows: list[dict]) -> None:
         for r in rows:
             s, t = r["spa"], r["tp"]
             if "error" in s or "error" in t:
-                cell = lambda d: f"{d['wall_s']:.2f}" if "wall_s" in d else d["error"]  # noqa: E731
+                cell = lambda d: f"{d['wall_s']:.2f}" if "wall_s" in d else d["error"]
                 lines.append(f"| {LABELS[r['model']]} | {r['ratio']} | {cell(s)} | {cell(t)} | | | | | |")
                 continue
-            mb = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+            mb = lambda n: f"{n / 2**20:.0f} MiB"
             lines.append(f"| {LABELS[r['model']]} | {r['ratio']} | {s['wall_s']:.2f} | {t['wall_s']:.2f} | "
                          f"**{r['time_ratio']:.2f}×** | {mb(s['peak_rss'])} | {mb(t['peak_rss'])} | "
                          f"{r['rss_ratio']:.2f}× | {mb(s['peak_rss'] - s['rss_before'])} / "

@@ -226,10 +226,8 @@ def stats(seconds: list[float], batch: int) -> dict:
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),

@@ -23,7 +23,13 @@ def node_costs(model: ir.Model, *, device: str = "cpu", rounds: int = 10, thread
     """Mean milliseconds per run of each node of `model` (profiled by ONNX Runtime after warm-up)."""
     import onnxruntime as ort
 
-    from spa.benchmark import _inputs, fixed_shapes, make_feeds, require_device, session_options
+    from spa.benchmark import (
+        _inputs,
+        fixed_shapes,
+        make_feeds,
+        require_device,
+        session_options,
+    )
     from spa.io import to_proto
 
     require_device(device)

@@ -212,7 +212,7 @@ def test_estimate_compounds_shared_nodes():
 
 def test_attribute_fused_kernels_to_their_first_node():
     model = canonicalize(load(build_cnn()))
-    ev = lambda name, op, dur, ts: {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "ts": ts,  # noqa: E731
+    ev = lambda name, op, dur, ts: {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "ts": ts,
                                     "args": {"op_name": op}}
     events = [{"cat": "Session", "name": "model_run", "ts": 0}, ev("r1.out_nchwc", "Conv", 999, 1),
               {"cat": "Session", "name": "model_run", "ts": 10}, ev("r1.out_nchwc", "Conv", 3000, 11),
