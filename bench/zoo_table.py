@@ -25,9 +25,14 @@ HEAVY = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", 
 
 
 def run_one(name: str, exporter: str) -> dict:
+    import tempfile
+    from functools import partial
+
     from models.zoo_check import check_zoo_model, failures
 
-    return run_checked(check_zoo_model, failures, name, exporter)
+    # The 160 exports fill about 40 GB: each lives only as long as its own check.
+    with tempfile.TemporaryDirectory(prefix="spa-zoo-") as tmp:
+        return run_checked(partial(check_zoo_model, cache_dir=tmp), failures, name, exporter)
 
 
 def sweep(timeout: int, only: list[str] | None, redo: bool = False) -> None:

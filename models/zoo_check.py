@@ -17,8 +17,8 @@ from spa.validate import random_inputs, run
 TOL = 1e-4
 
 
-def check_zoo_model(name: str, exporter: str, per_group: bool = False) -> dict:
-    path = zoo.cached_export(name, exporter)
+def check_zoo_model(name: str, exporter: str, per_group: bool = False, cache_dir=None) -> dict:
+    path = zoo.cached_export(name, exporter, cache_dir=cache_dir)
     model = load_canonical(path)
     analysis = analyze(model)
     prunable = analysis.prunable_groups()
