@@ -9,6 +9,10 @@ weights become shaped graph inputs: the copy stays small whatever the model size
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import onnx
 import onnx_ir as ir
 
@@ -20,9 +24,7 @@ def name_symbolic_dims(model: ir.Model) -> int:
     if not _has_unknown_dims(model):
         return 0
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        inferred = SymbolicShapeInference.infer_shapes(_weightless_proto(model), auto_merge=True)
+        inferred = _symbolic_shape_inference().infer_shapes(_weightless_proto(model), auto_merge=True)
     except Exception:  # an op it does not know: keep ONNX's answer, the analysis explains the rest
         return 0
     if inferred is None:
@@ -43,6 +45,24 @@ def name_symbolic_dims(model: ir.Model) -> int:
             value.shape = ir.Shape(merged)
             changed += 1
     return changed
+
+
+def _symbolic_shape_inference():
+    """ONNX Runtime's `SymbolicShapeInference`, without importing `onnxruntime.tools`: that
+    package's `__init__` imports torch when it is installed (1.5 s), and the module needs none of it.
+    The file is loaded on its own under a private name (once per process)."""
+    module = sys.modules.get("onnxruntime.tools.symbolic_shape_infer") or sys.modules.get(_MODULE)
+    if module is None:
+        spec = importlib.util.find_spec("onnxruntime")
+        path = Path(spec.origin).parent / "tools" / "symbolic_shape_infer.py"
+        spec = importlib.util.spec_from_file_location(_MODULE, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[_MODULE] = module
+    return module.SymbolicShapeInference
+
+
+_MODULE = "spa._ort_symbolic_shape_infer"
 
 
 def _has_unknown_dims(model: ir.Model) -> bool:
