@@ -69,9 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dot", metavar="OUT.dot", help="also write the channel-dependency graph, groups coloured")
     p.add_argument("--png", metavar="OUT.png", help="also render that graph to PNG (needs Graphviz's dot)")
     p = sub.add_parser("export", help="export a framework model to ONNX (hf: a local Hugging Face folder)")
-    p.add_argument("framework", choices=["hf"], help="hf: transformers model folder (config.json + weights)")
-    p.add_argument("source", help="the model folder")
-    p.add_argument("-o", "--output", required=True, help="the folder to write (model.onnx + config and tokenizer)")
+    p.add_argument("framework", choices=["hf", "tf", "jax", "paddle"],
+                   help="hf: transformers model folder (config.json + weights); tf: Keras file, SavedModel folder "
+                        "or module:function; jax: module:function returning a Flax module or function; paddle: "
+                        "saved inference model prefix or module:function returning a Layer")
+    p.add_argument("source", help="the model folder, file or module:function")
+    p.add_argument("-o", "--output", required=True,
+                   help="hf: the folder to write (model.onnx + config and tokenizer); tf/jax/paddle: the .onnx file")
+    p.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=D1,D2,...",
+                   help="tf/jax/paddle: an input's static shape; jax and a paddle Layer need one per input")
     p.add_argument("--task", help="optimum task (feature-extraction, text-generation, image-classification, "
                                   "…; default: inferred from the config)")
     p.add_argument("--exporter", choices=["optimum", "torch"], default="optimum",
@@ -442,6 +448,13 @@ def cmd_diff(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.framework != "hf":
+        from spa.exporters.framework import export_framework
+
+        path = export_framework(args.framework, args.source, args.output, opset=args.opset,
+                                input_shapes=args.input_shape)
+        print(json.dumps({"output": str(path)}) if getattr(args, "json", False) else f"PASSED wrote {path}")
+        return 0
     from spa.exporters.hf import export
 
     if not Path(args.source).is_dir():
