@@ -123,15 +123,94 @@ def run(model: ir.Model, feeds: dict[str, np.ndarray], source: bytes | str | Non
 
 def validate(original: ir.Model, pruned: ir.Model, feeds: dict | None = None) -> list[np.ndarray]:
     """Raise SpaError unless `pruned` passes the checker, runs, and keeps the interface."""
-    with as_file_if_needed(pruned) as source:  # one temporary copy serves both checks
-        checker(pruned, source)
-        if signature(original) != signature(pruned):
-            raise ValidationError("the pruned model's inputs/outputs differ from the original's")
-        outputs = run(pruned, feeds or random_inputs(pruned), source, lean=isinstance(source, str))
+    with _weightless_file(pruned) as light:
+        if light is not None:  # weights in memory: only the graph is written, ORT reads the arrays
+            path, names, values = light
+            checker(pruned, path)
+            _check_signature(original, pruned)
+            outputs = _run_with_initializers(path, names, values, feeds or random_inputs(pruned))
+        else:
+            with as_file_if_needed(pruned) as source:  # one temporary copy serves both checks
+                checker(pruned, source)
+                _check_signature(original, pruned)
+                outputs = run(pruned, feeds or random_inputs(pruned), source, lean=isinstance(source, str))
     for value, array in zip(pruned.graph.outputs, outputs):
         if value.shape is not None and array.ndim != len(value.shape):
             raise ValidationError(f"output '{value.name}' has rank {array.ndim} at run time")
     return outputs
+
+
+def _check_signature(original: ir.Model, pruned: ir.Model) -> None:
+    if signature(original) != signature(pruned):
+        raise ValidationError("the pruned model's inputs/outputs differ from the original's")
+
+
+# Weights at least this big are handed to ONNX Runtime as arrays (smaller ones, shape constants
+# among them, stay in the graph, so the checker's shape inference still reads their values).
+_HANDED_OVER_MIN_BYTES = 1024
+_HANDED_OVER_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
+                                              np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
+_PLACEHOLDER = "spa-weights.bin"
+
+
+@contextmanager
+def _weightless_file(model: ir.Model):
+    """For a model whose weights are all in memory: a temporary folder holding the graph with every
+    big weight turned into a reference to external data (type and shape kept) and a sparse file of
+    the right size standing in for that data, so `onnx.checker` (full check) reads only the graph;
+    yields (path, names, arrays) for ONNX Runtime, which gets the arrays themselves
+    (`add_external_initializers`). Serializing a model's weights into one protobuf, which the
+    checker and ONNX Runtime then each parse again, was most of validation's time on BERT-base.
+    Yields None where this does not apply (external or big weights: as_file_if_needed)."""
+    values = [v for v in model.graph.initializers.values() if v.const_value is not None]
+    if any(isinstance(v.const_value, ir.ExternalTensor) for v in values) or weight_bytes(model) >= _IN_MEMORY_LIMIT:
+        yield None
+        return
+    moved, names, arrays, offset = {}, [], [], 0
+    for v in values:
+        t = v.const_value
+        if t.nbytes < _HANDED_OVER_MIN_BYTES or not isinstance(t, (ir.Tensor, ir.LazyTensor)) \
+                and type(t).__name__ != "TensorProtoTensor":
+            continue
+        try:
+            array = np.ascontiguousarray(t.numpy())
+        except Exception:
+            continue
+        if array.dtype not in _HANDED_OVER_DTYPES or array.nbytes != t.nbytes:
+            continue
+        moved[v] = t
+        names.append(v.name)
+        arrays.append(array)
+        v.const_value = ir.ExternalTensor(_PLACEHOLDER, offset, t.nbytes, t.dtype, shape=t.shape, name=v.name)
+        offset += t.nbytes
+    try:
+        proto = to_proto(model)
+    finally:
+        for v, t in moved.items():
+            v.const_value = t
+    with tempfile.TemporaryDirectory(prefix="spa-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        del proto
+        with open(Path(tmp) / _PLACEHOLDER, "wb") as f:
+            f.truncate(offset)  # sparse: no byte of it is written or read
+        yield str(path), names, arrays
+
+
+def _run_with_initializers(path: str, names: list[str], arrays: list[np.ndarray],
+                           feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        if names:
+            options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
+        sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ValidationError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
+    try:
+        return sess.run(None, feeds)
+    except Exception as exc:
+        raise ValidationError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def relative_error(a: list[np.ndarray], b: list[np.ndarray]) -> float:
