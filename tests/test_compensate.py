@@ -105,3 +105,34 @@ def test_cli_obspa_with_calibration_file(tmp_path):
     out = json.loads(r.stdout)
     assert out["plan"]["criterion"] == "obspa" and out["plan"]["compensation"] == "data"
     assert out["after"]["params"] < out["before"]["params"]
+
+
+def token_model():
+    from onnx import TensorProto, helper
+
+    b = GraphBuilder()
+    b.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]))
+    b.inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"]))
+    emb = b.op("Gather", [b.weight((50, 8)), "input_ids"])
+    mask = b.op("Unsqueeze", [b.op("Cast", ["attention_mask"], to=TensorProto.FLOAT), b.ints([2])])
+    b.output(b.op("Mul", [emb, mask]))
+    return b.model()
+
+
+def test_synthetic_tokens_cover_the_vocabulary_and_masks_are_ones():
+    from spa.passes.compensate.hessian import synthetic_feeds
+
+    feeds = list(synthetic_feeds(token_model(), samples=4, seed=1))
+    ids = np.concatenate([f["input_ids"].ravel() for f in feeds])
+    assert feeds[0]["input_ids"].shape == (1, 64)
+    assert ids.min() >= 0 and ids.max() < 50 and len(np.unique(ids)) > 30  # the whole table, not [PAD]
+    assert all(np.all(f["attention_mask"] == 1) for f in feeds)
+
+
+def test_synthetic_images_correlate_like_photos():
+    from spa.passes.compensate.hessian import natural_noise
+
+    x = natural_noise([2, 3, 32, 32], np.random.default_rng(0))
+    assert np.allclose(x.mean(axis=(2, 3)), 0, atol=1e-6) and np.allclose(x.std(axis=(2, 3)), 1)
+    neighbours = np.mean(x[..., :, 1:] * x[..., :, :-1])
+    assert neighbours > 0.5  # white noise would give about 0

@@ -46,15 +46,58 @@ class Moments:
         return self.h / max(self.rows, 1)
 
 
-def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0):
-    """Gaussian noise shaped like each input (symbolic dims as 1): no data at all."""
+def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int = 64):
+    """Inputs made without data: images get spatially correlated noise, token ids are drawn
+    uniformly from the embedding table that reads them, masks are ones, positions count up.
+    The first symbolic dimension (the batch) is 1, other symbolic ones (a sequence) `sequence`."""
     rng = np.random.default_rng(seed)
     for _ in range(samples):
         feed = {}
         for v in model.graph.inputs:
-            dims = [d if isinstance(d, int) else 1 for d in v.shape]
-            feed[v.name] = rng.standard_normal(dims).astype(v.dtype.numpy())
+            if v.name in model.graph.initializers:
+                continue
+            dims = [d if isinstance(d, int) else (1 if i == 0 else sequence) for i, d in enumerate(v.shape)]
+            feed[v.name] = synthetic_input(v, dims, rng)
         yield feed
+
+
+def synthetic_input(value: ir.Value, dims: list[int], rng: np.random.Generator) -> np.ndarray:
+    dtype = value.dtype.numpy()
+    if np.issubdtype(dtype, np.floating):
+        if len(dims) == 4 and min(dims[2:]) >= 8:
+            return natural_noise(dims, rng).astype(dtype)
+        return rng.standard_normal(dims).astype(dtype)
+    name = value.name.lower()
+    if "mask" in name:
+        return np.ones(dims, dtype)
+    if "position" in name:
+        return np.broadcast_to(np.arange(dims[-1]), dims).astype(dtype)
+    vocab = embedding_rows(value)
+    if vocab is None or "type" in name:
+        return np.zeros(dims, dtype)
+    return rng.integers(0, vocab, dims).astype(dtype)
+
+
+def embedding_rows(value: ir.Value) -> int | None:
+    """The row count of a constant table gathered with this value's ids (the vocabulary)."""
+    for user, index in value.uses():
+        if user.op_type == "Gather" and index == 1 and user.inputs[0].const_value is not None:
+            return int(user.inputs[0].const_value.shape[0])
+    return None
+
+
+def natural_noise(dims: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Noise with a natural image's 1/f amplitude spectrum, each channel at zero mean and unit
+    variance (the scale of a normalised image): neighbouring pixels correlate, as in photos."""
+    height, width = dims[2:]
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(height, width))
+    spectrum = (rng.standard_normal(dims[:2] + [height, len(fx[0])])
+                + 1j * rng.standard_normal(dims[:2] + [height, len(fx[0])])) * amplitude
+    x = np.fft.irfft2(spectrum, s=(height, width))
+    x -= x.mean(axis=(2, 3), keepdims=True)
+    return x / x.std(axis=(2, 3), keepdims=True)
 
 
 def data_feeds(model: ir.Model, path: str, samples: int):
