@@ -13,11 +13,16 @@ from spa.exporters.framework import (check_opset, is_factory_reference, load_fac
                                  shapes_from_cli, write_atomically)
 from spa.errors import SpaError, UsageError
 
+JAX_DEFAULT_OPSET = 18
+
 
 def export(source, output, *, input_shapes, opset: int | None = None) -> Path:
     """Export `source` called on inputs of `input_shapes` ({name: dims} or [(name, dims)] or [dims])."""
     require("jax")
-    opset = check_opset(opset)
+    opset = check_opset(JAX_DEFAULT_OPSET if opset is None else opset)
+    if opset < JAX_DEFAULT_OPSET:  # jax2onnx 0.17 writes ReduceMean/ReduceSum with an axes input
+        raise UsageError(f"--opset {opset}: jax2onnx writes opset {JAX_DEFAULT_OPSET} forms; use --opset "
+                         f"{JAX_DEFAULT_OPSET} to 20")
     out = output_path(output)
     fn = load_factory(source) if isinstance(source, str) and is_factory_reference(source) else source
     if isinstance(source, str) and fn is source:
@@ -37,4 +42,14 @@ def export(source, output, *, input_shapes, opset: int | None = None) -> Path:
         proto = jax2onnx.to_onnx(fn, shapes, opset=opset, input_names=names, return_mode="proto")
     except Exception as exc:
         raise SpaError(f"jax2onnx could not convert the model: {str(exc).splitlines()[0][:200]}") from None
+    drop_value_info(proto)
     return write_atomically(proto, out)
+
+
+def drop_value_info(proto) -> int:
+    """jax2onnx 0.17 annotates values inside its NCHW-converted convolutions with their NHWC
+    shapes; ONNX Runtime ignores them but shape inference trusts them. Drop the intermediate
+    annotations: shape inference recomputes them from the graph."""
+    count = len(proto.graph.value_info)
+    del proto.graph.value_info[:]
+    return count

@@ -48,6 +48,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
             common.RemoveUnusedNodesPass()(model)
     except Exception as exc:
         raise UnsupportedError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
+    drop_reshape_allowzero(model)
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.RemoveUnusedNodesPass()(model)
     unshare_uniform_constants(model)
@@ -131,6 +132,27 @@ class _SharedInputMatcher(_matcher.SimplePatternMatcher):
             if match:
                 return match
         return match if match is not None else _basics.MatchResult().fail("No match found.")
+
+
+def drop_reshape_allowzero(model: ir.Model) -> int:
+    """onnxscript's rewriter writes Reshape(allowzero=1) whatever the opset; before opset 14 the
+    attribute does not exist (a paddle2onnx opset-11 export then fails the checker). Without a 0
+    in the shape it changes nothing: drop it there."""
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 14))
+    if opset >= 14:
+        return 0
+    dropped = 0
+    for node in model.graph:
+        if node.op_type == "Reshape" and "allowzero" in node.attributes and len(node.inputs) > 1:
+            shape = node.inputs[1].const_value if node.inputs[1] is not None else None
+            if shape is None and node.inputs[1] is not None and node.inputs[1].producer() is not None:
+                producer = node.inputs[1].producer()
+                if producer.op_type == "Constant" and "value" in producer.attributes:
+                    shape = producer.attributes["value"].as_tensor()
+            if shape is not None and not (shape.numpy() == 0).any():
+                del node.attributes["allowzero"]
+                dropped += 1
+    return dropped
 
 
 def unshare_uniform_constants(model: ir.Model) -> int:

@@ -1,0 +1,211 @@
+"""Models from TensorFlow/Keras, JAX/Flax and PaddlePaddle prune like PyTorch ones.
+
+Two halves: graphs written by hand in the shapes those exporters produce (NHWC convolutions framed
+by Transposes, Dense as MatMul + Add, weights in Constant nodes, ONNX functions, unfolded
+BatchNorm, opsets 9 to 20), which run everywhere; and the framework zoo (models/keras_zoo.py,
+flax_zoo.py, paddle_zoo.py) exported by the real exporters in child processes, which skips with
+the reason when a framework's extra is not installed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from models import framework_zoo
+from models.zoo_check import failures
+from spa.errors import SpaError, UsageError
+
+RATIO = 0.3
+
+
+# ---- exporter-shaped graphs, no framework needed --------------------------------------------------
+
+class Builder:
+    """Weights as Constant nodes (tf2onnx and jax2onnx often write them so) or initializers."""
+
+    def __init__(self, opset: int, constants: bool = True, seed: int = 0):
+        self.opset, self.constants = opset, constants
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def name(self, base):
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def tensor(self, array, base="w"):
+        name = self.name(base)
+        array = np.asarray(array)
+        if self.constants:
+            self.nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name)))
+        else:
+            self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def weight(self, *shape):
+        return self.tensor((self.rng.standard_normal(shape) * 0.5).astype(np.float32))
+
+    def op(self, op_type, inputs, domain="", **attrs):
+        out = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(op_type), domain=domain,
+                                           **attrs))
+        return out
+
+    def reduce_mean(self, x, axes):
+        if self.opset >= 18:
+            return self.op("ReduceMean", [x, self.tensor(np.array(axes, np.int64), "axes")], keepdims=0)
+        return self.op("ReduceMean", [x], axes=axes, keepdims=0)
+
+    def nhwc_conv(self, x, c_in, c_out, k=3):
+        """tf2onnx without its transpose optimizer: NHWC → NCHW, Conv, back, bias on the last axis."""
+        t = self.op("Transpose", [x], perm=[0, 3, 1, 2])
+        y = self.op("Conv", [t, self.weight(c_out, c_in, k, k)], pads=[k // 2] * 4)
+        y = self.op("Transpose", [y], perm=[0, 2, 3, 1])
+        return self.op("Add", [y, self.weight(c_out)])
+
+    def nhwc_batchnorm(self, x, c, unfolded: bool):
+        """Keras BatchNorm in inference: a BatchNormalization between Transposes, or Mul + Add."""
+        if unfolded:
+            scale = self.tensor(self.rng.uniform(0.5, 1.5, c).astype(np.float32))
+            return self.op("Add", [self.op("Mul", [x, scale]), self.weight(c)])
+        t = self.op("Transpose", [x], perm=[0, 3, 1, 2])
+        stats = [self.tensor(self.rng.uniform(0.5, 1.5, c).astype(np.float32)), self.weight(c), self.weight(c),
+                 self.tensor(self.rng.uniform(0.5, 1.5, c).astype(np.float32))]
+        y = self.op("BatchNormalization", [t] + stats, epsilon=1e-3)
+        return self.op("Transpose", [y], perm=[0, 2, 3, 1])
+
+    def dense(self, x, c_in, c_out):
+        return self.op("Add", [self.op("MatMul", [x, self.weight(c_in, c_out)]), self.weight(c_out)])
+
+    def model(self, inputs, outputs, functions=(), extra_imports=()):
+        graph = helper.make_graph(self.nodes, "exported", inputs, outputs, self.inits)
+        imports = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, 1) for d in extra_imports]
+        ir_version = 4 if self.opset <= 9 else 8 if self.opset <= 17 else 9 if self.opset <= 20 else 10
+        proto = helper.make_model(graph, opset_imports=imports, ir_version=ir_version, functions=list(functions))
+        onnx.checker.check_model(proto, full_check=True)
+        return proto
+
+
+def keras_like_cnn(opset: int, constants: bool = True, unfolded_bn: bool = True) -> onnx.ModelProto:
+    """A residual NHWC CNN as tf2onnx writes it unoptimised, with a Dense head."""
+    b = Builder(opset, constants)
+    x = "image"
+    h = b.op("Relu", [b.nhwc_batchnorm(b.nhwc_conv(x, 3, 16), 16, unfolded_bn)])
+    y = b.op("Relu", [b.nhwc_batchnorm(b.nhwc_conv(h, 16, 16), 16, unfolded_bn)])
+    y = b.nhwc_batchnorm(b.nhwc_conv(y, 16, 16), 16, unfolded_bn)
+    h = b.op("Relu", [b.op("Add", [h, y])])
+    pooled = b.reduce_mean(h, [1, 2])
+    feat = b.op("Relu", [b.dense(pooled, 16, 32)])
+    b.nodes.append(helper.make_node("Identity", [b.dense(feat, 32, 10)], ["logits"]))
+    return b.model([helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 12, 12, 3])],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])])
+
+
+def mlp_with_functions(opset: int) -> onnx.ModelProto:
+    """An MLP whose layers are calls of an ONNX local function (as jax2onnx writes nnx modules)."""
+    body = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"]),
+            helper.make_node("Relu", ["y"], ["out"])]
+    fn = helper.make_function("spa.test", "DenseRelu", ["x", "w", "b"], ["out"], body,
+                              [helper.make_opsetid("", opset)])
+    b = Builder(opset, constants=False)
+    h = b.op("DenseRelu", ["x", b.weight(8, 24), b.weight(24)], domain="spa.test")
+    h = b.op("DenseRelu", [h, b.weight(24, 24), b.weight(24)], domain="spa.test")
+    b.nodes.append(helper.make_node("MatMul", [h, b.weight(24, 4)], ["y"]))
+    return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], functions=[fn],
+                   extra_imports=["spa.test"])
+
+
+def _check(tmp_path, proto, name="model.onnx", **kwargs):
+    path = tmp_path / name
+    onnx.save(proto, path)
+    result = framework_zoo.check_file(path, **kwargs)
+    assert not failures(result), result
+    assert len(result["errors"]) == result["prunable"] + 1  # every group alone, and all together
+    return result
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 17, 18, 20])
+def test_nhwc_transposes_dense_and_constant_weights_prune(tmp_path, opset):
+    result = _check(tmp_path, keras_like_cnn(opset))
+    # conv1/residual, the inner conv, the Dense hidden layer: the input and logits groups stay
+    assert result["prunable"] == 3, result
+    assert result["params_after"] < 0.8
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_batchnorm_between_transposes(tmp_path, fuse):
+    result = _check(tmp_path, keras_like_cnn(13, constants=False, unfolded_bn=False), fuse_batchnorm=fuse)
+    assert result["prunable"] == 3, result
+
+
+def test_onnx_functions_are_inlined_and_prune(tmp_path):
+    result = _check(tmp_path, mlp_with_functions(18))
+    assert result["prunable"] == 2, result
+
+
+# ---- the framework zoo, through the real exporters ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("framework_zoo")
+
+
+@pytest.mark.parametrize("framework,name", framework_zoo.cases(), ids=[f"{f}-{n}" for f, n in framework_zoo.cases()])
+def test_framework_zoo(zoo_dir, framework, name):
+    why = framework_zoo.extra_available(framework)
+    if why:
+        pytest.skip(why)
+    path = framework_zoo.export_in_child(framework, name, zoo_dir / f"{framework}_{name}.onnx")
+    result = framework_zoo.check_file(path)
+    assert not failures(result), result
+    assert len(result["errors"]) == result["prunable"] + 1
+    assert result["params_after"] < 1.0
+
+
+@pytest.mark.parametrize("framework,name,opset", [("tf", "resnet", 9), ("tf", "mobilenetv2", 13),
+                                                  ("paddle", "lcnet", 11), ("jax", "cnn", 20)])
+def test_framework_opsets(zoo_dir, framework, name, opset):
+    why = framework_zoo.extra_available(framework)
+    if why:
+        pytest.skip(why)
+    path = framework_zoo.export_in_child(framework, name, zoo_dir / f"{framework}_{name}_{opset}.onnx", opset=opset)
+    assert onnx.load(path).opset_import[0].version == opset
+    result = framework_zoo.check_file(path, per_group=False)
+    assert not failures(result), result
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+def test_missing_extra_is_one_line_error(monkeypatch):
+    from spa.exporters import framework
+
+    monkeypatch.setitem(framework.EXTRAS, "tf", (("spa_no_such_module",), "pip install 'spa-prune[tf]'"))
+    with pytest.raises(SpaError) as info:
+        framework.require("tf")
+    message = str(info.value)
+    assert "\n" not in message and "'tf' extra" in message and "pip install" in message
+    assert info.value.exit_code == 2
+
+
+def test_cli_missing_extra_exit_code(tmp_path):
+    # A child whose import of tensorflow fails: the CLI prints one line and exits 2.
+    code = ("import sys; sys.modules['tensorflow'] = None; from spa.cli import main; "
+            f"sys.exit(main(['export', 'tf', 'x.keras', '-o', r'{tmp_path / 'o.onnx'}']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'tf' extra" in lines[0] and not (tmp_path / "o.onnx").exists()
+
+
+def test_opset_out_of_range():
+    from spa.exporters.framework import check_opset
+
+    assert check_opset(None) == 17
+    with pytest.raises(UsageError):
+        check_opset(8)
+    with pytest.raises(UsageError):
+        check_opset(21)
