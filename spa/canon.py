@@ -122,7 +122,7 @@ class _SharedInputMatcher(_matcher.SimplePatternMatcher):
             return _basics.MatchResult().fail("No match found.")
         users = []
         for user, index in x.uses():
-            if index == 0 and user not in users:
+            if index == 0 and user.graph is self._graph and user not in users:  # not in subgraphs
                 users.append(user)
         candidates = [[node]] + [[u for u in users if u.op_identifier() == pn.op_identifier()] for pn in nodes[1:]]
         match = None
