@@ -310,7 +310,10 @@ def _build_ops():
         return out.reshape(tuple(x[0].shape[:axis]) + tuple(idx.shape) + tuple(x[0].shape[axis + 1:]))
 
     def batchnorm(m, n, a, x, v):
-        return F.batch_norm(x[0], x[3], x[4], x[1], x[2], False, 0.0, a.get("epsilon", 1e-5))
+        # module.train(): batch statistics, running mean/var updated in place (ONNX momentum m is
+        # torch's 1 - m); module.eval(): the running statistics, as ONNX Runtime computes it.
+        return F.batch_norm(x[0], x[3], x[4], x[1], x[2], m.training, 1.0 - a.get("momentum", 0.9),
+                            a.get("epsilon", 1e-5))
 
     def layernorm(m, n, a, x, v):
         axis = a.get("axis", -1) % x[0].dim()

@@ -52,6 +52,7 @@ def _torch_cnn_onnx(path):
         net.b1.running_mean.uniform_(-0.2, 0.2)
         net.b1.running_var.uniform_(0.5, 1.5)
     torch.onnx.export(net, (torch.randn(2, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                      do_constant_folding=False,  # keeps BatchNorm (eval mode would fold it into the Conv)
                       input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}})
     return path
 
@@ -127,3 +128,20 @@ def test_unsupported_op_is_refused():
                               [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
     with pytest.raises(UnsupportedError, match="NonMaxSuppression"):
         to_torch(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_batchnorm_trains_with_batch_statistics(tmp_path):
+    """Kept BatchNorm (pruned before training, --no-fuse-bn): train() uses batch statistics and
+    updates the running ones, which `export` writes back; eval() matches ONNX Runtime."""
+    result = prune(_torch_cnn_onnx(tmp_path / "t.onnx"), Budget(ratio=0.3), fuse_batchnorm=False)
+    proto = ir.to_proto(result.model)
+    assert any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    module = to_torch(proto)
+    bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization")
+    before = module.onnx_state()[bn.input[3]].copy()
+    module.train()(torch.randn(4, 3, 16, 16) * 3 + 1)
+    after = module.onnx_state()[bn.input[3]]
+    assert not np.allclose(before, after)
+    out = export(module, tmp_path / "bn.onnx")
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    np.testing.assert_array_equal(stored[bn.input[3]], after)
