@@ -28,6 +28,8 @@ MIN_OPSET, MAX_OPSET = 9, 20  # what the exporters are tested to produce and SPA
 def missing_extra(extra: str) -> str | None:
     """Why the extra cannot be used (a one-line message), or None when every module imports."""
     modules, install = EXTRAS[extra]
+    if extra == "tf":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before tensorflow's C++ side starts logging
     for name in modules:
         try:
             importlib.import_module(name)

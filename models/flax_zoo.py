@@ -90,6 +90,16 @@ def build(name: str):
     return _modules()[name](nnx.Rngs(0))
 
 
+def cnn():
+    """A zero-argument factory for `spa export ... models.flax_zoo:cnn`."""
+    return build("cnn")
+
+
+def mixer():
+    """A zero-argument factory for `spa export ... models.flax_zoo:mixer`."""
+    return build("mixer")
+
+
 def main(argv=None) -> int:
     import argparse
 

@@ -98,6 +98,16 @@ def build(name: str):
     return model
 
 
+def resnet():
+    """A zero-argument factory for `spa export ... models.paddle_zoo:resnet`."""
+    return build("resnet")
+
+
+def lcnet():
+    """A zero-argument factory for `spa export ... models.paddle_zoo:lcnet`."""
+    return build("lcnet")
+
+
 def main(argv=None) -> int:
     import argparse
 

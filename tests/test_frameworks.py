@@ -7,6 +7,7 @@ flax_zoo.py, paddle_zoo.py) exported by the real exporters in child processes, w
 the reason when a framework's extra is not installed."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -176,6 +177,59 @@ def test_framework_opsets(zoo_dir, framework, name, opset):
     assert onnx.load(path).opset_import[0].version == opset
     result = framework_zoo.check_file(path, per_group=False)
     assert not failures(result), result
+
+
+# ---- spa export on each kind of source --------------------------------------------------------
+
+def _spa(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(framework_zoo.ROOT))
+    return subprocess.run([sys.executable, "-m", "spa.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _python(code, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(framework_zoo.ROOT))
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _exported(done, path):
+    assert done.returncode == 0 and "PASSED wrote" in done.stdout, (done.stdout + done.stderr)[-2000:]
+    assert not failures(framework_zoo.check_file(path, per_group=False))
+
+
+def test_cli_export_tf_keras_file_and_saved_model(tmp_path):
+    why = framework_zoo.extra_available("tf")
+    if why:
+        pytest.skip(why)
+    _python("from models.keras_zoo import build; m = build('mobilenetv2'); m.save('m.keras'); "
+            "m.export('saved', verbose=False)", tmp_path)
+    _exported(_spa("export", "tf", "m.keras", "-o", "k.onnx", cwd=tmp_path), tmp_path / "k.onnx")
+    _exported(_spa("export", "tf", "saved", "-o", "s.onnx", "--opset", "13", cwd=tmp_path), tmp_path / "s.onnx")
+
+
+def test_cli_export_paddle_layer_and_inference_model(tmp_path):
+    why = framework_zoo.extra_available("paddle")
+    if why:
+        pytest.skip(why)
+    _exported(_spa("export", "paddle", "models.paddle_zoo:lcnet", "-o", "l.onnx", "--input-shape",
+                   "image=1,3,32,32", cwd=tmp_path), tmp_path / "l.onnx")
+    _python("import paddle; from models.paddle_zoo import build; paddle.jit.save(build('resnet'), 'inf/model', "
+            "input_spec=[paddle.static.InputSpec([None, 3, 32, 32], 'float32', 'image')])", tmp_path)
+    _exported(_spa("export", "paddle", "inf/model", "-o", "r.onnx", cwd=tmp_path), tmp_path / "r.onnx")
+    done = _spa("export", "paddle", "models.paddle_zoo:lcnet", "-o", "x.onnx", cwd=tmp_path)  # no shapes
+    assert done.returncode == 2 and "--input-shape" in done.stderr and not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_jax_factory(tmp_path):
+    why = framework_zoo.extra_available("jax")
+    if why:
+        pytest.skip(why)
+    _exported(_spa("export", "jax", "models.flax_zoo:cnn", "-o", "c.onnx", "--input-shape", "image=2,32,32,3",
+                   "--opset", "20", cwd=tmp_path), tmp_path / "c.onnx")
+    done = _spa("export", "jax", "models.flax_zoo:cnn", "-o", "y.onnx", "--input-shape", "image=2,32,32,3",
+                "--opset", "13", cwd=tmp_path)
+    assert done.returncode == 2 and "opset 18" in done.stderr
 
 
 # ---- errors ---------------------------------------------------------------------------------------
