@@ -136,3 +136,44 @@ def test_synthetic_images_correlate_like_photos():
     assert np.allclose(x.mean(axis=(2, 3)), 0, atol=1e-6) and np.allclose(x.std(axis=(2, 3)), 1)
     neighbours = np.mean(x[..., :, 1:] * x[..., :, :-1])
     assert neighbours > 0.5  # white noise would give about 0
+
+
+def test_a_language_model_writes_its_own_calibration_text():
+    """A model whose next token after t is always t+1 must yield counting sequences, not noise."""
+    from onnx import TensorProto, helper
+
+    from spa.passes.compensate.hessian import synthetic_feeds
+    from spa.pipeline import load_canonical
+
+    vocab = 20
+    b = GraphBuilder()
+    b.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]))
+    emb = b.op("Gather", [b.weight((vocab, vocab), data=np.eye(vocab, dtype=np.float32)), "input_ids"])
+    successor = np.roll(np.eye(vocab, dtype=np.float32), 1, axis=1) * 50  # row t peaks at t+1
+    b.output(b.op("MatMul", [emb, b.weight((vocab, vocab), data=successor)]))
+    model = load_canonical(b.proto())
+    feeds = list(synthetic_feeds(model, samples=3, seed=0, sequence=12))
+    assert len(feeds) == 3
+    for feed in feeds:
+        ids = feed["input_ids"][0]
+        assert len(ids) == 12 and np.all(np.diff(ids) % vocab == 1)
+    assert len({int(f["input_ids"][0, 0]) for f in feeds}) > 1  # random starts
+
+
+def test_a_constant_channel_read_by_a_bare_matmul_is_folded_into_a_new_bias():
+    """x → MatMul+Add → Relu → MatMul (no bias): hidden channel 0 is always 5, so removing it and
+    adding 5·W2[0] as a bias after the second MatMul must keep the output exactly."""
+    b = GraphBuilder(seed=3)
+    x = b.input("x", [1, 4, 6])
+    w1 = b.rng.standard_normal((6, 8)).astype(np.float32)
+    w1[:, 0] = 0
+    bias = np.abs(b.rng.standard_normal(8)).astype(np.float32)
+    bias[0] = 5
+    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.weight(None, data=w1)]), b.weight(None, data=bias)])])
+    b.output(b.op("MatMul", [h, b.weight((8, 3))]))
+    source = b.model()
+    result = prune(b.proto(), Budget(ratio=0.125), criterion="flap")
+    assert [len(r) for r in result.plan.removed.values()] == [1] and 0 in next(iter(result.plan.removed.values()))
+    assert any(n.op_type == "Add" and n.name.endswith("_spa_bias_add") for n in result.model.graph)
+    feeds = random_inputs(source, seed=1)
+    assert np.allclose(run(source, feeds)[0], run(result.model, feeds)[0], atol=1e-4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from spa.passes.compensate.obs import SinkPlan, _store_bias
+from spa.passes.compensate.obs import SinkPlan, can_take_bias, pruned_values, store_bias
 from spa.passes.compensate.sinks import sink_weight
 
 ACTIVATION_CRITERIA = ("wanda", "flap")
@@ -46,22 +46,25 @@ def activation_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.nda
 
 def flap_bias(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> int:
     """Fold the removed channels' means into each sink's bias, in place; returns the sinks changed.
-    A MatMul sink has no bias to take it and is left as it is."""
+    A MatMul without a bias gets one (see obs.store_bias)."""
     groups = analysis.group_by_key()
     nodes = {n.name: n for n in model.graph}
+    narrowed = pruned_values(analysis, plan)
     done = 0
     for key, remove in plan.removed.items():
         for s in groups[key].sinks if remove else ():
             sp = sinks.get(s.node)
-            if sp is None or s.node not in hs or sp.sink.kind == "matmul":
+            if sp is None or s.node not in hs:
                 continue
             positions = np.nonzero(np.isin(sp.space.pos2class, remove))[0]
             if not len(positions):
                 continue
             sink = sink_weight(nodes[s.node], s.input_index)  # this model's node, not the analysed one
+            if not can_take_bias(sink, narrowed):
+                continue
             cols = sink.columns(positions)
             shift = sink.matrix().astype(np.float64)[:, cols] @ hs[s.node][cols, -1]
             bias = np.zeros(len(shift)) if sink.bias is None else sink.bias.const_value.numpy().reshape(-1)
-            _store_bias(model, sink, bias + shift)
+            store_bias(model, sink, bias + shift)
             done += 1
     return done

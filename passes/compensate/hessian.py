@@ -47,9 +47,13 @@ class Moments:
 
 
 def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int = 64):
-    """Inputs made without data: images get spatially correlated noise, token ids are drawn
-    uniformly from the embedding table that reads them, masks are ones, positions count up.
-    The first symbolic dimension (the batch) is 1, other symbolic ones (a sequence) `sequence`."""
+    """Inputs made without data: a language model's own text (see generated_feeds); otherwise
+    images get spatially correlated noise, token ids are drawn uniformly from the embedding table
+    that reads them, masks are ones, positions count up. The first symbolic dimension (the batch)
+    is 1, other symbolic ones (a sequence) `sequence`."""
+    if next_token_logits(model) is not None:
+        yield from generated_feeds(model, samples, seed, sequence)
+        return
     rng = np.random.default_rng(seed)
     for _ in range(samples):
         feed = {}
@@ -76,6 +80,51 @@ def synthetic_input(value: ir.Value, dims: list[int], rng: np.random.Generator) 
     if vocab is None or "type" in name:
         return np.zeros(dims, dtype)
     return rng.integers(0, vocab, dims).astype(dtype)
+
+
+def next_token_logits(model: ir.Model) -> tuple[str, str, int] | None:
+    """(ids input, logits output, vocabulary) when the model reads token ids and writes a
+    [batch, sequence, vocabulary] output over the same table size: a language model."""
+    for v in model.graph.inputs:
+        vocab = embedding_rows(v) if v.dtype is not None and v.dtype.is_integer() else None
+        if vocab is None or "type" in v.name.lower() or "position" in v.name.lower() or len(v.shape or []) != 2:
+            continue
+        for out in model.graph.outputs:
+            if out.shape is not None and len(out.shape) == 3 and out.shape[-1] == vocab:
+                return v.name, out.name, vocab
+    return None
+
+
+def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 64, top_k: int = 40,
+                    batch: int = 32):
+    """Text the language model writes itself (data-free, as in LLM-QAT): each sequence starts at a
+    random token and continues by sampling the model's next-token distribution (top-k, temperature
+    1). Real text's statistics, not uniform noise tokens, without any data."""
+    ids_name, logits_name, vocab = next_token_logits(model)
+    rng = np.random.default_rng(seed)
+    sess = session(model)
+    ids_value = next(v for v in model.graph.inputs if v.name == ids_name)
+    others = [v for v in model.graph.inputs if v.name != ids_name and v.name not in model.graph.initializers]
+    done = 0
+    while done < samples:
+        count = min(batch, samples - done)
+        ids = rng.integers(0, vocab, (count, 1))
+        for _ in range(length - 1):
+            feed = {ids_name: ids.astype(ids_value.dtype.numpy())}
+            feed.update({v.name: synthetic_input(v, list(ids.shape), rng) for v in others})
+            logits = sess.run([logits_name], feed)[0][:, -1].astype(np.float64)
+            k = min(top_k, vocab - 1)
+            top = np.argpartition(-logits, k, axis=1)[:, :k]
+            chosen = np.take_along_axis(logits, top, 1)
+            p = np.exp(chosen - chosen.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            picks = [top[i, rng.choice(k, p=p[i])] for i in range(count)]
+            ids = np.concatenate([ids, np.asarray(picks)[:, None]], axis=1)
+        for row in ids:
+            feed = {ids_name: row[None].astype(ids_value.dtype.numpy())}
+            feed.update({v.name: synthetic_input(v, [1, length], rng) for v in others})
+            yield feed
+        done += count
 
 
 def embedding_rows(value: ir.Value) -> int | None:

@@ -39,11 +39,11 @@ def removal_cost(w: np.ndarray, h_inv: np.ndarray, removed: np.ndarray) -> float
     return 0.5 * float(np.trace(wp @ np.linalg.solve(block, wp.T)))
 
 
-def system(sink: SinkWeight, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(W̃, H̃): the weight with its bias column and the damped moments. A MatMul has no bias to
-    absorb the mean, so it keeps the plain (W, H)."""
+def system(sink: SinkWeight, h: np.ndarray, with_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(W̃, H̃): the weight with its bias column and the damped moments; without a bias (one that
+    cannot be added) the plain (W, H), and the removed inputs' mean is lost."""
     w = sink.matrix().astype(np.float64)
-    if sink.kind == "matmul":
+    if not with_bias:
         return w, damped(h[:-1, :-1])
     b = np.zeros(w.shape[0]) if sink.bias is None else sink.bias.const_value.numpy().reshape(-1)
     return np.concatenate([w, b[:, None]], axis=1), damped(h)
@@ -104,6 +104,7 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
     """Re-weight every compensable sink of the plan's removed channels, in place; returns how many."""
     groups = analysis.group_by_key()
     nodes = {n.name: n for n in model.graph}
+    narrowed = pruned_values(analysis, plan)
     done = 0
     for key, remove in progress(list(plan.removed.items()), "compensating sinks"):
         if not remove:
@@ -116,18 +117,33 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
             if not len(positions):
                 continue
             sink = sink_weight(nodes[s.node], s.input_index)  # this model's node, not the analysed one
-            w, h = system(sink, hs[s.node])
+            with_bias = can_take_bias(sink, narrowed)
+            w, h = system(sink, hs[s.node], with_bias)
             updated = obs_update(w, h, sink.columns(positions))
-            if sink.kind == "matmul":
-                sink.store(updated)
-            else:
+            if with_bias:
                 sink.store(updated[:, :-1])
-                _store_bias(model, sink, updated[:, -1])
+                store_bias(model, sink, updated[:, -1])
+            else:
+                sink.store(updated)
             done += 1
     return done
 
 
-def _store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
+def pruned_values(analysis, plan) -> set[str]:
+    """Names of the values whose channels the plan narrows."""
+    groups = analysis.group_by_key()
+    return {m.value for key, remove in plan.removed.items() if remove for m in groups[key].members}
+
+
+def can_take_bias(sink: SinkWeight, narrowed: set[str]) -> bool:
+    """A sink has a bias, or one can be added: a MatMul gets an Add after it, unless its output is
+    narrowed too (the new bias would not be sliced with it)."""
+    return sink.bias is not None or sink.kind != "matmul" or sink.node.outputs[0].name not in narrowed
+
+
+def store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
+    """Write the sink's new bias; where it has none, add one (Conv/Gemm: a third input; MatMul: an
+    Add after it)."""
     dtype = sink.weight.const_value.numpy().dtype
     if sink.bias is not None:
         old = sink.bias.const_value.numpy()
@@ -139,5 +155,20 @@ def _store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
     value = ir.Value(name=name, const_value=ir.tensor(bias.astype(dtype), name=name),
                      shape=ir.Shape([len(bias)]), type=ir.TensorType(ir.DataType.from_numpy(dtype)))
     model.graph.register_initializer(value)
-    sink.node.resize_inputs(3)
-    sink.node.replace_input_with(2, value)
+    if sink.kind != "matmul":
+        sink.node.resize_inputs(3)
+        sink.node.replace_input_with(2, value)
+        return
+    out = sink.node.outputs[0]
+    graph = sink.node.graph
+    biased = ir.Value(name=f"{out.name}_spa_biased", shape=out.shape, type=out.type)
+    if out in graph.outputs:  # the model's output keeps its name: it now comes from the Add
+        graph.outputs[graph.outputs.index(out)] = biased
+    ir.convenience.replace_all_uses_with(out, biased)
+    if biased in graph.outputs:
+        name = out.name
+        out.name = f"{name}_spa_unbiased"
+        biased.name = name
+    add = ir.Node("", "Add", [out, value], outputs=[biased], name=f"{sink.node.name}_spa_bias_add")
+    sink.node.graph.insert_after(sink.node, add)
+    sink.bias = value

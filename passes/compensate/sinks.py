@@ -59,8 +59,22 @@ def sink_weight(node: ir.Node, input_index: int) -> SinkWeight | None:
             return None
         return SinkWeight(node, w, bias, "gemm", 1, not attr_int(node, "transB", 0))
     if node.op_type == "MatMul" and len(w.const_value.shape) == 2:
-        return SinkWeight(node, w, None, "matmul", 1, True)
+        return SinkWeight(node, w, following_bias(node, w.const_value.shape[1]), "matmul", 1, True)
     return None
+
+
+def following_bias(node: ir.Node, width: int) -> ir.Value | None:
+    """The constant bias of a MatMul written as MatMul + Add (a Linear layer as exporters write it):
+    the only user is an Add whose other input is a [width] initializer."""
+    users = list(node.outputs[0].uses())
+    if len(users) != 1 or users[0][0].op_type != "Add" or node.outputs[0] in node.graph.outputs:
+        return None
+    add = users[0][0]
+    other = add.inputs[1 - users[0][1]]
+    if other is None or not other.is_initializer() or other.const_value is None \
+            or list(other.const_value.shape) != [width] or len(other.uses()) != 1:
+        return None
+    return other
 
 
 def conv_geometry(node: ir.Node, spatial: int) -> dict:
