@@ -15,6 +15,7 @@ import onnxscript.rewriter
 from onnxscript.rewriter import _basics, _matcher, _pattern_ir
 from onnxscript.rewriter.rules import common as rewrite_rules
 
+from spa import rewrites as spa_rewrites
 from spa.errors import InputError, UnsupportedError, UsageError
 from spa.shape_eval import resolve_reshapes
 from spa.detours import fold_merge_transpose_split
@@ -66,7 +67,8 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
 def _rewrite_rules(fuse_batchnorm: bool) -> list:
     key = bool(fuse_batchnorm)
     if key not in _RULES:
-        _RULES[key] = [_op_filtered(r) for r in onnxscript.rewriter._DEFAULT_REWRITE_RULES
+        # SPA's own rewrites (spa/rewrites.py) first: exporters' spellings onnxscript leaves alone
+        _RULES[key] = [_op_filtered(r) for r in [*spa_rewrites.RULES, *onnxscript.rewriter._DEFAULT_REWRITE_RULES]
                        if fuse_batchnorm or r not in _BN_FUSIONS]
     return _RULES[key]
 

@@ -120,6 +120,28 @@ def mlp_with_functions(opset: int) -> onnx.ModelProto:
                    extra_imports=["spa.test"])
 
 
+def mixer_like(opset: int) -> onnx.ModelProto:
+    """jax2onnx's Dense on [batch, a, b]: Reshape → [batch·a, b] → Gemm → Reshape back. Token mixing
+    runs it with the channel axis leading (after a Transpose), so flattening would merge channels
+    into the batch axis; canonicalization unflattens it to MatMul + Add."""
+    b = Builder(opset, constants=False)
+
+    def dense(x, lead, c_in, c_out):
+        flat = b.op("Reshape", [x, b.tensor(np.array([-1, c_in], np.int64), "x2d")])
+        y = b.op("Gemm", [flat, b.weight(c_in, c_out), b.weight(c_out)])
+        return b.op("Reshape", [y, b.tensor(np.array([2, lead, c_out], np.int64), "shape")])
+
+    tokens, dim = 8, 12
+    x = dense("x", tokens, 4, dim)  # patch embedding: the residual width is a channel space
+    t = b.op("Transpose", [x], perm=[0, 2, 1])
+    t = dense(b.op("Relu", [dense(t, dim, tokens, 16)]), dim, 16, tokens)
+    h = b.op("Add", [x, b.op("Transpose", [t], perm=[0, 2, 1])])
+    h = b.op("Add", [h, dense(b.op("Relu", [dense(h, tokens, dim, 24)]), tokens, 24, dim)])
+    b.nodes.append(helper.make_node("Identity", [dense(h, tokens, dim, 3)], ["y"]))
+    return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, tokens, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, tokens, 3])])
+
+
 def _check(tmp_path, proto, name="model.onnx", **kwargs):
     path = tmp_path / name
     onnx.save(proto, path)
@@ -148,6 +170,12 @@ def test_onnx_functions_are_inlined_and_prune(tmp_path):
     assert result["prunable"] == 2, result
 
 
+def test_flattened_dense_token_mixing_prunes(tmp_path):
+    # the residual width (12) and both hidden widths: token mixing (16) and channel mixing (24)
+    result = _check(tmp_path, mixer_like(18))
+    assert result["prunable"] == 3, result
+
+
 # ---- the framework zoo, through the real exporters ------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -165,6 +193,8 @@ def test_framework_zoo(zoo_dir, framework, name):
     assert not failures(result), result
     assert len(result["errors"]) == result["prunable"] + 1
     assert result["params_after"] < 1.0
+    if (framework, name) == ("jax", "mixer"):
+        assert result["prunable"] >= 4, result  # token- and channel-mixing hidden widths of both blocks
 
 
 @pytest.mark.parametrize("framework,name,opset", [("tf", "resnet", 9), ("tf", "mobilenetv2", 13),
