@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from spa.errors import SpaError, UnsupportedError
+from spa.exporters.framework import write_atomically
 
 
 def _torch():
@@ -459,8 +460,6 @@ def to_torch(source):
 def export(module, output, source=None) -> Path:
     """Write `module`'s current parameters into its ONNX graph (or `source`'s) and save to `output`
     atomically. The graph, names and I/O stay those of the model it was built from."""
-    import tempfile
-
     import onnx
     from onnx import numpy_helper
 
@@ -471,14 +470,4 @@ def export(module, output, source=None) -> Path:
         if tensor.name in state:
             array = state[tensor.name].astype(numpy_helper.to_array(tensor).dtype, copy=False)
             proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, tensor.name))
-    onnx.checker.check_model(proto)
-    out = Path(output)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return write_atomically(proto, output)

@@ -101,17 +101,13 @@ def mixer():
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=NAMES)
-    parser.add_argument("output")
-    parser.add_argument("--opset", type=int, default=None)
-    args = parser.parse_args(argv)
+    from models.framework_zoo import export_cli
     from spa.exporters.jax import export
 
-    export(build(args.name), args.output, input_shapes=INPUTS[args.name], opset=args.opset)
-    return 0
+    def export_one(name, output, opset):
+        export(build(name), output, input_shapes=INPUTS[name], opset=opset)
+
+    return export_cli(__doc__, NAMES, export_one, argv)
 
 
 if __name__ == "__main__":

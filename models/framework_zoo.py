@@ -41,6 +41,20 @@ def extra_available(framework: str) -> str | None:
     return f"extra '{framework}' not installed ({', '.join(missing)} missing): {install}" if missing else None
 
 
+def export_cli(doc: str, names, export_one, argv=None) -> int:
+    """The command line every framework's zoo module runs in its child process:
+    `python -m models.<framework>_zoo NAME OUTPUT [--opset N]`; export_one(name, output, opset)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("name", choices=names)
+    parser.add_argument("output")
+    parser.add_argument("--opset", type=int, default=None)
+    args = parser.parse_args(argv)
+    export_one(args.name, args.output, args.opset)
+    return 0
+
+
 def export_in_child(framework: str, name: str, output: str | os.PathLike, opset: int | None = None,
                     timeout: float = 600) -> Path:
     module, _ = ZOO[framework]
