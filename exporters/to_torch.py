@@ -115,7 +115,6 @@ def _module_class():
     if _CLASS:
         return _CLASS[0]
     torch = _torch()
-    import torch.nn.functional as F
     from onnx import numpy_helper
 
     class _OnnxModule(torch.nn.Module):
