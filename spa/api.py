@@ -77,7 +77,7 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: s
     result = pipeline.prune(model, budget, criterion=criterion, plan=plan, input_shapes=input_shapes,
                             fuse_batchnorm=fuse_batchnorm, verify=verify, seed=seed, normalizer=normalizer,
                             reduction=reduction, p=p, compensation=compensation, scope=scope)
-    scores, note = _scores_for_report(result, criterion, plan is not None, seed, normalizer, reduction, p)
+    scores, note = _scores_for_report(result)
     report = prune_report(result.original, result.model, result.analysis, result.plan, scores, note,
                           oracle_error=None if result.oracle is None else result.oracle.error,
                           canonical={"fuse_batchnorm": fuse_batchnorm, "input_shapes": input_shapes or None})
@@ -85,18 +85,11 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: s
     return PruneResult(result.model, result.plan, report, result.original, result.analysis, result.oracle)
 
 
-def _scores_for_report(result, criterion, plan_given, seed, normalizer, reduction, p):
-    """The scores the plan ranked by, recomputed for the histogram (weight criteria are cheap and
-    deterministic); obspa's need the sinks' input statistics, which the pipeline does not keep."""
-    from spa.importance import CRITERIA, score_groups
-
-    if plan_given:
+def _scores_for_report(result) -> tuple[dict | None, str | None]:
+    """The scores the plan was ranked by, for the report's histogram (the pipeline keeps them)."""
+    if result.scores is None:
         return None, "the plan was given, not ranked here: no scores"
-    if criterion not in CRITERIA:
-        return None, f"{criterion} ranks by sink statistics that are not kept"
-    ranked = {k for k in result.plan.removed}
-    scores = score_groups(result.analysis, criterion, normalizer, reduction, seed, p)
-    return {k: v for k, v in scores.items() if k in ranked}, None
+    return {k: v for k, v in result.scores.items() if k in result.plan.removed}, None
 
 
 def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan: PruningPlan,

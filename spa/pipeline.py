@@ -47,14 +47,19 @@ class PruneResult:
     before: dict = field(default_factory=dict)
     after: dict = field(default_factory=dict)
     oracle: OracleResult | None = None
+    scores: dict | None = None    # the per-group scores the plan was ranked by (None: plan given)
 
     def save(self, path) -> None:
         io.save(self.model, path)
 
 
 def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0,
-              normalizer: str = "mean", reduction: str = "mean", p: float = 2.0) -> PruningPlan:
-    plan = allocate(analysis, score_groups(analysis, criterion, normalizer, reduction, seed, p), budget)
+              normalizer: str = "mean", reduction: str = "mean", p: float = 2.0,
+              scores: dict | None = None) -> PruningPlan:
+    """Allocate `budget` by `criterion`'s scores (or the given `scores`); the plan's meta says how."""
+    if scores is None:
+        scores = score_groups(analysis, criterion, normalizer, reduction, seed, p)
+    plan = allocate(analysis, scores, budget)
     plan.meta.update(criterion=criterion, normalizer=normalizer, reduction=reduction)
     if criterion == "lp":
         plan.meta["p"] = p
@@ -91,7 +96,7 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     analysis = analyze_scope(original, scope)
     if criterion in STATISTICS_CRITERIA and compensation is None:
         compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA[criterion])
-    sinks = hs = None
+    sinks = hs = scores = None
     if compensation is not None:
         from spa.passes.compensate import obs
 
@@ -110,7 +115,8 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
             plan = allocate(analysis, scores, budget)
             plan.meta.update(criterion=criterion)
         else:
-            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p)
+            scores = score_groups(analysis, criterion, normalizer, reduction, seed, p)
+            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
     else:
         plan.check_against(analysis)
     if compensation is not None:
@@ -127,4 +133,4 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         flap_bias(pruned, analysis, plan, sinks, hs)
     slice_model(pruned, analysis, plan)
     validate(original, pruned)
-    return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle)
+    return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)
