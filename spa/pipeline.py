@@ -25,7 +25,21 @@ def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: 
     model = io.load(source)
     if not isinstance(source, (str, os.PathLike)):
         model = copy_model(model)
-    return canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
+    batchnorms = sum(n.op_type == "BatchNormalization" for n in model.graph.all_nodes())
+    canonical = canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
+    canonical.meta["spa.batchnorms"] = batchnorms  # how many the input had (fusion may remove them)
+    return canonical
+
+
+def batchnorm_model(source, original: ir.Model, input_shapes: dict | None, fuse_batchnorm: bool) -> ir.Model | None:
+    """The model with its BatchNormalization statistics, for the statistics sources that read them:
+    `original` itself when it kept them, a second canonicalization without fusion when fusion took
+    them out, None when the model has none."""
+    if not original.meta.get("spa.batchnorms"):
+        return None
+    if not fuse_batchnorm:
+        return original
+    return load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=False)
 
 
 def analyze_scope(model: ir.Model, scope: str | None = None) -> Analysis:
@@ -71,7 +85,7 @@ class Compensation:
     """Sink statistics and what is done with them (see shared/docs/OBSPA.md): where the input
     moments come from, and the sink update — "obs" (re-weight the remaining inputs and the bias),
     "flap" (fold the removed channels' means into the bias) or "none" (statistics only rank)."""
-    hessian: str = "synthetic"     # "synthetic" (no data) or "data"
+    hessian: str = "synthetic"     # "synthetic", "bn", "weights" (no data) or "data"
     calib: str | None = None       # .npz with one array per input, for hessian="data"
     samples: int = 32
     seed: int = 0
@@ -101,8 +115,10 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         from spa.passes.compensate import obs
 
         sinks = obs.compensable_sinks(original, analysis.prunable_groups())
+        bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
+                    if compensation.hessian in ("synthetic", "bn") else None)
         hs = obs.hessians(original, sinks, compensation.hessian, compensation.samples, compensation.calib,
-                          compensation.seed)
+                          compensation.seed, bn_model)
     if plan is None:
         budget = budget or Budget()
         if criterion in STATISTICS_CRITERIA:

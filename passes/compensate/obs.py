@@ -66,16 +66,41 @@ def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
     return found
 
 
+HESSIAN_SOURCES = ("synthetic", "data", "bn", "weights")
+
+
 def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthetic", samples: int = 32,
-             calib: str | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+             calib: str | None = None, seed: int = 0, bn_model: ir.Model | None = None) -> dict[str, np.ndarray]:
+    """H̃ for every sink from `source`: "data" (the calibration file run through the model),
+    "synthetic" (inputs made without data; BatchNorm-statistics-matched ones where `bn_model` has
+    BatchNormalization nodes), "bn" (analytic moments from BatchNorm statistics) or "weights" (the
+    producer weights as a proxy). `bn_model` is the same model canonicalized without BatchNorm
+    fusion, where fusion removed statistics that these sources read."""
+    if source in ("bn", "weights"):
+        from spa.passes.compensate import analytic
+
+        return analytic.hessians(bn_model if bn_model is not None else model, model,
+                                 {name: sp.sink for name, sp in sinks.items()}, source)
+    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()},
+                        statistics_feeds(model, source, samples, calib, seed, bn_model))
+
+
+def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
+                     bn_model: ir.Model | None = None) -> list[dict]:
+    """The input feeds a statistics pass runs (a list: sequential mode runs them more than once)."""
     if source == "synthetic":
-        feeds = hess.synthetic_feeds(model, samples, seed)
+        feeds = None
+        if bn_model is not None:
+            from spa.passes.compensate import distill
+
+            feeds = distill.bn_matched_feeds(bn_model, samples, seed)
+        if feeds is None:
+            feeds = hess.synthetic_feeds(model, samples, seed)
     elif source == "data":
         feeds = hess.data_feeds(model, calib, samples)
     else:
         raise ValueError(source)
-    feeds = progress(feeds, "collecting statistics", total=samples)  # at most `samples` feeds
-    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
+    return list(progress(feeds, "collecting statistics", total=samples))  # at most `samples` feeds
 
 
 def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
