@@ -405,6 +405,12 @@ def _build_ops():
         "Pow": binary(torch.pow), "Max": variadic(torch.maximum), "Min": variadic(torch.minimum),
         "Sum": variadic(torch.add), "Mean": mean_of,
         "Equal": binary(torch.eq), "Less": binary(torch.lt), "Greater": binary(torch.gt),
+        "LessOrEqual": binary(torch.le), "GreaterOrEqual": binary(torch.ge),
+        "And": binary(torch.logical_and), "Or": binary(torch.logical_or), "Xor": binary(torch.logical_xor),
+        "Not": unary(torch.logical_not), "IsNaN": unary(torch.isnan),
+        "IsInf": lambda m, n, a, x, v: _isinf(torch, x[0], a),
+        "Range": lambda m, n, a, x, v: torch.arange(x[0].item(), x[1].item(), x[2].item(), dtype=x[0].dtype),
+        "Sin": unary(torch.sin), "Cos": unary(torch.cos), "Sign": unary(torch.sign),
         "Where": lambda m, n, a, x, v: torch.where(x[0].bool(), x[1], x[2]),
         "Relu": unary(F.relu), "Sigmoid": unary(torch.sigmoid), "Tanh": unary(torch.tanh),
         "Erf": unary(torch.erf), "Exp": unary(torch.exp), "Log": unary(torch.log), "Sqrt": unary(torch.sqrt),
@@ -433,6 +439,12 @@ def _build_ops():
         "ReduceProd": reduce(lambda t, ax, k: _prod(t, ax, k)),
         "BatchNormalization": batchnorm, "LayerNormalization": layernorm,
     }
+
+
+def _isinf(torch, t, a):
+    pos, neg = a.get("detect_positive", 1), a.get("detect_negative", 1)
+    return (torch.isposinf(t) if pos else torch.zeros_like(t, dtype=torch.bool)) | \
+        (torch.isneginf(t) if neg else torch.zeros_like(t, dtype=torch.bool))
 
 
 def _prod(t, axes, keep):
