@@ -90,15 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["channels", "params", "macs", "latency"], default="channels",
                    help="what --ratio removes a share of (latency: ONNX Runtime time, measured per layer once)")
     p.add_argument("--criterion", choices=["l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale", "obspa", "wanda",
-                                            "flap"],
+                                            "flap", "taylor", "snip", "grasp", "crop"],
                    default="l2", help="lamp: layer-adaptive magnitude; fpgm: distance to the geometric median; "
                    "bn_scale: |γ| of the group's norms (with --no-fuse-bn); obspa: rank by Optimal-Brain-Surgeon "
                    "cost and compensate the sinks (no data needed); wanda: input RMS × |weights|; flap: input variance × "
-                   "weights², removed means folded into the biases (statistics from --hessian)")
+                   "weights², removed means folded into the biases; taylor/snip/grasp/crop: gradient saliencies "
+                   "through a PyTorch copy of the graph (statistics and samples from --hessian)")
     p.add_argument("--compensate", action="store_true", help="compensate the sinks (OBS) with any criterion")
-    p.add_argument("--hessian", choices=["synthetic", "data"], default="synthetic",
-                   help="where the sinks' input moments come from (data needs --calib)")
-    p.add_argument("--calib", metavar="FILE.npz", help="calibration inputs: one array per model input")
+    p.add_argument("--hessian", choices=["synthetic", "bn", "weights", "data"], default="synthetic",
+                   help="where the sinks' input moments come from: synthetic (made inputs: a language model's own "
+                        "text, BatchNorm-matched images), bn (BatchNorm statistics), weights (producer weights), "
+                        "data (needs --calib)")
+    p.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs: one array per model input (first "
+                   "axis = samples), or a folder of such .npz (or .npy) files")
+    p.add_argument("--greedy", action="store_true",
+                   help="pick each group's channels one at a time by OBS cost, downdating H⁻¹ after each")
+    p.add_argument("--sequential", nargs="?", type=int, const=0, default=None, metavar="STAGES",
+                   help="compensate sink by sink in topological order, re-measuring the pruned prefix "
+                        "(STAGES: share one statistics pass among that many runs of sinks; default one per sink)")
     p.add_argument("--samples", type=int, default=32, help="inputs used to estimate the moments")
     p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
     p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default="mean",
@@ -328,15 +337,16 @@ def cmd_prune(args) -> int:
                     protect=list(args.protect), device=args.device or "cpu")
     budget.check()
     compensation = None
-    if args.criterion in ("obspa", "wanda", "flap") or args.compensate:
-        from spa.pipeline import STATISTICS_CRITERIA, Compensation
+    from spa.pipeline import GRADIENT_CRITERIA, STATISTICS_CRITERIA, Compensation
 
-        if args.hessian == "data" and not args.calib:
-            raise SpaError("--hessian data needs --calib FILE.npz")
+    if (args.criterion in STATISTICS_CRITERIA or args.criterion in GRADIENT_CRITERIA or args.compensate
+            or args.greedy or args.sequential is not None):
         if args.samples < 1:
             raise SpaError("--samples must be at least 1")
-        method = "obs" if args.compensate else STATISTICS_CRITERIA[args.criterion]
-        compensation = Compensation(args.hessian, args.calib, args.samples, args.seed, method)
+        method = "obs" if args.compensate or args.greedy or args.sequential is not None \
+            else STATISTICS_CRITERIA.get(args.criterion, "none")
+        compensation = Compensation(args.hessian, args.calib, args.samples, args.seed, method, greedy=args.greedy,
+                                    sequential=args.sequential is not None, stages=args.sequential or None)
     result = prune(args.model, budget=budget, criterion=args.criterion, scope=getattr(args, "scope", None),
                    plan=plan, input_shapes=dict(args.input_shape) or None, fuse_batchnorm=not args.no_fuse_bn,
                    verify=args.verify, seed=args.seed, normalizer=args.normalizer, reduction=args.reduction, p=args.p,

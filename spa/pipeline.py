@@ -84,16 +84,91 @@ def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: i
 class Compensation:
     """Sink statistics and what is done with them (see shared/docs/OBSPA.md): where the input
     moments come from, and the sink update — "obs" (re-weight the remaining inputs and the bias),
-    "flap" (fold the removed channels' means into the bias) or "none" (statistics only rank)."""
+    "flap" (fold the removed channels' means into the bias) or "none" (statistics only rank).
+    `greedy` re-picks each group's channels one at a time with H⁻¹ downdates; `sequential`
+    measures each sink's moments on the model as compensated so far (data and synthetic sources;
+    `stages` > 0 shares one statistics pass among that many runs of sinks)."""
     hessian: str = "synthetic"     # "synthetic", "bn", "weights" (no data) or "data"
-    calib: str | None = None       # .npz with one array per input, for hessian="data"
+    calib: str | None = None       # .npz file or folder of .npy/.npz, for hessian="data"
     samples: int = 32
     seed: int = 0
     method: str = "obs"
+    greedy: bool = False
+    sequential: bool = False
+    stages: int | None = None
 
 
 #: Criteria that rank by sink statistics, and the update each applies by default.
 STATISTICS_CRITERIA = {"obspa": "obs", "wanda": "none", "flap": "flap"}
+#: Criteria that rank by gradients through a PyTorch copy of the graph (spa.gradient).
+GRADIENT_CRITERIA = ("taylor", "snip", "grasp", "crop")
+FEED_SOURCES = ("synthetic", "data")
+
+
+@dataclass
+class Statistics:
+    """What the statistics pass measured: the compensable sinks, their moments, and the input
+    feeds it ran (kept where a later step runs them again)."""
+    sinks: dict
+    hs: dict
+    feeds: list | None = None
+
+
+def measure(source, original: ir.Model, analysis: Analysis, compensation: Compensation, input_shapes,
+            fuse_batchnorm: bool, keep_feeds: bool) -> Statistics:
+    from spa.passes.compensate import obs
+
+    if compensation.hessian not in obs.HESSIAN_SOURCES:
+        raise UsageError(f"unknown statistics source '{compensation.hessian}' (choose from "
+                         f"{', '.join(obs.HESSIAN_SOURCES)})")
+    if compensation.sequential and compensation.hessian not in FEED_SOURCES:
+        raise UsageError("sequential compensation re-measures the pruned prefix: it needs --hessian data or synthetic")
+    if compensation.hessian == "data" and not compensation.calib:
+        raise UsageError("--hessian data needs calibration inputs (--calib FILE.npz|DIR)")
+    sinks = obs.compensable_sinks(original, analysis.prunable_groups())
+    bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
+                if compensation.hessian in ("synthetic", "bn") else None)
+    feeds = None
+    if compensation.hessian in FEED_SOURCES and keep_feeds:
+        feeds = obs.statistics_feeds(original, compensation.hessian, compensation.samples, compensation.calib,
+                                     compensation.seed, bn_model)
+    hs = obs.hessians(original, sinks, compensation.hessian, compensation.samples, compensation.calib,
+                      compensation.seed, bn_model, feeds)
+    return Statistics(sinks, hs, feeds)
+
+
+def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalizer: str, reduction: str,
+         seed: int, p: float) -> dict:
+    """Per-group channel scores (higher = keep) by `criterion`."""
+    if criterion in STATISTICS_CRITERIA:
+        from spa.passes.compensate import obs
+        from spa.passes.compensate.activation import activation_scores
+
+        ranked = (obs.obs_scores(analysis, stats.sinks, stats.hs) if criterion == "obspa"
+                  else activation_scores(analysis, stats.sinks, stats.hs, criterion))
+        scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
+        scores.update({key: normalize(s, normalizer) for key, s in ranked.items()})
+        return scores
+    if criterion in GRADIENT_CRITERIA:
+        from spa.gradient import gradient_scores
+
+        return gradient_scores(analysis.model, analysis, criterion, stats.feeds, normalizer, reduction)
+    return score_groups(analysis, criterion, normalizer, reduction, seed, p)
+
+
+def update_sinks(pruned: ir.Model, analysis: Analysis, plan: PruningPlan, compensation: Compensation,
+                 stats: Statistics) -> None:
+    """Apply the compensation's sink update to `pruned` (before slicing)."""
+    from spa.passes.compensate import obs
+    from spa.passes.compensate.activation import flap_bias
+
+    if compensation.method == "obs" and compensation.sequential:
+        obs.compensate_sequential(pruned, analysis.model, analysis, plan, stats.sinks, stats.feeds,
+                                  compensation.stages)
+    elif compensation.method == "obs":
+        obs.compensate(pruned, analysis, plan, stats.sinks, stats.hs)
+    elif compensation.method == "flap":
+        flap_bias(pruned, analysis, plan, stats.sinks, stats.hs)
 
 
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
@@ -104,49 +179,38 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
 
     criterion "obspa" ranks channels by their OBS cost and compensates the sinks (calibration-free
     by default); "wanda" and "flap" rank by the sinks' input statistics (FLAP also folds the removed
-    means into the sink biases); `compensation` sets where statistics come from and turns the OBS
-    update on for any criterion."""
+    means into the sink biases); "taylor", "snip", "grasp", "crop" rank by gradients on the
+    statistics inputs; `compensation` sets where statistics come from and turns the OBS update on
+    for any criterion."""
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze_scope(original, scope)
-    if criterion in STATISTICS_CRITERIA and compensation is None:
-        compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA[criterion])
-    sinks = hs = scores = None
+    if compensation is None and (criterion in STATISTICS_CRITERIA or criterion in GRADIENT_CRITERIA):
+        compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA.get(criterion, "none"))
+    if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES:
+        raise UsageError(f"'{criterion}' needs input samples: --hessian data or synthetic")
+    stats = scores = None
     if compensation is not None:
-        from spa.passes.compensate import obs
-
-        sinks = obs.compensable_sinks(original, analysis.prunable_groups())
-        bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
-                    if compensation.hessian in ("synthetic", "bn") else None)
-        hs = obs.hessians(original, sinks, compensation.hessian, compensation.samples, compensation.calib,
-                          compensation.seed, bn_model)
+        keep_feeds = compensation.sequential or criterion in GRADIENT_CRITERIA and plan is None
+        stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
     if plan is None:
-        budget = budget or Budget()
-        if criterion in STATISTICS_CRITERIA:
-            from spa.passes.compensate.activation import activation_scores
+        scores = rank(analysis, criterion, stats, normalizer, reduction, seed, p)
+        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction, p, scores)
+        if compensation is not None and compensation.greedy:
+            from spa.passes.compensate import obs
 
-            ranked = (obs.obs_scores(analysis, sinks, hs) if criterion == "obspa"
-                      else activation_scores(analysis, sinks, hs, criterion))
-            scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
-            scores.update({key: normalize(s, normalizer) for key, s in ranked.items()})
-            plan = allocate(analysis, scores, budget)
-            plan.meta.update(criterion=criterion)
-        else:
-            scores = score_groups(analysis, criterion, normalizer, reduction, seed, p)
-            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
+            obs.greedy_selection(analysis, plan, stats.sinks, stats.hs)
     else:
         plan.check_against(analysis)
     if compensation is not None:
         plan.meta.update(compensation=compensation.hessian, update=compensation.method)
+        if compensation.sequential:
+            plan.meta.update(sequential=compensation.stages or "per sink")
     if scope:
         plan.meta.update(scope=scope)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
     pruned = copy_model(original)
-    if compensation is not None and compensation.method == "obs":
-        obs.compensate(pruned, analysis, plan, sinks, hs)
-    elif compensation is not None and compensation.method == "flap":
-        from spa.passes.compensate.activation import flap_bias
-
-        flap_bias(pruned, analysis, plan, sinks, hs)
+    if compensation is not None:
+        update_sinks(pruned, analysis, plan, compensation, stats)
     slice_model(pruned, analysis, plan)
     validate(original, pruned)
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)

@@ -177,3 +177,125 @@ def test_a_constant_channel_read_by_a_bare_matmul_is_folded_into_a_new_bias():
     assert any(n.op_type == "Add" and n.name.endswith("_spa_bias_add") for n in result.model.graph)
     feeds = random_inputs(source, seed=1)
     assert np.allclose(run(source, feeds)[0], run(result.model, feeds)[0], atol=1e-4)
+
+
+def _removal_error(result, feeds, dense):
+    return float(np.mean((run(result.model, feeds)[0] - dense) ** 2))
+
+
+def test_greedy_selection_keeps_one_of_two_copies():
+    """Channels 1 and 3 carry the same signal: each alone costs nothing to remove (the other stands
+    in), so ranking single channels removes both; greedy removal, with H⁻¹ downdated after the
+    first, sees the second become expensive."""
+    b = GraphBuilder(seed=3)
+    x = b.input("x", (1, 3, 8, 8))
+    w1 = b.rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    w1[3] = 2 * w1[1]
+    c1 = b.op("Conv", [x, b.weight(None, data=w1)], pads=[1, 1, 1, 1])
+    b.output(b.conv(c1, 6, 4, k=1))
+    model = b.model()
+    budget = Budget(ratio=2 / 6 + 1e-6)
+    joint = prune(model, budget, criterion="obspa", compensation=Compensation(samples=8))
+    greedy = prune(model, budget, criterion="obspa", compensation=Compensation(samples=8, greedy=True))
+    key = next(iter(joint.plan.removed))
+    assert sorted(joint.plan.removed[key]) == [1, 3]
+    assert len(set(greedy.plan.removed[key]) & {1, 3}) == 1 and len(greedy.plan.removed[key]) == 2
+    feeds = random_inputs(joint.original, seed=1)
+    dense = run(joint.original, feeds)[0]
+    assert _removal_error(greedy, feeds, dense) < 0.5 * _removal_error(joint, feeds, dense)
+
+
+def test_greedy_downdate_costs_add_up_to_the_joint_cost():
+    """cost({a}) + cost(b after a, from the downdated W and H⁻¹) = cost({a, b}) removed jointly."""
+    import onnx_ir as ir
+
+    from spa.passes.compensate.obs import _GreedySink, system
+    from spa.passes.compensate.sinks import SinkWeight
+
+    _, w, h = random_problem(seed=7, n=8, m=5)
+    h = np.pad(h, ((0, 1), (0, 1)))
+    h[-1, -1] = 1.0  # the constant column: zero-mean inputs
+    sink = SinkWeight(None, ir.Value(name="w", const_value=ir.tensor(w.astype(np.float32))), None, "gemm", 1, False)
+    space = type("Space", (), {"pos2class": np.arange(8)})
+    state = _GreedySink(sink, space, 8, h)
+    first = state.costs()
+    state.remove(2)
+    second = state.costs()
+    wb, hd = system(sink, h)
+    joint = removal_cost(wb, np.linalg.inv(hd), np.array([2, 5]))
+    assert first[2] + second[5] == pytest.approx(joint, rel=1e-6)
+    assert second[2] == pytest.approx(0.0, abs=1e-9)  # a removed channel costs nothing more
+
+
+def test_sequential_measures_each_sink_on_the_compensated_prefix(monkeypatch):
+    from spa.passes.compensate import hessian
+
+    b = GraphBuilder(seed=5)
+    x = b.input("x", (1, 3, 8, 8))
+    h1 = b.op("Relu", [b.conv(x, 3, 8)])
+    h2 = b.op("Relu", [b.conv(h1, 8, 8)])
+    b.output(b.conv(h2, 8, 4, k=1))
+    model = b.model()
+    seen = []
+    real = hessian.collect_cross
+
+    def spy(m, reference, sinks, feeds):
+        seen.append((set(sinks), {n.name: n.inputs[1].const_value.numpy().copy() for n in m.graph
+                                  if n.op_type == "Conv"}))
+        return real(m, reference, sinks, feeds)
+
+    monkeypatch.setattr(hessian, "collect_cross", spy)
+    result = prune(model, Budget(ratio=0.5), criterion="obspa", compensation=Compensation(samples=8, sequential=True))
+    assert len(seen) == 2  # one pass per compensated sink, in topological order
+    (first_sink,), (second_sink,) = seen[0][0], seen[1][0]
+    order = [n.name for n in result.original.graph]
+    assert order.index(first_sink) < order.index(second_sink)
+    groups = result.analysis.group_by_key()
+    gone = [c for key, r in result.plan.removed.items() for c in r
+            if any(s.node == first_sink for s in groups[key].sinks)]
+    before, later = seen[0][1][first_sink], seen[1][1][first_sink]
+    # by the second pass the first sink's removed input channels read zero weights
+    assert gone and np.any(before[:, gone] != 0) and np.all(later[:, gone] == 0)
+
+
+def test_sequential_loses_less_than_joint_on_a_deep_relu_net():
+    b = GraphBuilder(seed=6)
+    v = b.input("x", (1, 3, 16, 16))
+    width = 3
+    for _ in range(4):
+        v = b.op("Relu", [b.conv(v, width, 12)])
+        width = 12
+    b.output(b.conv(v, 12, 4, k=1))
+    model = b.model()
+    joint = prune(model, Budget(ratio=0.4), criterion="obspa", compensation=Compensation(samples=16))
+    seq = prune(model, Budget(ratio=0.4), criterion="obspa", compensation=Compensation(samples=16, sequential=True))
+    assert seq.plan.removed == joint.plan.removed
+    from spa.passes.compensate.hessian import synthetic_feeds
+
+    feeds = list(synthetic_feeds(joint.original, 16, seed=0))  # the statistics' own distribution
+    dense = np.concatenate([run(joint.original, f)[0] for f in feeds])
+    err = lambda r: float(np.mean((np.concatenate([run(r.model, f)[0] for f in feeds]) - dense) ** 2))
+    assert err(seq) < 0.97 * err(joint)
+
+
+def test_reconstruction_toward_the_same_inputs_is_the_obs_update():
+    from spa.passes.compensate.obs import reconstruct
+
+    _, w, h = random_problem(seed=2, n=7, m=3)
+    removed = np.array([0, 4])
+    np.testing.assert_allclose(reconstruct(w, damped(h), h, removed), obs_update(w, damped(h), removed), atol=1e-9)
+
+
+def test_reconstruction_undoes_an_upstream_change():
+    """The sink's input arrives scaled by 0.5 (upstream error): re-creating the reference output
+    doubles the kept weights, which a plain OBS update on the new inputs cannot know."""
+    from spa.passes.compensate.obs import reconstruct
+
+    x, w, _ = random_problem(seed=3, n=6, m=2, samples=400)
+    xr, xp = np.c_[x, np.ones(len(x))], np.c_[0.5 * x, np.ones(len(x))]
+    h, cross = xp.T @ xp / len(x), xr.T @ xp / len(x)
+    wt = np.c_[w, np.zeros(2)]
+    new = reconstruct(wt, damped(h), cross, np.array([5]))
+    full = reconstruct(wt, damped(h, 1e-9), cross, np.array([], dtype=int), damp=1e-9)
+    np.testing.assert_allclose(full[:, :6], 2 * w, rtol=1e-5)
+    assert np.mean((xr @ wt.T - xp @ new.T) ** 2) < np.mean((xr @ wt.T - xp @ obs_update(wt, damped(h), np.array([5])).T) ** 2)

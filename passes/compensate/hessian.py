@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 import torch.nn.functional as F
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.errors import SpaError
@@ -33,13 +34,16 @@ def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
 
 
 class Moments:
+    """Running E[ã b̃ᵀ] over rows of column blocks (ã = [a, 1]); b defaults to a (then it is H̃)."""
+
     def __init__(self, size: int):
         self.h = np.zeros((size + 1, size + 1))
         self.rows = 0
 
-    def add(self, cols: np.ndarray) -> None:
+    def add(self, cols: np.ndarray, other: np.ndarray | None = None) -> None:
         x = np.concatenate([cols.astype(np.float64), np.ones((len(cols), 1))], axis=1)
-        self.h += x.T @ x
+        y = x if other is None else np.concatenate([other.astype(np.float64), np.ones((len(other), 1))], axis=1)
+        self.h += x.T @ y
         self.rows += len(cols)
 
     def hessian(self) -> np.ndarray:
@@ -150,45 +154,101 @@ def natural_noise(dims: list[int], rng: np.random.Generator) -> np.ndarray:
 
 
 def data_feeds(model: ir.Model, path: str, samples: int):
-    """Calibration arrays from an .npz file: one array per input name (first axis = samples)."""
-    try:
-        arrays = dict(np.load(Path(path)))
-    except (OSError, ValueError) as exc:
-        raise SpaError(f"{path}: not a readable .npz file ({exc})") from None
-    names = [v.name for v in model.graph.inputs]
-    if len(arrays) == 1 and len(names) == 1:
-        arrays = {names[0]: next(iter(arrays.values()))}
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise SpaError(f"{path} has no array for input '{missing[0]}'")
-    count = min(len(a) for a in arrays.values())
-    for i in range(min(count, samples)):
-        yield {v.name: arrays[v.name][i: i + 1].astype(v.dtype.numpy()) for v in model.graph.inputs}
+    """Calibration samples from an .npz file (one array per input name, first axis = samples) or a
+    folder of such .npz files (or of .npy files, for a one-input model), read in name order."""
+    inputs = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+    done = 0
+    for arrays, where in _calibration_files(Path(path), [v.name for v in inputs]):
+        count = min(len(a) for a in arrays.values())
+        for i in range(count):
+            if done == samples:
+                return
+            try:
+                yield {v.name: arrays[v.name][i: i + 1].astype(v.dtype.numpy()) for v in inputs}
+            except (TypeError, ValueError) as exc:
+                raise SpaError(f"{where}: cannot be read as model inputs ({exc})") from None
+            done += 1
+
+
+def _calibration_files(path: Path, names: list[str]):
+    """(arrays by input name, file) for every calibration file under `path`."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
+        if not files:
+            raise SpaError(f"{path}: no .npz or .npy calibration files in this folder")
+    elif path.exists():
+        files = [path]
+    else:
+        raise SpaError(f"{path}: calibration file not found")
+    for file in files:
+        try:
+            loaded = np.load(file)
+            arrays = {names[0]: loaded} if isinstance(loaded, np.ndarray) else dict(loaded)
+        except (OSError, ValueError) as exc:
+            raise SpaError(f"{file}: not a readable .npz/.npy file ({exc})") from None
+        if len(arrays) == 1 and len(names) == 1:
+            arrays = {names[0]: next(iter(arrays.values()))}
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise SpaError(f"{file} has no array for input '{missing[0]}'")
+        yield arrays, file
 
 
 def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, np.ndarray]:
-    """H for every sink (keyed by node name) from the given input feeds."""
-    probe = copy_model(model)
-    nodes = {n.name: n for n in probe.graph}
-    wanted = {}
-    for name in sinks:
-        value = nodes[name].inputs[0]
-        wanted.setdefault(value.name, value)
-    existing = {v.name for v in probe.graph.outputs}
-    for name, value in wanted.items():
-        if name not in existing:
-            probe.graph.outputs.append(value)
-    sess = session(probe)
-    out_names = [o.name for o in sess.get_outputs()]
+    """H̃ for every sink (keyed by node name) from the given input feeds."""
+    run, read = _probe(model, sinks)
     moments = {name: None for name in sinks}
     for feed in feeds:
-        try:
-            values = dict(zip(out_names, sess.run(None, feed)))
-        except Exception as exc:  # ONNX Runtime rejects inputs of the wrong shape or type
-            raise SpaError(f"the calibration inputs do not fit the model: {str(exc).strip().splitlines()[0][:200]}") from None
+        values = run(feed)
         for name, sink in sinks.items():
-            cols = columns_of(sink, values[nodes[name].inputs[0].name])
+            cols = columns_of(sink, values[read[name]])
             if moments[name] is None:
                 moments[name] = Moments(cols.shape[1])
             moments[name].add(cols)
     return {name: m.hessian() for name, m in moments.items() if m is not None}
+
+
+def collect_cross(model: ir.Model, reference: ir.Model, sinks: dict[str, SinkWeight], feeds
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per sink, (H̃ of its input in `model`, E[x̃_ref x̃ᵀ]: the same input in `reference`, e.g.
+    the dense model, against it): what a sink needs to re-create the reference's output from the
+    inputs `model` now gives it."""
+    run, read = _probe(model, sinks)
+    run_ref, read_ref = _probe(reference, sinks)
+    own = {name: None for name in sinks}
+    cross = {name: None for name in sinks}
+    for feed in feeds:
+        values, ref = run(feed), run_ref(feed)
+        for name, sink in sinks.items():
+            cols = columns_of(sink, values[read[name]])
+            ref_cols = columns_of(sink, ref[read_ref[name]])
+            if own[name] is None:
+                own[name], cross[name] = Moments(cols.shape[1]), Moments(cols.shape[1])
+            own[name].add(cols)
+            cross[name].add(ref_cols, cols)
+    return {name: (own[name].hessian(), cross[name].hessian()) for name in sinks if own[name] is not None}
+
+
+def _probe(model: ir.Model, sinks: dict[str, SinkWeight]):
+    """(run(feed) → {value name: array}, sink name → the value it reads): an ONNX Runtime session
+    whose only outputs are the sinks' inputs, so it skips the layers after the last sink."""
+    probe = copy_model(model)
+    nodes = {n.name: n for n in probe.graph}
+    wanted, read = {}, {}
+    for name in sinks:
+        value = nodes[name].inputs[0]
+        wanted.setdefault(value.name, value)
+        read[name] = value.name
+    probe.graph.outputs.clear()
+    probe.graph.outputs.extend(wanted.values())
+    RemoveUnusedNodesPass()(probe)
+    sess = session(probe)
+    out_names = [o.name for o in sess.get_outputs()]
+
+    def run(feed: dict) -> dict:
+        try:
+            return dict(zip(out_names, sess.run(None, feed)))
+        except Exception as exc:  # ONNX Runtime rejects inputs of the wrong shape or type
+            raise SpaError(f"the calibration inputs do not fit the model: {str(exc).strip().splitlines()[0][:200]}") from None
+
+    return run, read

@@ -70,7 +70,8 @@ HESSIAN_SOURCES = ("synthetic", "data", "bn", "weights")
 
 
 def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthetic", samples: int = 32,
-             calib: str | None = None, seed: int = 0, bn_model: ir.Model | None = None) -> dict[str, np.ndarray]:
+             calib: str | None = None, seed: int = 0, bn_model: ir.Model | None = None,
+             feeds: list[dict] | None = None) -> dict[str, np.ndarray]:
     """H̃ for every sink from `source`: "data" (the calibration file run through the model),
     "synthetic" (inputs made without data; BatchNorm-statistics-matched ones where `bn_model` has
     BatchNormalization nodes), "bn" (analytic moments from BatchNorm statistics) or "weights" (the
@@ -81,8 +82,9 @@ def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthet
 
         return analytic.hessians(bn_model if bn_model is not None else model, model,
                                  {name: sp.sink for name, sp in sinks.items()}, source)
-    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()},
-                        statistics_feeds(model, source, samples, calib, seed, bn_model))
+    if feeds is None:
+        feeds = statistics_feeds(model, source, samples, calib, seed, bn_model)
+    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
 
 
 def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
@@ -125,8 +127,11 @@ def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) 
     return scores
 
 
-def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> int:
-    """Re-weight every compensable sink of the plan's removed channels, in place; returns how many."""
+def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray],
+               only: set[str] | None = None, cross: dict[str, np.ndarray] | None = None) -> int:
+    """Re-weight every compensable sink of the plan's removed channels (or the sinks named in
+    `only`), in place; returns how many. With `cross` (E[x̃_ref x̃ᵀ] per sink), a sink re-creates
+    the reference model's output rather than its own (see reconstruct)."""
     groups = analysis.group_by_key()
     nodes = {n.name: n for n in model.graph}
     narrowed = pruned_values(analysis, plan)
@@ -136,7 +141,7 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
             continue
         for s in groups[key].sinks:
             sp = sinks.get(s.node)
-            if sp is None or s.node not in hs:
+            if sp is None or s.node not in hs or only is not None and s.node not in only:
                 continue
             positions = np.nonzero(np.isin(sp.space.pos2class, remove))[0]
             if not len(positions):
@@ -144,7 +149,12 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
             sink = sink_weight(nodes[s.node], s.input_index)  # this model's node, not the analysed one
             with_bias = can_take_bias(sink, narrowed)
             w, h = system(sink, hs[s.node], with_bias)
-            updated = obs_update(w, h, sink.columns(positions))
+            removed = sink.columns(positions)
+            if cross is None:
+                updated = obs_update(w, h, removed)
+            else:
+                c = cross[s.node] if with_bias else cross[s.node][:-1, :-1]
+                updated = reconstruct(w, h, c, removed)
             if with_bias:
                 sink.store(updated[:, :-1])
                 store_bias(model, sink, updated[:, -1])
@@ -152,6 +162,97 @@ def compensate(model: ir.Model, analysis, plan, sinks: dict[str, SinkPlan], hs: 
                 sink.store(updated)
             done += 1
     return done
+
+
+def reconstruct(w: np.ndarray, h: np.ndarray, cross: np.ndarray, removed: np.ndarray, damp: float = DAMP) -> np.ndarray:
+    """The weights over the kept columns that best re-create W̃ x̃_ref from this model's input x̃:
+    W̃'_K = (W̃ C_·K + λ W̃_K)(H̃_KK + λ I)⁻¹ with C = E[x̃_ref x̃ᵀ] and H̃ = E[x̃ x̃ᵀ] undamped here
+    (`h` arrives damped: λ = damp·mean diag). The ridge pulls toward the old W̃_K; where x̃ = x̃_ref
+    this is exactly obs_update. Removed columns are zeroed."""
+    lam = damp / (1 + damp) * float(np.mean(np.diag(h)))  # undo `damped`'s scaling of the mean diagonal
+    keep = np.setdiff1d(np.arange(h.shape[0]), removed)
+    rhs = w @ cross[:, keep] + lam * w[:, keep]
+    out = np.zeros_like(w)
+    out[:, keep] = np.linalg.solve(h[np.ix_(keep, keep)], rhs.T).T
+    return out
+
+
+def compensate_sequential(model: ir.Model, reference: ir.Model, analysis, plan, sinks: dict[str, SinkPlan],
+                          feeds: list[dict], stages: int | None = None) -> int:
+    """Compensate sink by sink in topological order (as OBC/SparseGPT do layer by layer): each
+    sink's moments are measured on the model as compensated so far, and it re-creates the
+    `reference` (dense) model's output from them — so it also absorbs the error of the pruned
+    layers before it. A compensated sink reads its removed channels with zero weights, so the
+    layers after it already behave as pruned. `stages` consecutive runs of sinks share one
+    statistics pass (fewer passes, less exact); None: one pass per sink."""
+    groups = analysis.group_by_key()
+    order = {n.name: i for i, n in enumerate(model.graph)}
+    pending = sorted({s.node for key, remove in plan.removed.items() if remove for s in groups[key].sinks
+                      if s.node in sinks}, key=order.__getitem__)
+    done = 0
+    chunks = [c for c in np.array_split(np.asarray(pending, dtype=object), stages or max(len(pending), 1)) if len(c)]
+    for chunk in progress(chunks, "sequential compensation"):
+        nodes = {n.name: n for n in model.graph}
+        measured = hess.collect_cross(model, reference, {name: sink_weight(nodes[name], 0) for name in chunk}, feeds)
+        hs = {name: m[0] for name, m in measured.items()}
+        done += compensate(model, analysis, plan, sinks, hs, only=set(chunk),
+                           cross={name: m[1] for name, m in measured.items()})
+    return done
+
+
+def greedy_selection(analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> None:
+    """Re-pick each group's removed channels one at a time, in place: keep the count the allocation
+    gave, but choose each next channel by its OBS cost after the previous removals were
+    compensated (W and H⁻¹ downdated), summed over the group's sinks. Joint costs of single
+    channels miss that two similar channels can stand in for each other once, not twice."""
+    groups = analysis.group_by_key()
+    for key, remove in progress(list(plan.removed.items()), "greedy selection"):
+        if not remove:
+            continue
+        group = groups[key]
+        states = [_GreedySink(plan_.sink, plan_.space, group.width, hs[s.node])
+                  for s in group.sinks if (plan_ := sinks.get(s.node)) is not None and s.node in hs]
+        if not states:
+            continue
+        chosen: list[int] = []
+        for _ in range(len(remove)):
+            costs = sum(st.costs() for st in states)
+            costs[chosen] = np.inf
+            pick = int(np.argmin(costs))
+            chosen.append(pick)
+            for st in states:
+                st.remove(pick)
+        plan.removed[key] = sorted(chosen)
+    plan.meta.update(selection="greedy")
+
+
+class _GreedySink:
+    """One sink's W̃ and H̃⁻¹ during greedy selection, with each channel's columns."""
+
+    def __init__(self, sink: SinkWeight, space, width: int, h: np.ndarray):
+        self.w, damped_h = system(sink, h)
+        self.h_inv = np.linalg.inv(damped_h)
+        self.cols = [sink.columns(np.nonzero(space.pos2class == c)[0]) for c in range(width)]
+        sizes = {len(c) for c in self.cols}
+        self.uniform = np.stack(self.cols) if len(sizes) == 1 and 0 not in sizes else None
+
+    def costs(self) -> np.ndarray:
+        """½·tr(W_P (H⁻¹_PP)⁻¹ W_Pᵀ) for every channel's column set P, with the current W and H⁻¹."""
+        if self.uniform is not None:
+            c = self.uniform
+            block = self.h_inv[c[:, :, None], c[:, None, :]]                  # (n, t, t)
+            wp = np.moveaxis(self.w[:, c], 0, -1)                               # (n, t, rows)
+            block = block + 1e-12 * np.eye(c.shape[1])
+            return 0.5 * np.einsum("ntr,ntr->n", wp, np.linalg.solve(block, wp))
+        return np.array([removal_cost(self.w, self.h_inv, c) if len(c) else 0.0 for c in self.cols])
+
+    def remove(self, channel: int) -> None:
+        p = self.cols[channel]
+        if not len(p):
+            return
+        solve = np.linalg.solve(self.h_inv[np.ix_(p, p)], self.h_inv[p, :])   # (H⁻¹_PP)⁻¹ H⁻¹_P·
+        self.w -= self.w[:, p] @ solve
+        self.h_inv -= self.h_inv[:, p] @ solve
 
 
 def pruned_values(analysis, plan) -> set[str]:
