@@ -98,8 +98,17 @@ def preprocess(rgb_0_255):
 
 
 def export(path: str | os.PathLike, exporter: str = "torchscript", dynamic_batch: bool = True,
-           batch: int = 2, with_preprocessing: bool = False, opset: int = 18) -> Path:
+           batch: int = 2, with_preprocessing: bool = False, opset: int = 18,
+           keep_batchnorm: bool = False) -> Path:
     """Export to a single self-contained ONNX file; input ``"input"``, output ``"logits"``.
+
+    ``keep_batchnorm=True`` keeps the 49 BatchNormalization nodes (inference mode, running
+    statistics as initializers) instead of folding them into the convolutions, for the
+    statistics sources that read them: torchscript exports with
+    ``training=TrainingMode.PRESERVE`` (the model is in eval mode, so BN stays an inference BN
+    but the eval-mode Conv+BN folding is skipped); dynamo exports with ``optimize=False`` (its
+    optimizer is what folds BN; the raw graph carries Expand/CastLike chains that SPA's
+    canonicalization folds).
 
     ``dynamic_batch=True`` (default) makes dimension 0 symbolic (``"batch"``);
     both exporters handle it. With ``dynamic_batch=False`` the batch size is
@@ -132,11 +141,12 @@ def export(path: str | os.PathLike, exporter: str = "torchscript", dynamic_batch
             if exporter == "dynamo":
                 shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
                 torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False,
-                                  dynamic_shapes=shapes, optimize=True, report=False, **kw)
+                                  dynamic_shapes=shapes, optimize=not keep_batchnorm, report=False, **kw)
             else:
                 axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+                extra = {"training": torch.onnx.TrainingMode.PRESERVE} if keep_batchnorm else {}
                 torch.onnx.export(model, (x,), str(path), dynamo=False, dynamic_axes=axes,
-                                  do_constant_folding=True, **kw)
+                                  do_constant_folding=True, **extra, **kw)
         except Exception as exc:
             raise RuntimeError(f"{exporter} export of EfficientNet-Lite0 failed: "
                                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from exc
