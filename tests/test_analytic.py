@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import norm
-
 from spa.passes.compensate import analytic
 from spa.passes.compensate.hessian import Moments, collect, columns_of
 from spa.passes.compensate.sinks import sink_weight
+
 from tests.graphs import GraphBuilder
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from spa.passes.compensate import distill
+
 from tests.graphs import GraphBuilder
 
 

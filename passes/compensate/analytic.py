@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 from scipy import special
+from spa.passes.compensate.sinks import SinkWeight
 
 from spa.errors import UsageError
-from spa.passes.compensate.sinks import SinkWeight
 from spa.rules.base import attr_int, input_or_none
 
 QUADRATURE = 2001        # quadrature nodes per channel
@@ -109,12 +109,12 @@ class Gauss:
     def second_moment(self) -> np.ndarray:
         return self.cov() + np.outer(self.mean, self.mean)
 
-    def __add__(self, other: "Gauss") -> "Gauss":
+    def __add__(self, other: Gauss) -> Gauss:
         factors = [f for f in (self.factor, other.factor) if f is not None]
         return Gauss(self.mean + other.mean, self.var + other.var,
                      np.concatenate(factors, axis=1) if factors else None)
 
-    def scaled(self, scale: np.ndarray, shift: np.ndarray) -> "Gauss":
+    def scaled(self, scale: np.ndarray, shift: np.ndarray) -> Gauss:
         return Gauss(scale * self.mean + shift, scale ** 2 * self.var,
                      None if self.factor is None else scale[:, None] * self.factor)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-
 from spa.passes.compensate.hessian import natural_noise
+
 from spa.validate import copy_model
 
 STEPS = 25       # Adam steps
@@ -46,7 +46,6 @@ def bn_loss_module(model: ir.Model):
     """(torch module whose outputs are the BN inputs, [(running mean, running std)] as tensors)."""
     import torch
     from onnx_ir.passes.common import RemoveUnusedNodesPass
-
     from spa.exporters.to_torch import to_torch
 
     probe = copy_model(model)
