@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from spa.exporters.framework import write_atomically
 
 from spa.errors import SpaError, UnsupportedError
-from spa.exporters.framework import write_atomically
 
 
 def _torch():

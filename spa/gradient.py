@@ -228,7 +228,7 @@ def _run(module, loss_of, inputs):
         results = module(*[torch.from_numpy(inputs[n]) for n in module.input_names])
     except SpaError:
         raise
-    except Exception as exc:  # a shape the copy cannot run (e.g. a batch baked into a Reshape)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:  # e.g. a batch baked into a Reshape
         raise SpaError(f"the PyTorch copy of the model failed: {str(exc).strip().splitlines()[0][:200]}") from None
     results = list(results) if isinstance(results, (list, tuple)) else [results]
     return loss_of(results, inputs)
