@@ -37,10 +37,20 @@ RESULTS = ROOT / "build" / "fidelity.jsonl"
 WORK = ROOT / "build" / "fidelity"
 CALIB_SAMPLES = 128
 COMMAND = "HF_HUB_OFFLINE=1 nice .venv/bin/python bench/fidelity.py"
-# (column, criterion, compensation): the statistics criteria default to calibration-free statistics
-COLUMNS = [("l2", "l2", None), ("random", "random", None), ("lamp", "lamp", None),
-           ("wanda", "wanda", None), ("flap", "flap", None), ("obspa", "obspa", None),
-           ("obs-data", "obspa", "data")]
+# column → (criterion, Compensation fields or None): the statistics and gradient criteria default to
+# calibration-free statistics ("synthetic"); "data" columns read CALIB_SAMPLES held-out samples.
+# "seq" = greedy selection + sequential compensation toward the dense model. "tp" rows come from
+# bench/tp_baseline.py (Torch-Pruning's magnitude pruner on the source PyTorch model).
+COLUMNS = {
+    "l2": ("l2", None), "random": ("random", None), "lamp": ("lamp", None),
+    "wanda": ("wanda", None), "flap": ("flap", None), "taylor": ("taylor", None),
+    "obspa": ("obspa", {}), "obspa-bn": ("obspa", {"hessian": "bn"}),
+    "obspa-weights": ("obspa", {"hessian": "weights"}),
+    "obspa-seq": ("obspa", {"greedy": True, "sequential": True}),
+    "obs-data": ("obspa", {"hessian": "data"}),
+    "obs-data-seq": ("obspa", {"hessian": "data", "greedy": True, "sequential": True}),
+    "tp": None,
+}
 
 
 class Case:
@@ -48,9 +58,11 @@ class Case:
     name = ""
     target = "params"
     ratios = (0.2, 0.3, 0.5)
-    columns = tuple(c[0] for c in COLUMNS)
+    columns = tuple(COLUMNS)
     scope = None
     higher_better = True
+    percent = False
+    fuse_batchnorm = True
 
     def model(self) -> Path: ...
     def score(self, path: Path) -> dict: ...
@@ -92,7 +104,8 @@ class SmolLM2(Case):
     name = "SmolLM2-135M-Instruct"
     metric = "perplexity"
     ratios = (0.2,)
-    columns = ("l2", "random", "flap", "obspa", "obs-data")
+    columns = ("l2", "random", "flap", "taylor", "obspa", "obspa-weights", "obspa-seq", "obs-data", "obs-data-seq",
+               "tp")
     scope = "ffn"
     higher_better = False
     windows = 4
@@ -160,7 +173,40 @@ class EfficientNetLite0(Case):
         return out
 
 
-CASES = {"minilm": MiniLM, "effnet": EfficientNetLite0, "smollm2": SmolLM2}
+class Digits(Case):
+    """A small CNN trained here on scikit-learn's digits (bench/digits.py), exported with its
+    BatchNorm nodes so the `bn` source has statistics to read."""
+    name = "digits CNN"
+    metric = "test accuracy"
+    target = "macs"
+    percent = True
+    seed = 0
+
+    def __init__(self):
+        import digits
+
+        self.digits = digits
+        self.x_train, self.x_test, self.y_train, self.y_test = digits.data(self.seed)
+
+    def model(self):
+        path = WORK / "digits.onnx"
+        if not path.exists():
+            module = self.digits.train(self.digits.network(self.seed), self.x_train, self.y_train,
+                                       self.digits.EPOCHS, self.seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.digits.to_onnx(module, path, keep_batchnorm=True)
+        return path
+
+    def score(self, path):
+        return {"value": self.digits.accuracy(Path(path), self.x_test, self.y_test)}
+
+    def calibration(self):
+        out = WORK / "digits-calib.npz"
+        np.savez(out, image=self.x_train[:CALIB_SAMPLES])
+        return out
+
+
+CASES = {"minilm": MiniLM, "effnet": EfficientNetLite0, "smollm2": SmolLM2, "digits": Digits}
 
 
 def load_results() -> dict:
@@ -178,17 +224,22 @@ def run_case(case: Case, done: dict, redo: bool) -> None:
         record({"model": case.name, "column": "dense", "ratio": 0.0, **case.score(src)}, done)
     calib = None
     for ratio in case.ratios:
-        for column, criterion, source in COLUMNS:
-            if column not in case.columns or ((case.name, column, ratio) in done and not redo):
+        for column, spec in COLUMNS.items():
+            if spec is None or column not in case.columns or ((case.name, column, ratio) in done and not redo):
                 continue
+            criterion, fields = spec
             compensation = None
-            if source == "data":
-                calib = calib or case.calibration()
-                compensation = Compensation(hessian="data", calib=str(calib), samples=CALIB_SAMPLES, method="obs")
+            if fields is not None:
+                fields = dict(fields)
+                if fields.get("hessian") == "data":
+                    calib = calib or case.calibration()
+                    fields.update(calib=str(calib), samples=CALIB_SAMPLES)
+                fields.setdefault("method", "obs")
+                compensation = Compensation(**fields)
             start = time.perf_counter()
             try:
                 result = spa.prune(str(src), spa.Budget(ratio=ratio, target=case.target), criterion=criterion,
-                                   scope=case.scope, compensation=compensation)
+                                   scope=case.scope, compensation=compensation, fuse_batchnorm=case.fuse_batchnorm)
             except spa.SpaError as exc:
                 record({"model": case.name, "column": column, "ratio": ratio, "error": str(exc)}, done)
                 continue
@@ -209,7 +260,7 @@ def record(row: dict, done: dict) -> None:
 
 
 def render(done: dict) -> None:
-    columns = [c[0] for c in COLUMNS]
+    columns = list(COLUMNS)
     lines = [
         "## Fidelity without fine-tuning: criteria and statistics sources on real models", "",
         f"Command: `{COMMAND}` (after `make bench-transformers`). One-shot pruning, no fine-tuning; "
@@ -237,18 +288,26 @@ def render(done: dict) -> None:
                 cells.append("" if r is None else "refused" if "error" in r else fmt(r, cls))
             lines.append(f"| {ratio:.0%} | " + " | ".join(cells) + " |")
         lines.append("")
+        timed = [(c, done[(cls.name, c, r)]["seconds"]) for r in cls.ratios[:1] for c in shown
+                 if "seconds" in done.get((cls.name, c, r), {})]
+        if timed:
+            lines.append(f"Prune time at {cls.ratios[0]:.0%} (seconds, 2 cores, statistics and compensation "
+                         "included): " + ", ".join(f"{c} {t:.0f}" for c, t in timed) + ".")
+            lines.append("")
     write_block("fidelity", lines)
 
 
 def fmt(row: dict, cls) -> str:
     if "kl" in row:
         return f"{row['value']:.1%} ({row['kl']:.2f})"
+    if cls.percent:
+        return f"{row['value']:.1%}"
     return f"{row['value']:.2f}" if not cls.higher_better else f"{row['value']:.4f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="minilm,effnet,smollm2")
+    parser.add_argument("--models", default="digits,minilm,effnet,smollm2")
     parser.add_argument("--redo", action="store_true")
     parser.add_argument("--render", action="store_true", help="only rewrite the table from the results")
     args = parser.parse_args()

@@ -196,7 +196,7 @@ def _calibration_files(path: Path, names: list[str]):
 
 def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, np.ndarray]:
     """H̃ for every sink (keyed by node name) from the given input feeds."""
-    run, read = _probe(model, sinks)
+    run, read = probe(model, sinks)
     moments = {name: None for name in sinks}
     for feed in feeds:
         values = run(feed)
@@ -208,13 +208,14 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, n
     return {name: m.hessian() for name, m in moments.items() if m is not None}
 
 
-def collect_cross(model: ir.Model, reference: ir.Model, sinks: dict[str, SinkWeight], feeds
+def collect_cross(model: ir.Model, reference, sinks: dict[str, SinkWeight], feeds
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per sink, (H̃ of its input in `model`, E[x̃_ref x̃ᵀ]: the same input in `reference`, e.g.
     the dense model, against it): what a sink needs to re-create the reference's output from the
-    inputs `model` now gives it."""
-    run, read = _probe(model, sinks)
-    run_ref, read_ref = _probe(reference, sinks)
+    inputs `model` now gives it. `reference` is a model or a probe of it (see probe) that
+    reads at least these sinks' inputs."""
+    run, read = probe(model, sinks)
+    run_ref, read_ref = reference if isinstance(reference, tuple) else probe(reference, sinks)
     own = {name: None for name in sinks}
     cross = {name: None for name in sinks}
     for feed in feeds:
@@ -229,7 +230,7 @@ def collect_cross(model: ir.Model, reference: ir.Model, sinks: dict[str, SinkWei
     return {name: (own[name].hessian(), cross[name].hessian()) for name in sinks if own[name] is not None}
 
 
-def _probe(model: ir.Model, sinks: dict[str, SinkWeight]):
+def probe(model: ir.Model, sinks: dict[str, SinkWeight]):
     """(run(feed) → {value name: array}, sink name → the value it reads): an ONNX Runtime session
     whose only outputs are the sinks' inputs, so it skips the layers after the last sink."""
     probe = copy_model(model)

@@ -191,9 +191,10 @@ def compensate_sequential(model: ir.Model, reference: ir.Model, analysis, plan, 
                       if s.node in sinks}, key=order.__getitem__)
     done = 0
     chunks = [c for c in np.array_split(np.asarray(pending, dtype=object), stages or max(len(pending), 1)) if len(c)]
+    dense = hess.probe(reference, {name: sinks[name].sink for name in pending})  # one session for every stage
     for chunk in progress(chunks, "sequential compensation"):
         nodes = {n.name: n for n in model.graph}
-        measured = hess.collect_cross(model, reference, {name: sink_weight(nodes[name], 0) for name in chunk}, feeds)
+        measured = hess.collect_cross(model, dense, {name: sink_weight(nodes[name], 0) for name in chunk}, feeds)
         hs = {name: m[0] for name, m in measured.items()}
         done += compensate(model, analysis, plan, sinks, hs, only=set(chunk),
                            cross={name: m[1] for name, m in measured.items()})
