@@ -299,3 +299,17 @@ def test_reconstruction_undoes_an_upstream_change():
     full = reconstruct(wt, damped(h, 1e-9), cross, np.array([], dtype=int), damp=1e-9)
     np.testing.assert_allclose(full[:, :6], 2 * w, rtol=1e-5)
     assert np.mean((xr @ wt.T - xp @ new.T) ** 2) < np.mean((xr @ wt.T - xp @ obs_update(wt, damped(h), np.array([5])).T) ** 2)
+
+
+def test_a_bias_free_sink_whose_output_is_pruned_too_gets_no_unsliced_bias():
+    """Unfused Conv → BN chains: the sink Conv has no bias and its own outputs are pruned; a new
+    full-width bias would not be sliced with them (the model would not validate)."""
+    b = GraphBuilder(seed=1)
+    x = b.input("x", (1, 3, 8, 8))
+    c = b.op("Conv", [x, b.weight(None, data=b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32))], pads=[1, 1, 1, 1])
+    ones, zeros = np.ones(8, np.float32), np.zeros(8, np.float32)
+    n = b.op("BatchNormalization", [c] + [b.weight(None, data=d) for d in (ones, zeros, zeros, ones)])
+    c2 = b.op("Conv", [b.op("Relu", [n]), b.weight(None, data=b.rng.standard_normal((8, 8, 1, 1)).astype(np.float32))])
+    b.output(b.conv(b.op("Relu", [c2]), 8, 4, k=1))
+    result = prune(b.model(), Budget(ratio=0.5), criterion="obspa", fuse_batchnorm=False)
+    assert result.after["params"] < result.before["params"]

@@ -263,9 +263,9 @@ def pruned_values(analysis, plan) -> set[str]:
 
 
 def can_take_bias(sink: SinkWeight, narrowed: set[str]) -> bool:
-    """A sink has a bias, or one can be added: a MatMul gets an Add after it, unless its output is
-    narrowed too (the new bias would not be sliced with it)."""
-    return sink.bias is not None or sink.kind != "matmul" or sink.node.outputs[0].name not in narrowed
+    """A sink has a bias, or one can be added (Conv/Gemm: a third input, MatMul: an Add after it)
+    — unless its output is narrowed too: the slicer would not know the new bias."""
+    return sink.bias is not None or sink.node.outputs[0].name not in narrowed
 
 
 def store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
