@@ -44,7 +44,7 @@ COMMAND = "HF_HUB_OFFLINE=1 nice .venv/bin/python bench/fidelity.py"
 COLUMNS = {
     "l2": ("l2", None), "random": ("random", None), "lamp": ("lamp", None),
     "wanda": ("wanda", None), "flap": ("flap", None), "taylor": ("taylor", None),
-    "obspa": ("obspa", {}), "obspa-bn": ("obspa", {"hessian": "bn"}),
+    "obspa": ("obspa", {}), "obspa-synthetic": ("obspa", {"hessian": "synthetic"}),
     "obspa-weights": ("obspa", {"hessian": "weights"}),
     "obspa-seq": ("obspa", {"greedy": True, "sequential": True}),
     "obs-data": ("obspa", {"hessian": "data"}),
@@ -73,6 +73,7 @@ class MiniLM(Case):
     name = "all-MiniLM-L6-v2"
     metric = "Lee Pearson"
     ratios = (0.2, 0.3, 0.4)  # embeddings hold half the parameters: at most 41.4% is prunable
+    columns = tuple(c for c in COLUMNS if c != "obspa-synthetic")  # obspa = synthetic here (no BatchNorm)
 
     def __init__(self):
         from transformers import AutoTokenizer
@@ -105,7 +106,7 @@ class SmolLM2(Case):
     metric = "perplexity"
     ratios = (0.2,)
     columns = ("l2", "random", "flap", "taylor", "obspa", "obspa-weights", "obspa-seq", "obs-data", "obs-data-seq",
-               "tp")
+               "tp")  # obspa = synthetic here (the model writes its own text)
     scope = "ffn"
     higher_better = False
     windows = 4
@@ -150,10 +151,10 @@ class EfficientNetLite0(Case):
     def model(self):
         from models import efficientnet_lite
 
-        path = ROOT / "build" / "demo" / "efficientnet_lite0.onnx"
+        path = WORK / "efficientnet_lite0_bn.onnx"  # BatchNorm kept: the statistics `bn` reads
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            efficientnet_lite.export(path, exporter="torchscript", dynamic_batch=False, batch=1)
+            efficientnet_lite.export(path, exporter="torchscript", dynamic_batch=False, batch=1, keep_batchnorm=True)
         return path
 
     def logits(self, path):

@@ -97,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights², removed means folded into the biases; taylor/snip/grasp/crop: gradient saliencies "
                    "through a PyTorch copy of the graph (statistics and samples from --hessian)")
     p.add_argument("--compensate", action="store_true", help="compensate the sinks (OBS) with any criterion")
-    p.add_argument("--hessian", choices=["synthetic", "bn", "weights", "data"], default="synthetic",
+    p.add_argument("--hessian", choices=["auto", "synthetic", "bn", "weights", "data"], default="auto",
                    help="where the sinks' input moments come from: synthetic (made inputs: a language model's own "
                         "text, BatchNorm-matched images), bn (BatchNorm statistics), weights (producer weights), "
-                        "data (needs --calib)")
+                        "data (needs --calib); auto: bn where BatchNorm statistics reach every sink, else synthetic")
     p.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs: one array per model input (first "
                    "axis = samples), or a folder of such .npz (or .npy) files")
     p.add_argument("--greedy", action="store_true",

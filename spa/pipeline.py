@@ -88,7 +88,7 @@ class Compensation:
     `greedy` re-picks each group's channels one at a time with H⁻¹ downdates; `sequential`
     measures each sink's moments on the model as compensated so far (data and synthetic sources;
     `stages` > 0 shares one statistics pass among that many runs of sinks)."""
-    hessian: str = "synthetic"     # "synthetic", "bn", "weights" (no data) or "data"
+    hessian: str = "auto"          # "auto", "synthetic", "bn", "weights" (no data) or "data"
     calib: str | None = None       # .npz file or folder of .npy/.npz, for hessian="data"
     samples: int = 32
     seed: int = 0
@@ -107,34 +107,46 @@ FEED_SOURCES = ("synthetic", "data")
 
 @dataclass
 class Statistics:
-    """What the statistics pass measured: the compensable sinks, their moments, and the input
-    feeds it ran (kept where a later step runs them again)."""
+    """What the statistics pass measured: the compensable sinks, their moments, the source they
+    came from ("auto" resolved), and the input feeds it ran (kept where a later step runs them
+    again)."""
     sinks: dict
     hs: dict
+    source: str
     feeds: list | None = None
 
 
 def measure(source, original: ir.Model, analysis: Analysis, compensation: Compensation, input_shapes,
             fuse_batchnorm: bool, keep_feeds: bool) -> Statistics:
+    """The sinks' input moments from the compensation's source. "auto" (the default) reads the
+    BatchNorm statistics where they reach every compensable sink and no input samples are needed
+    (keep_feeds), else makes synthetic inputs — the calibration-free choice bench/fidelity.py
+    found best for each kind of model."""
     from spa.passes.compensate import obs
 
-    if compensation.hessian not in obs.HESSIAN_SOURCES:
-        raise UsageError(f"unknown statistics source '{compensation.hessian}' (choose from "
-                         f"{', '.join(obs.HESSIAN_SOURCES)})")
-    if compensation.sequential and compensation.hessian not in FEED_SOURCES:
+    wanted = compensation.hessian
+    if wanted not in obs.HESSIAN_SOURCES + ("auto",):
+        raise UsageError(f"unknown statistics source '{wanted}' (choose from auto, {', '.join(obs.HESSIAN_SOURCES)})")
+    if compensation.sequential and wanted not in FEED_SOURCES + ("auto",):
         raise UsageError("sequential compensation re-measures the pruned prefix: it needs --hessian data or synthetic")
-    if compensation.hessian == "data" and not compensation.calib:
+    if wanted == "data" and not compensation.calib:
         raise UsageError("--hessian data needs calibration inputs (--calib FILE.npz|DIR)")
     sinks = obs.compensable_sinks(original, analysis.prunable_groups())
     bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
-                if compensation.hessian in ("synthetic", "bn") else None)
+                if wanted in ("auto", "synthetic", "bn") else None)
+    if wanted == "auto":
+        if bn_model is not None and not keep_feeds:
+            hs = obs.hessians(original, sinks, "bn", bn_model=bn_model)
+            if set(hs) == set(sinks):
+                return Statistics(sinks, hs, "bn")
+        wanted = "synthetic"
     feeds = None
-    if compensation.hessian in FEED_SOURCES and keep_feeds:
-        feeds = obs.statistics_feeds(original, compensation.hessian, compensation.samples, compensation.calib,
+    if wanted in FEED_SOURCES and keep_feeds:
+        feeds = obs.statistics_feeds(original, wanted, compensation.samples, compensation.calib,
                                      compensation.seed, bn_model)
-    hs = obs.hessians(original, sinks, compensation.hessian, compensation.samples, compensation.calib,
+    hs = obs.hessians(original, sinks, wanted, compensation.samples, compensation.calib,
                       compensation.seed, bn_model, feeds)
-    return Statistics(sinks, hs, feeds)
+    return Statistics(sinks, hs, wanted, feeds)
 
 
 def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalizer: str, reduction: str,
@@ -186,7 +198,7 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     analysis = analyze_scope(original, scope)
     if compensation is None and (criterion in STATISTICS_CRITERIA or criterion in GRADIENT_CRITERIA):
         compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA.get(criterion, "none"))
-    if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES:
+    if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES + ("auto",):
         raise UsageError(f"'{criterion}' needs input samples: --hessian data or synthetic")
     stats = scores = None
     if compensation is not None:
@@ -202,7 +214,8 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     else:
         plan.check_against(analysis)
     if compensation is not None:
-        plan.meta.update(compensation=compensation.hessian, update=compensation.method)
+        plan.meta.update(compensation=stats.source if stats is not None else compensation.hessian,
+                         update=compensation.method)
         if compensation.sequential:
             plan.meta.update(sequential=compensation.stages or "per sink")
     if scope:
