@@ -313,3 +313,33 @@ def test_a_bias_free_sink_whose_output_is_pruned_too_gets_no_unsliced_bias():
     b.output(b.conv(b.op("Relu", [c2]), 8, 4, k=1))
     result = prune(b.model(), Budget(ratio=0.5), criterion="obspa", fuse_batchnorm=False)
     assert result.after["params"] < result.before["params"]
+
+
+@pytest.mark.parametrize("flags, meta", [
+    (["--criterion", "taylor"], {"criterion": "taylor", "compensation": "synthetic", "update": "none"}),
+    (["--criterion", "l2", "--greedy", "--sequential", "2", "--hessian", "data"],
+     {"criterion": "l2", "compensation": "data", "update": "obs", "selection": "greedy", "sequential": 2}),
+    (["--criterion", "obspa", "--hessian", "weights"], {"compensation": "weights", "update": "obs"}),
+])
+def test_cli_statistics_options_reach_the_plan(tmp_path, flags, meta):
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+
+    b = GraphBuilder(seed=6)
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 8)])
+    b.output(b.conv(b.op("Relu", [b.conv(h, 8, 8)]), 8, 4, k=1))
+    onnx.save(b.proto(), str(tmp_path / "m.onnx"))
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(2):  # a folder of calibration files
+        np.savez(folder / f"{i}.npz", x=np.random.default_rng(i).standard_normal((3, 3, 8, 8)).astype(np.float32))
+    extra = ["--calib", str(folder)] if "data" in flags else []
+    r = subprocess.run([sys.executable, "-m", "spa.cli", "prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                        "--ratio", "0.5", "--json", "--samples", "6", *flags, *extra], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)["plan"]
+    assert {k: plan.get(k) for k in meta} == meta
