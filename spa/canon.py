@@ -17,6 +17,7 @@ from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa import rewrites as spa_rewrites
 from spa.errors import InputError, UnsupportedError, UsageError
+from spa.io import EXPORTER_ANNOTATED
 from spa.shape_eval import resolve_reshapes
 from spa.detours import fold_merge_transpose_split
 from spa.symbolic_shapes import name_symbolic_dims
@@ -35,6 +36,8 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     if input_shapes:
         set_input_shapes(model, input_shapes)
     model.meta[ALIASES] = weight_aliases(model)
+    if EXPORTER_ANNOTATED not in model.meta:  # a second canonicalization keeps the exporter's set
+        model.meta[EXPORTER_ANNOTATED] = annotated_values(model)
     # Old exporters list every weight as a graph input too; as inputs they could be overridden at
     # run time, so nothing would be prunable. They are weights: keep them as initializers only.
     common.RemoveInitializersFromInputsPass()(model)
@@ -209,6 +212,15 @@ def weight_aliases(model: ir.Model) -> dict[str, list[str]]:
                 if name:
                     aliases[name] = weights
     return aliases
+
+
+def annotated_values(model: ir.Model) -> set[str]:
+    """Names of the node outputs the model as given annotates with a type or shape (value_info).
+
+    Shape inference below annotates every value; `spa.io.save` writes only these annotations back,
+    because the extra ones change ONNX Runtime's fusions (see `spa.io._exporter_annotations`)."""
+    return {value.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for value in node.outputs
+            if value.name and (value.type is not None or value.shape is not None)}
 
 
 def infer_shapes(model: ir.Model) -> None:

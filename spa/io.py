@@ -30,6 +30,9 @@ ALIGNMENT, ALIGN_THRESHOLD = 1 << 16, 1 << 20
 SAVE_IN_FLIGHT_BYTES = 1 << 27
 # model.meta key: the resolved paths of the files a loaded model was read from
 SOURCE_FILES = "spa.source_files"
+# model.meta key (set by canonicalization): names of the node outputs the input model annotated
+# with a type or shape (its value_info); a save writes value_info for these only
+EXPORTER_ANNOTATED = "spa.exporter_annotated"
 
 
 def load(model) -> ir.Model:
@@ -314,12 +317,13 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         raise OutputError(f"{path}: could not write the model ({_first_line(exc)})") from None
     try:
         tmp_model = tmpdir / path.name
-        if external_data:
-            save_with_external_data(model, tmp_model)
-            os.replace(tmpdir / data_name, path.parent / data_name)
-        else:
-            with _inlined_external(model):
-                ir.save(model, tmp_model)
+        with _exporter_annotations(model):
+            if external_data:
+                save_with_external_data(model, tmp_model)
+                os.replace(tmpdir / data_name, path.parent / data_name)
+            else:
+                with _inlined_external(model):
+                    ir.save(model, tmp_model)
         os.replace(tmp_model, path)
     except SpaError:
         raise
@@ -330,6 +334,33 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
             leftover.unlink()
         tmpdir.rmdir()
     return path
+
+
+@contextlib.contextmanager
+def _exporter_annotations(model: ir.Model):
+    """Serialize only the value annotations the input model had (model.meta[EXPORTER_ANNOTATED]).
+
+    Canonicalization infers a type and shape for every intermediate value; written out as
+    value_info, they change how ONNX Runtime optimizes the saved model against the exporter's own
+    file: on BERT-base it fused every residual Add + LayerNormalization into SkipLayerNormalization
+    (its fusion needs both Add inputs' rank-3 shapes, which its own inference loses after the
+    dynamic Reshapes), a CPU kernel 10× slower than the plain ops here. The pruned model is written
+    with the exporter's annotations (at their new widths), so it runs the way the exporter's model
+    does. Models that never went through canonicalization are written as they are."""
+    keep = model.meta.get(EXPORTER_ANNOTATED)
+    cleared = []
+    if keep is not None:
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            for value in node.outputs:
+                if (value.type is not None or value.shape is not None) and value.name not in keep \
+                        and not value.is_graph_output():
+                    cleared.append((value, value.type, value.shape))
+                    value.shape, value.type = None, None
+    try:
+        yield
+    finally:
+        for value, type_, shape in cleared:
+            value.type, value.shape = type_, shape
 
 
 @contextlib.contextmanager
