@@ -209,7 +209,8 @@ def test_failing_save_leaves_nothing_behind(tmp_path, proto, monkeypatch, extern
             (Path(path).parent / kwargs["external_data"]).write_bytes(b"partial data")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ir, "save", broken_save)
+    monkeypatch.setattr(ir, "save", broken_save)  # the external-data path
+    monkeypatch.setattr(io, "write_streamed", broken_save)  # the one-file path
     with pytest.raises(SpaError):
         io.save(io.load(proto), tmp_path / "out.onnx", external_data=external)
     assert _listing(tmp_path) == []
@@ -218,7 +219,7 @@ def test_failing_save_leaves_nothing_behind(tmp_path, proto, monkeypatch, extern
 def test_failing_save_keeps_previous_file(tmp_path, proto, monkeypatch):
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous")
-    monkeypatch.setattr(ir, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(io, "write_streamed", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(SpaError):
         io.save(io.load(proto), out)
     assert out.read_bytes() == b"previous"
@@ -339,3 +340,36 @@ def test_big_external_weights_are_mapped_per_read_and_sliced_lazily(tmp_path, pr
     want = first[np.ix_(*[kept.get(a, np.arange(n)) for a, n in enumerate(first.shape)])]
     assert tuple(lazy.shape) == want.shape
     np.testing.assert_array_equal(lazy.numpy(), want)
+
+
+@pytest.mark.parametrize("external_input", [False, True])
+def test_streamed_save_writes_the_protobuf_ir_save_writes(tmp_path, proto, external_input):
+    """The one-file save streams each weight; the bytes are those of ir.save's whole-proto path
+    (weights read from an input's external data file included, inlined)."""
+    model = io.load(proto)
+    if external_input:
+        io.save(model, tmp_path / "src.onnx", external_data=True)
+        model = io.load(tmp_path / "src.onnx")
+        assert any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+    io.write_streamed(model, tmp_path / "streamed.onnx")
+    reference = io.load(proto)
+    ir.save(reference, tmp_path / "whole.onnx")
+    assert (tmp_path / "streamed.onnx").read_bytes() == (tmp_path / "whole.onnx").read_bytes()
+
+
+def test_save_writes_only_the_exporters_value_annotations(tmp_path):
+    """Canonicalization's inferred shapes stay in memory; the saved file annotates what the input
+    did (extra annotations changed ONNX Runtime's fusions: SkipLayerNormalization on BERT)."""
+    from spa.canon import canonicalize
+
+    bare, one = build_proto(), build_proto()
+    del bare.graph.value_info[:]
+    del one.graph.value_info[1:]
+    for given, expected in ((bare, set()), (one, {one.graph.value_info[0].name})):
+        model = canonicalize(io.load(given))
+        assert all(v.shape is not None for node in model.graph for v in node.outputs)
+        io.save(model, tmp_path / "out.onnx")
+        saved = onnx.load(str(tmp_path / "out.onnx"))
+        outputs = {o for node in saved.graph.node for o in node.output}
+        assert {v.name for v in saved.graph.value_info} & outputs == expected
+        assert all(v.shape is not None for node in model.graph for v in node.outputs)  # restored
