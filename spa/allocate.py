@@ -21,7 +21,7 @@ TARGETS = ("channels", "params", "macs", "latency")
 class Budget:
     ratio: float = 0.3
     target: str = "channels"
-    global_rank: bool = False
+    global_rank: bool | None = None   # None: not chosen (local)
     round_to: int = 1
     min_width: int = 1
     max_group_ratio: float = 0.9   # never remove more than this share of one group
@@ -175,7 +175,7 @@ def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget,
     measured on the analysed model unless given."""
     budget.check()
     groups = [g for g in eligible_groups(analysis, budget.protect) if g.key in scores]
-    meta = {"ratio": budget.ratio, "target": budget.target, "global": budget.global_rank,
+    meta = {"ratio": budget.ratio, "target": budget.target, "global": bool(budget.global_rank),
             "round_to": budget.round_to, "min_width": budget.min_width}
     if budget.target == "channels" or budget.ratio == 0.0:
         plan = _plan_for_ratio(groups, scores, budget.ratio, budget)

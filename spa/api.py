@@ -57,7 +57,7 @@ class PruneResult:
 
 def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: str | None = None,
           target: str = "channels", budget: Budget | None = None, plan: PruningPlan | None = None,
-          compensation=None, verify: bool = False, seed: int = 0, normalizer: str = "mean",
+          compensation=None, verify: bool = False, seed: int = 0, normalizer: str | None = None,
           reduction: str = "mean", p: float = 2.0, input_shapes: dict | None = None,
           fuse_batchnorm: bool = True) -> PruneResult:
     """Prune `model` and return the pruned model, its plan and a report.

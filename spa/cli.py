@@ -110,11 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(STAGES: share one statistics pass among that many runs of sinks; default one per sink)")
     p.add_argument("--samples", type=int, default=32, help="inputs used to estimate the moments")
     p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
-    p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default="mean",
-                   help="scale each member's scores before combining (mean: relative to its group)")
+    p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default=None,
+                   help="scale each member's scores before combining (mean: relative to its group; default "
+                        "mean, none for obspa ranked globally)")
     p.add_argument("--reduction", choices=["mean", "sum", "max"], default="mean",
                    help="how member scores combine into one score per channel")
-    p.add_argument("--global", dest="global_rank", action="store_true", help="rank channels across groups")
+    p.add_argument("--global", dest="global_rank", action="store_true", default=None,
+                   help="rank channels across groups (obspa: by raw OBS cost, which shares one unit across groups)")
     p.add_argument("--round-to", type=_round_to, default=None, metavar="N|auto",
                    help="keep widths at multiples of N; auto (the default with --device): 8 on cuda (fp16 "
                         "tensor cores), ONNX Runtime's NCHWc block on cpu (16 with AVX-512, 8 with AVX2)")
@@ -286,7 +288,7 @@ def cmd_groups(args) -> int:
     return 0
 
 
-_PLAN_SHAPERS = {"global_rank": ("--global", False), "target": ("--target", "channels"),
+_PLAN_SHAPERS = {"global_rank": ("--global", None), "target": ("--target", "channels"),
                  "round_to": ("--round-to", None), "min_width": ("--min-width", 1), "protect": ("--protect", []),
                  "device": ("--device", None)}
 

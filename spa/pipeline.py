@@ -3,8 +3,9 @@ The CLI and the Python API are thin layers over these functions."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import onnx_ir as ir
 
 from spa import io
@@ -149,6 +150,22 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
     return Statistics(sinks, hs, wanted, feeds)
 
 
+#: Criteria whose scores share one unit across groups (OBS cost: the consumers' output error): ranked
+#: globally, they compare unnormalised.
+COMPARABLE_CRITERIA = ("obspa",)
+
+
+def ranking_defaults(criterion: str, budget: Budget, normalizer: str | None) -> tuple[Budget, str]:
+    """Fill in what the caller left open: local ranking, and the normalizer — "mean" (each group's
+    scores relative to the group), or "none" for a comparable criterion ranked globally.
+    (Global raw OBS costs help EfficientNet-Lite0 and MiniLM but hurt SmolLM2's FFN: BENCHMARKS.md.)"""
+    if budget.global_rank is None:
+        budget = replace(budget, global_rank=False)
+    if normalizer is None:
+        normalizer = "none" if criterion in COMPARABLE_CRITERIA and budget.global_rank else "mean"
+    return budget, normalizer
+
+
 def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalizer: str, reduction: str,
          seed: int, p: float) -> dict:
     """Per-group channel scores (higher = keep) by `criterion`."""
@@ -158,9 +175,13 @@ def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalize
 
         ranked = (obs.obs_scores(analysis, stats.sinks, stats.hs) if criterion == "obspa"
                   else activation_scores(analysis, stats.sinks, stats.hs, criterion))
-        scores = score_groups(analysis, "l2", normalizer, reduction, seed)  # where no sink is compensable
-        scores.update({key: normalize(s, normalizer) for key, s in ranked.items()})
-        return scores
+        ranked = {key: normalize(s, normalizer) for key, s in ranked.items()}
+        # groups without a compensable sink rank by L2, scaled to the typical statistics score
+        fallback = score_groups(analysis, "l2", normalizer if normalizer != "none" else "mean", reduction, seed)
+        if normalizer == "none" and ranked:
+            typical = float(np.median([s.mean() for s in ranked.values()]))
+            fallback = {key: s * typical for key, s in fallback.items()}
+        return fallback | ranked
     if criterion in GRADIENT_CRITERIA:
         from spa.gradient import gradient_scores
 
@@ -185,7 +206,7 @@ def update_sinks(pruned: ir.Model, analysis: Analysis, plan: PruningPlan, compen
 
 def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
-          seed: int = 0, normalizer: str = "mean", reduction: str = "mean", p: float = 2.0,
+          seed: int = 0, normalizer: str | None = None, reduction: str = "mean", p: float = 2.0,
           compensation: Compensation | None = None, scope: str | None = None) -> PruneResult:
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model.
 
@@ -205,8 +226,9 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         keep_feeds = compensation.sequential or criterion in GRADIENT_CRITERIA and plan is None
         stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
     if plan is None:
+        budget, normalizer = ranking_defaults(criterion, budget or Budget(), normalizer)
         scores = rank(analysis, criterion, stats, normalizer, reduction, seed, p)
-        plan = make_plan(analysis, budget or Budget(), criterion, seed, normalizer, reduction, p, scores)
+        plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
         if compensation is not None and compensation.greedy:
             from spa.passes.compensate import obs
 

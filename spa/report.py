@@ -28,11 +28,25 @@ def change(before, after, fmt=str) -> str:
 
 
 def model_stats(model: ir.Model) -> dict:
-    stats = count(model)
+    stats = count(_with_shapes(model))
     stats["nodes"] = len(model.graph)
     stats["bytes"] = serialized_bytes(model)  # does not read the weights of a big model
     stats["ops"] = dict(sorted(Counter(n.op_type for n in model.graph).items()))
     return stats
+
+
+def _with_shapes(model: ir.Model) -> ir.Model:
+    """The model, or a shape-inferred copy where its compute nodes' outputs carry no shapes (SPA
+    saves only the shape annotations the exporter wrote, so MACs need inference when read back)."""
+    compute = [n for n in model.graph if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    if all(n.outputs[0].shape is not None for n in compute):
+        return model
+    from spa.canon import infer_shapes
+    from spa.validate import copy_model
+
+    copy = copy_model(model)
+    infer_shapes(copy)
+    return copy
 
 
 def describe_value(v: ir.Value) -> dict:

@@ -298,3 +298,13 @@ def test_lp_criterion_matches_l1_and_l2_at_p_1_and_2(base):
     l4 = score_groups(analysis, "lp", p=4.0)
     assert any(not np.allclose(l4[k] / l4[k].mean(), score_groups(analysis, "l2")[k] / score_groups(analysis, "l2")[k].mean())
                for k in l4)
+
+
+def test_obspa_ranked_globally_compares_raw_costs_and_other_criteria_normalise():
+    from spa.allocate import Budget
+    from spa.pipeline import ranking_defaults
+
+    assert ranking_defaults("obspa", Budget(global_rank=True), None)[1] == "none"
+    assert ranking_defaults("obspa", Budget(), None) == (Budget(global_rank=False), "mean")
+    assert ranking_defaults("l2", Budget(global_rank=True), None)[1] == "mean"
+    assert ranking_defaults("obspa", Budget(global_rank=True), "max")[1] == "max"  # a choice is kept
