@@ -44,13 +44,16 @@ COMMAND = "HF_HUB_OFFLINE=1 nice .venv/bin/python bench/fidelity.py"
 COLUMNS = {
     "l2": ("l2", None), "random": ("random", None), "lamp": ("lamp", None),
     "wanda": ("wanda", None), "flap": ("flap", None), "taylor": ("taylor", None),
-    "obspa": ("obspa", {}), "obspa-synthetic": ("obspa", {"hessian": "synthetic"}),
+    "obspa": ("obspa", {}), "obspa-global": ("obspa", {}, True),
+    "obspa-synthetic": ("obspa", {"hessian": "synthetic"}),
     "obspa-weights": ("obspa", {"hessian": "weights"}),
     "obspa-seq": ("obspa", {"greedy": True, "sequential": True}),
     "obs-data": ("obspa", {"hessian": "data"}),
     "obs-data-seq": ("obspa", {"hessian": "data", "greedy": True, "sequential": True}),
+    "obs-data-global": ("obspa", {"hessian": "data"}, True),
     "tp": None,
 }
+SLOW = ("obspa-seq", "obs-data-seq")  # a statistics pass per consumer: run at the cases' first two ratios
 
 
 class Case:
@@ -63,6 +66,7 @@ class Case:
     higher_better = True
     percent = False
     fuse_batchnorm = True
+    stages = None        # sequential: one statistics pass per consumer
 
     def model(self) -> Path: ...
     def score(self, path: Path) -> dict: ...
@@ -74,6 +78,7 @@ class MiniLM(Case):
     metric = "Lee Pearson"
     ratios = (0.2, 0.3, 0.4)  # embeddings hold half the parameters: at most 41.4% is prunable
     columns = tuple(c for c in COLUMNS if c != "obspa-synthetic")  # obspa = synthetic here (no BatchNorm)
+    stages = 6           # sequential: 6 layers' consumers in 6 statistics passes
 
     def __init__(self):
         from transformers import AutoTokenizer
@@ -105,8 +110,9 @@ class SmolLM2(Case):
     name = "SmolLM2-135M-Instruct"
     metric = "perplexity"
     ratios = (0.2,)
-    columns = ("l2", "random", "flap", "taylor", "obspa", "obspa-weights", "obspa-seq", "obs-data", "obs-data-seq",
-               "tp")  # obspa = synthetic here (the model writes its own text)
+    columns = ("l2", "random", "flap", "taylor", "obspa", "obspa-global", "obspa-weights", "obspa-seq", "obs-data",
+               "obs-data-seq", "tp")  # obspa = synthetic here (the model writes its own text)
+    stages = 6           # sequential: 30 consumers in 6 statistics passes
     scope = "ffn"
     higher_better = False
     windows = 4
@@ -228,18 +234,24 @@ def run_case(case: Case, done: dict, redo: bool) -> None:
         for column, spec in COLUMNS.items():
             if spec is None or column not in case.columns or ((case.name, column, ratio) in done and not redo):
                 continue
-            criterion, fields = spec
+            if column in SLOW and ratio not in case.ratios[:2]:
+                continue
+            criterion, fields, *rest = spec
+            global_rank = bool(rest and rest[0])
             compensation = None
             if fields is not None:
                 fields = dict(fields)
                 if fields.get("hessian") == "data":
                     calib = calib or case.calibration()
                     fields.update(calib=str(calib), samples=CALIB_SAMPLES)
+                if fields.get("sequential"):
+                    fields.setdefault("stages", case.stages)
                 fields.setdefault("method", "obs")
                 compensation = Compensation(**fields)
             start = time.perf_counter()
             try:
-                result = spa.prune(str(src), spa.Budget(ratio=ratio, target=case.target), criterion=criterion,
+                budget = spa.Budget(ratio=ratio, target=case.target, global_rank=global_rank)
+                result = spa.prune(str(src), budget, criterion=criterion,
                                    scope=case.scope, compensation=compensation, fuse_batchnorm=case.fuse_batchnorm)
             except spa.SpaError as exc:
                 record({"model": case.name, "column": column, "ratio": ratio, "error": str(exc)}, done)
@@ -264,13 +276,21 @@ def render(done: dict) -> None:
     columns = list(COLUMNS)
     lines = [
         "## Fidelity without fine-tuning: criteria and statistics sources on real models", "",
-        f"Command: `{COMMAND}` (after `make bench-transformers`). One-shot pruning, no fine-tuning; "
-        "`wanda`, `flap` and `obspa` take calibration-free statistics (`--hessian synthetic`: a language "
-        "model's own sampled text, uniform vocabulary tokens for an encoder, 1/f noise for images); "
-        f"`obs-data` is OBS with {CALIB_SAMPLES} calibration samples the metric does not see (Lee "
-        "background corpus lines / text windows, other crops of the photos). MiniLM and EfficientNet prune "
-        "the default scope (heads + FFN / conv channels); SmolLM2 prunes FFN neurons only. Each cell: the "
-        "metric (EfficientNet: top-1 agreement with the dense model on 48 photo views, KL in brackets).", ""]
+        f"Command: `{COMMAND}` (after `make bench-transformers`; the `tp` column: "
+        "`HF_HUB_OFFLINE=1 nice .venv/bin/python bench/tp_baseline.py`). One-shot pruning, no fine-tuning, "
+        "local allocation (every group loses the same share) unless a column says `global`. Columns: "
+        "`l2`, `random`, `lamp` (weights only); `wanda`, `flap`, `taylor` and `obspa` with calibration-free "
+        "statistics (`--hessian auto`: BatchNorm statistics for the consumers they reach — the CNNs' convolutions "
+        "— and the inputs SPA makes for the rest: a language model's own sampled text, uniform vocabulary tokens "
+        "for the encoder, BatchNorm-matched images for the digits CNN's last Linear); `obspa-global`: the same ranked across groups by raw OBS cost; "
+        "`obspa-synthetic`: BatchNorm-matched made-up images instead (ZeroQ-style); `obspa-weights`: the "
+        "producer-weight proxy; `obspa-seq`: greedy selection + sequential compensation on made-up inputs; "
+        f"`obs-data*`: OBS with {CALIB_SAMPLES} calibration samples the metric does not see (Lee background "
+        "corpus lines / text windows / other crops of the photos / training images), `-seq` sequential, "
+        "`-global` ranked globally; `tp`: Torch-Pruning 1.6.1's magnitude pruner on the source PyTorch model "
+        "at the same reduction. MiniLM and EfficientNet prune the default scope (heads + FFN / conv channels); "
+        "SmolLM2 prunes FFN neurons only. EfficientNet cells: top-1 agreement with the dense model on 48 photo "
+        "views (KL in brackets). Empty cells were not run (sequential columns only at the first two ratios).", ""]
     for cls in CASES.values():
         dense = done.get((cls.name, "dense", 0.0))
         if dense is None:

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hessian", choices=["auto", "synthetic", "bn", "weights", "data"], default="auto",
                    help="where the sinks' input moments come from: synthetic (made inputs: a language model's own "
                         "text, BatchNorm-matched images), bn (BatchNorm statistics), weights (producer weights), "
-                        "data (needs --calib); auto: bn where BatchNorm statistics reach every sink, else synthetic")
+                        "data (needs --calib); auto: bn for the consumers BatchNorm statistics reach, synthetic for the rest")
     p.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs: one array per model input (first "
                    "axis = samples), or a folder of such .npz (or .npy) files")
     p.add_argument("--greedy", action="store_true",

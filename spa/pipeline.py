@@ -120,9 +120,9 @@ class Statistics:
 def measure(source, original: ir.Model, analysis: Analysis, compensation: Compensation, input_shapes,
             fuse_batchnorm: bool, keep_feeds: bool) -> Statistics:
     """The sinks' input moments from the compensation's source. "auto" (the default) reads the
-    BatchNorm statistics where they reach every compensable sink and no input samples are needed
-    (keep_feeds), else makes synthetic inputs — the calibration-free choice bench/fidelity.py
-    found best for each kind of model."""
+    BatchNorm statistics for every compensable sink they reach (when no input samples are needed,
+    keep_feeds) and makes synthetic inputs for the rest — the calibration-free choice
+    bench/fidelity.py found best for each kind of model."""
     from spa.passes.compensate import obs
 
     wanted = compensation.hessian
@@ -138,8 +138,13 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
     if wanted == "auto":
         if bn_model is not None and not keep_feeds:
             hs = obs.hessians(original, sinks, "bn", bn_model=bn_model)
-            if set(hs) == set(sinks):
+            rest = {name: sp for name, sp in sinks.items() if name not in hs}
+            if not rest:
                 return Statistics(sinks, hs, "bn")
+            if hs:  # consumers the BatchNorm statistics do not reach get synthetic inputs' moments
+                hs |= obs.hessians(original, rest, "synthetic", compensation.samples, seed=compensation.seed,
+                                   bn_model=bn_model)
+                return Statistics(sinks, hs, "bn+synthetic")
         wanted = "synthetic"
     feeds = None
     if wanted in FEED_SOURCES and keep_feeds:

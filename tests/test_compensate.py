@@ -343,3 +343,17 @@ def test_cli_statistics_options_reach_the_plan(tmp_path, flags, meta):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)["plan"]
     assert {k: plan.get(k) for k in meta} == meta
+
+
+def test_auto_reads_batchnorm_where_it_reaches_and_makes_inputs_for_the_rest():
+    b = GraphBuilder(seed=2)
+    x = b.input("x", (1, 3, 8, 8))
+    c = b.op("Conv", [x, b.weight(None, data=b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32))], pads=[1, 1, 1, 1])
+    ones, zeros = np.ones(8, np.float32), np.zeros(8, np.float32)
+    n = b.op("BatchNormalization", [c] + [b.weight(None, data=d) for d in (ones, zeros, zeros, ones)])
+    h = b.op("Relu", [b.conv(b.op("Relu", [n]), 8, 8, k=1)])  # no BatchNorm after this one
+    b.output(b.conv(h, 8, 4, k=1))
+    result = prune(b.model(), Budget(ratio=0.5), criterion="obspa")
+    assert result.plan.meta["compensation"] == "bn+synthetic"
+    only_bn = prune(b.model(), Budget(ratio=0.5), criterion="obspa", compensation=Compensation(hessian="bn"))
+    assert only_bn.plan.meta["compensation"] == "bn"
