@@ -254,7 +254,51 @@ class EfficientNetTorch(Torch):
         return f"{len(convs)} convs, stem {convs[0].out_channels}, head {model._conv_head.out_channels}"
 
 
-TORCH = {c.key: c for c in (MiniLMTorch, EfficientNetTorch, SmolLM2Torch)}
+class DigitsTorch(Torch):
+    key = "digits"
+    case_cls = fb.Digits
+    input_names = ("image",)
+    output_name = "logits"
+    note = "TP: conv channels and the hidden Linear, the classifier ignored; torch.onnx.export (dynamo=False)"
+
+    def build(self):
+        """bench/digits.py's network with the weights of the trained ONNX the fidelity case wrote
+        (its initializers carry the state_dict's names: exported without constant folding)."""
+        import digits
+        import onnx
+        from onnx import numpy_helper
+
+        net = digits.network(fb.Digits.seed)
+        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+                   for t in onnx.load(str(fb.Digits().model())).graph.initializer}
+        state = net.state_dict()
+        missing = [k for k in state if k not in weights and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise SystemExit(f"the digits ONNX has no initializer for {missing[0]}")
+        net.load_state_dict({k: weights.get(k, v) for k, v in state.items()})
+        return net.eval()
+
+    def example(self):
+        return {"x": torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))}
+
+    def export(self, model, path):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (self.example()["x"],), str(path), dynamo=False, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17)
+
+    def pruner_kwargs(self, model, ratio):
+        return {"ignored_layers": [model[-1]]}
+
+    def after_step(self, model, pruner):
+        pass
+
+    def describe(self, model):
+        return "widths " + ", ".join(str(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+                                     for m in model if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+TORCH = {c.key: c for c in (MiniLMTorch, EfficientNetTorch, SmolLM2Torch, DigitsTorch)}
 
 
 # ---------------------------------------------------------------- pruning and scoring
@@ -392,7 +436,7 @@ def check_dense(spec: Torch) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="minilm,effnet,smollm2")
+    parser.add_argument("--models", default="digits,minilm,effnet,smollm2")
     parser.add_argument("--redo", action="store_true")
     parser.add_argument("--check-dense", action="store_true",
                         help="only export the unpruned torch models this way and score them")
