@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", nargs="?", type=int, const=0, default=None, metavar="STAGES",
                    help="compensate sink by sink in topological order, re-measuring the pruned prefix "
                         "(STAGES: share one statistics pass among that many runs of sinks; default one per sink)")
-    p.add_argument("--samples", type=int, default=32, help="inputs used to estimate the moments")
+    p.add_argument("--samples", type=int, default=None,
+                   help="inputs used to estimate the moments (default 32; a language model writes enough "
+                        "sequences for about 5 token rows per column of its widest layer, up to 256)")
     p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
     p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default=None,
                    help="scale each member's scores before combining (mean: relative to its group; default "
@@ -343,7 +345,7 @@ def cmd_prune(args) -> int:
 
     if (args.criterion in STATISTICS_CRITERIA or args.criterion in GRADIENT_CRITERIA or args.compensate
             or args.greedy or args.sequential is not None):
-        if args.samples < 1:
+        if args.samples is not None and args.samples < 1:
             raise SpaError("--samples must be at least 1")
         method = "obs" if args.compensate or args.greedy or args.sequential is not None \
             else STATISTICS_CRITERIA.get(args.criterion, "none")

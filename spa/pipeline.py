@@ -91,7 +91,7 @@ class Compensation:
     `stages` > 0 shares one statistics pass among that many runs of sinks)."""
     hessian: str = "auto"          # "auto", "synthetic", "bn", "weights" (no data) or "data"
     calib: str | None = None       # .npz file or folder of .npy/.npz, for hessian="data"
-    samples: int = 32
+    samples: int | None = None     # None: obs.default_samples (32; more for a language model)
     seed: int = 0
     method: str = "obs"
     greedy: bool = False
@@ -133,6 +133,8 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
     if wanted == "data" and not compensation.calib:
         raise UsageError("--hessian data needs calibration inputs (--calib FILE.npz|DIR)")
     sinks = obs.compensable_sinks(original, analysis.prunable_groups())
+    if compensation.samples is None:
+        compensation = replace(compensation, samples=obs.default_samples(original, sinks))
     bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
                 if wanted in ("auto", "synthetic", "bn") else None)
     if wanted == "auto":

@@ -357,3 +357,20 @@ def test_auto_reads_batchnorm_where_it_reaches_and_makes_inputs_for_the_rest():
     assert result.plan.meta["compensation"] == "bn+synthetic"
     only_bn = prune(b.model(), Budget(ratio=0.5), criterion="obspa", compensation=Compensation(hessian="bn"))
     assert only_bn.plan.meta["compensation"] == "bn"
+
+
+def test_default_samples_give_a_language_models_widest_consumer_enough_token_rows():
+    from onnx import TensorProto, helper
+
+    from spa.passes.compensate.obs import SinkPlan, default_samples
+    from spa.pipeline import load_canonical
+
+    vocab = 20
+    b = GraphBuilder()
+    b.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]))
+    emb = b.op("Gather", [b.weight((vocab, 8)), "input_ids"])
+    b.output(b.op("MatMul", [emb, b.weight((8, vocab))]))
+    lm = load_canonical(b.proto())
+    wide = type("Sink", (), {"matrix": lambda self: np.zeros((576, 1536))})()
+    assert default_samples(lm, {"down": SinkPlan(wide, None)}) == 128  # 5 rows a column, 64 tokens a sequence
+    assert default_samples(token_model(), {"down": SinkPlan(wide, None)}) == 32  # no next-token output: 32
