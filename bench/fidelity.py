@@ -113,7 +113,7 @@ class SmolLM2(Case):
     ratios = (0.2, 0.3, 0.5)
     every_ratio = ("l2", "random", "obspa", "obs-data", "tp")  # a compensated column takes ~4 min here
     columns = ("l2", "random", "flap", "taylor", "obspa", "obspa-global", "obspa-weights", "obspa-seq", "obs-data",
-               "obs-data-seq", "tp")  # obspa = synthetic here (the model writes its own text)
+               "tp")  # obspa = synthetic here (the model writes its own text)
     stages = 6           # sequential: 30 consumers in 6 statistics passes
     scope = "ffn"
     higher_better = False
