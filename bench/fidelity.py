@@ -74,6 +74,14 @@ class Case:
     def calibration(self) -> Path: ...
 
 
+def exported_transformer(name: str) -> Path:
+    """The transformer `make bench-transformers` exported (optimum) under build/transformers."""
+    path = tf.BUILD / name / "model.onnx"
+    if not path.exists():
+        raise SystemExit(f"run `make bench-transformers` first (it exports {name})")
+    return path
+
+
 class MiniLM(Case):
     name = "all-MiniLM-L6-v2"
     metric = "Lee Pearson"
@@ -88,10 +96,7 @@ class MiniLM(Case):
         self.docs, self.sims = tf.lee_data()
 
     def model(self):
-        path = tf.BUILD / "all-MiniLM-L6-v2" / "model.onnx"
-        if not path.exists():
-            raise SystemExit("run `make bench-transformers` first (it exports all-MiniLM-L6-v2)")
-        return path
+        return exported_transformer(self.name)
 
     def score(self, path):
         return {"value": tf.lee_pearson(path, self.tok, self.docs, self.sims)}
@@ -127,10 +132,7 @@ class SmolLM2(Case):
         self.ids = tok(text, add_special_tokens=False)["input_ids"]
 
     def model(self):
-        path = tf.BUILD / "SmolLM2-135M-Instruct" / "model.onnx"
-        if not path.exists():
-            raise SystemExit("run `make bench-transformers` first (it exports SmolLM2-135M-Instruct)")
-        return path
+        return exported_transformer(self.name)
 
     def score(self, path):
         return {"value": tf.perplexity(path, self.ids, self.windows)}

@@ -103,7 +103,8 @@ class Torch:
     def build(self) -> nn.Module: ...
     def example(self) -> dict: ...  # keyword inputs for tracing and counting
     def pruner_kwargs(self, model: nn.Module, ratio: float) -> dict: ...
-    def after_step(self, model: nn.Module, pruner) -> None: ...
+    def after_step(self, model: nn.Module, pruner) -> None:
+        """Fix attributes Torch-Pruning does not update (head counts, sizes); most models need none."""
     def forward_outputs(self, model: nn.Module, **inputs): ...
 
     def export(self, model: nn.Module, path: Path) -> None:
@@ -129,6 +130,19 @@ class Torch:
             torch.onnx.export(Wrapped().eval(), args, str(path), dynamo=False, input_names=list(self.input_names),
                               output_names=[self.output_name], dynamic_axes=axes, opset_version=17,
                               do_constant_folding=True)
+
+
+class ImageTorch(Torch):
+    """A one-input image model: exported with its input/output names, the batch dynamic if `dynamic`."""
+    opset = 17
+
+    def export(self, model, path):
+        name = self.input_names[0]
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (self.example()["x"],), str(path), dynamo=False, input_names=[name],
+                              output_names=[self.output_name], opset_version=self.opset,
+                              dynamic_axes={name: {0: "batch"}} if self.dynamic else None)
 
 
 class MiniLMTorch(Torch):
@@ -221,12 +235,13 @@ class SmolLM2Torch(Torch):
         return f"FFN neurons per layer {widths} of {model.config.intermediate_size}"
 
 
-class EfficientNetTorch(Torch):
+class EfficientNetTorch(ImageTorch):
     key = "effnet"
     case_cls = fb.EfficientNetLite0
     input_names = ("input",)
     output_name = "logits"
     dynamic = False  # as fb.EfficientNetLite0.model(): static batch 1
+    opset = 18
     note = "TP: conv channels, classifier (_fc) ignored; torch.onnx.export (dynamo=False)"
 
     def build(self):
@@ -237,24 +252,15 @@ class EfficientNetTorch(Torch):
     def example(self):
         return {"x": torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))}
 
-    def export(self, model, path):
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (self.example()["x"],), str(path), dynamo=False, input_names=["input"],
-                              output_names=["logits"], opset_version=18, do_constant_folding=True)
-
     def pruner_kwargs(self, model, ratio):
         return {"ignored_layers": [model._fc]}
-
-    def after_step(self, model, pruner):
-        pass
 
     def describe(self, model):
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         return f"{len(convs)} convs, stem {convs[0].out_channels}, head {model._conv_head.out_channels}"
 
 
-class DigitsTorch(Torch):
+class DigitsTorch(ImageTorch):
     key = "digits"
     case_cls = fb.Digits
     input_names = ("image",)
@@ -281,17 +287,8 @@ class DigitsTorch(Torch):
     def example(self):
         return {"x": torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))}
 
-    def export(self, model, path):
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (self.example()["x"],), str(path), dynamo=False, input_names=["image"],
-                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17)
-
     def pruner_kwargs(self, model, ratio):
         return {"ignored_layers": [model[-1]]}
-
-    def after_step(self, model, pruner):
-        pass
 
     def describe(self, model):
         return "widths " + ", ".join(str(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)

@@ -46,6 +46,11 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self._name(op_type), **attrs))
         return outs[0] if n_out == 1 else outs
 
+    def batchnorm(self, x: str, scale, bias, mean, var, **attrs) -> str:
+        """A BatchNormalization with the given statistics (arrays, float32)."""
+        stats = [self.weight(None, data=np.asarray(a, np.float32)) for a in (scale, bias, mean, var)]
+        return self.op("BatchNormalization", [x] + stats, **attrs)
+
     def conv(self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1, bias: bool = True) -> str:
         w = self.weight((c_out, c_in // group, k, k))
         ins = [x, w] + ([self.weight((c_out,))] if bias else [])

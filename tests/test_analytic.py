@@ -30,9 +30,7 @@ def bn_model(act: str):
     y = b.conv(x, 3, c, k=3)
     gamma = np.array([1.0, 0.5, 2.0, -0.8, 1.5], np.float32)
     beta = np.array([0.0, 0.7, -1.0, 0.3, 2.5], np.float32)
-    y = b.op("BatchNormalization", [y, b.weight(None, data=gamma), b.weight(None, data=beta),
-                                    b.weight(None, data=np.full(c, 0.2, np.float32)),
-                                    b.weight(None, data=np.full(c, 3.0, np.float32))], epsilon=1e-3)
+    y = b.batchnorm(y, gamma, beta, np.full(c, 0.2), np.full(c, 3.0), epsilon=1e-3)
     if act == "relu":
         y = b.op("Relu", [y])
     elif act == "relu6":
@@ -78,10 +76,7 @@ def test_bn_source_pushes_through_a_residual_add_and_pooling():
 
     def bn(v, seed):
         r = np.random.default_rng(seed)
-        return b.op("BatchNormalization", [v, b.weight(None, data=r.uniform(0.5, 2, 4).astype(np.float32)),
-                                           b.weight(None, data=r.normal(size=4).astype(np.float32)),
-                                           b.weight(None, data=np.zeros(4, np.float32)),
-                                           b.weight(None, data=np.ones(4, np.float32))])
+        return b.batchnorm(v, r.uniform(0.5, 2, 4), r.normal(size=4), np.zeros(4), np.ones(4))
 
     a = bn(b.conv(x, 4, 4, k=1), 1)
     c = b.op("Relu", [bn(b.conv(a, 4, 4, k=1), 2)])

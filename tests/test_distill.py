@@ -13,18 +13,12 @@ def bn_net(with_bn: bool = True, shape=(1, 3, 16, 16)):
     y = b.conv(x, 3, 6, k=3)
     if with_bn:
         r = np.random.default_rng(1)
-        y = b.op("BatchNormalization", [y, b.weight(None, data=np.ones(6, np.float32)),
-                                        b.weight(None, data=np.zeros(6, np.float32)),
-                                        b.weight(None, data=r.normal(0, 1, 6).astype(np.float32)),
-                                        b.weight(None, data=r.uniform(0.5, 4, 6).astype(np.float32))])
+        y = b.batchnorm(y, np.ones(6), np.zeros(6), r.normal(0, 1, 6), r.uniform(0.5, 4, 6))
     y = b.op("Relu", [y])
     y = b.conv(y, 6, 4, k=3)
     if with_bn:
         r = np.random.default_rng(2)
-        y = b.op("BatchNormalization", [y, b.weight(None, data=np.ones(4, np.float32)),
-                                        b.weight(None, data=np.zeros(4, np.float32)),
-                                        b.weight(None, data=r.normal(0, 1, 4).astype(np.float32)),
-                                        b.weight(None, data=r.uniform(0.5, 4, 4).astype(np.float32))])
+        y = b.batchnorm(y, np.ones(4), np.zeros(4), r.normal(0, 1, 4), r.uniform(0.5, 4, 4))
     out = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
     b.output(out)
     return b.model()
@@ -82,10 +76,7 @@ def test_no_batchnorm_or_no_image_input_gives_none():
     b = GraphBuilder(seed=0)
     x = b.input("x", [1, 8])
     y = b.op("Gemm", [x, b.weight((4, 8)), b.weight((4,))], transB=1)
-    y = b.op("BatchNormalization", [y, b.weight(None, data=np.ones(4, np.float32)),
-                                    b.weight(None, data=np.zeros(4, np.float32)),
-                                    b.weight(None, data=np.zeros(4, np.float32)),
-                                    b.weight(None, data=np.ones(4, np.float32))])
+    y = b.batchnorm(y, np.ones(4), np.zeros(4), np.zeros(4), np.ones(4))
     b.output(y)
     assert distill.bn_matched_feeds(b.model(), 4) is None
 
