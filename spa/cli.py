@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from spa.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, SpaError, UnsupportedError, UsageError,
+from spa.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, SpaError, UsageError,
                         ValidationError)
 
 
@@ -305,13 +305,6 @@ def _check_conflicts(args) -> None:
         raise UsageError("--calib is only read with --hessian data")
 
 
-def _top_reason(analysis) -> str:
-    from collections import Counter
-
-    reasons = Counter(g.reason for g in analysis.groups if g.reason)
-    return reasons.most_common(1)[0][0] if reasons else "the model has no channel groups"
-
-
 def cmd_prune(args) -> int:
     from spa import io
     from spa.allocate import Budget
@@ -358,8 +351,6 @@ def cmd_prune(args) -> int:
     if result.oracle is not None and not result.oracle.holds():
         raise ValidationError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} "
                               "(relative)")
-    if plan is None and budget.ratio > 0 and not result.analysis.prunable_groups():
-        raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({_top_reason(result.analysis)})")
     before, after = result.report["before"], result.report["after"]
     if args.plan_out:
         result.plan.save(args.plan_out)

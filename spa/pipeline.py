@@ -12,24 +12,45 @@ from spa import io
 from spa.allocate import Budget, allocate
 from spa.analysis import SCOPES, Analysis, analyze
 from spa.canon import canonicalize
-from spa.errors import UsageError
+from spa.errors import UnsupportedError, UsageError
 from spa.importance import normalize, score_groups
 from spa.metrics import count
 from spa.oracle import OracleResult, oracle
 from spa.passes.slice import slice_model
 from spa.plan import PruningPlan
-from spa.validate import copy_model, validate
+from spa import examples
+from spa.validate import REFERENCE, copy_model, reference_run, validate
 
 
-def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True) -> ir.Model:
-    """Load any accepted model form and canonicalize a private copy (the input is never changed)."""
+def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True,
+                   reference: bool = False) -> ir.Model:
+    """Load any accepted model form and canonicalize a private copy (the input is never changed).
+    With `reference`, the model as given is first run on example inputs (spa.validate.Reference)
+    that every later check reuses."""
     model = io.load(source)
-    if not isinstance(source, (str, os.PathLike)):
+    from_file = isinstance(source, (str, os.PathLike))
+    if not from_file:
         model = copy_model(model)
+    ran = None
+    if reference:
+        try:
+            ran = reference_run(model, source if from_file else None, input_shapes)
+        except UnsupportedError as exc:  # raised once the analysis has had its say (require_reference)
+            ran = exc
     batchnorms = sum(n.op_type == "BatchNormalization" for n in model.graph.all_nodes())
     canonical = canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
     canonical.meta["spa.batchnorms"] = batchnorms  # how many the input had (fusion may remove them)
+    if ran is not None:
+        canonical.meta[REFERENCE] = ran
+        if examples.CHOICE in model.meta:
+            canonical.meta[examples.CHOICE] = model.meta[examples.CHOICE]
     return canonical
+
+
+def require_reference(model: ir.Model) -> None:
+    """Raise the reason the original could not be run on example inputs, if it could not."""
+    if isinstance(model.meta.get(REFERENCE), Exception):
+        raise model.meta[REFERENCE]
 
 
 def batchnorm_model(source, original: ir.Model, input_shapes: dict | None, fuse_batchnorm: bool) -> ir.Model | None:
@@ -51,6 +72,14 @@ def analyze_scope(model: ir.Model, scope: str | None = None) -> Analysis:
     analysis = analyze(model, hidden=scope in ("hidden", "all"))
     analysis.restrict_to(scope)
     return analysis
+
+
+def top_reason(analysis: Analysis) -> str:
+    """The most common reason the analysis gives for a group it cannot prune."""
+    from collections import Counter
+
+    reasons = Counter(g.reason for g in analysis.groups if g.reason)
+    return reasons.most_common(1)[0][0] if reasons else "the model has no channel groups"
 
 
 @dataclass
@@ -222,8 +251,11 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     means into the sink biases); "taylor", "snip", "grasp", "crop" rank by gradients on the
     statistics inputs; `compensation` sets where statistics come from and turns the OBS update on
     for any criterion."""
-    original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
+    original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
     analysis = analyze_scope(original, scope)
+    if plan is None and (budget is None or budget.ratio > 0) and not analysis.prunable_groups():
+        raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({top_reason(analysis)})")
+    require_reference(original)
     if compensation is None and (criterion in STATISTICS_CRITERIA or criterion in GRADIENT_CRITERIA):
         compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA.get(criterion, "none"))
     if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES + ("auto",):
@@ -254,5 +286,5 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     if compensation is not None:
         update_sinks(pruned, analysis, plan, compensation, stats)
     slice_model(pruned, analysis, plan)
-    validate(original, pruned)
+    validate(original, pruned, same_values=not any(plan.removed.values()))
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from spa.errors import SpaError, ValidationError
+from spa import examples
+from spa.errors import SpaError, UnsupportedError, ValidationError
 from spa.io import save_with_external_data, to_proto, weight_bytes
 
 
@@ -90,25 +92,74 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
 
 
 def random_inputs(model: ir.Model, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds, symbols = {}, {}
-    for v in model.graph.inputs:
-        if v.name in model.graph.initializers:
-            continue
-        # The first symbolic dim is the batch; others (a sequence length) get 7, so attention
-        # mixes several positions and a wrong head would show.
-        dims = [d if isinstance(d, int) else symbols.setdefault(str(d), batch if not symbols else 7)
-                for d in (v.shape or [])]
-        dtype = v.dtype.numpy()
-        if np.issubdtype(dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(dims).astype(dtype)
-        elif np.issubdtype(dtype, np.integer) and "mask" in v.name:
-            feeds[v.name] = np.ones(dims, dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[v.name] = rng.integers(0, 2, dims).astype(dtype)
-        else:
-            feeds[v.name] = rng.integers(0, 2, dims).astype(dtype)
-    return feeds
+    """Example inputs (spa.examples): the shapes the original model ran on when it was loaded for
+    pruning, else the first candidate (a sequence of 7, so attention mixes several positions and a
+    wrong head would show)."""
+    return examples.random_feeds(model, seed, batch=batch)
+
+
+@dataclass
+class Reference:
+    """The original model, as given, run on the example inputs before anything changed it."""
+    feeds: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    varying: dict[str, set[int]]  # output name → axes whose size depends on input values
+
+
+#: model.meta key of the Reference
+REFERENCE = "spa.reference"
+#: At ratio 0 the written model's outputs equal the original's within this, relative to each
+#: output's largest magnitude (BatchNorm fusion and constant folding reassociate float sums).
+RATIO_ZERO_RTOL = 1e-4
+
+
+def reference_run(model: ir.Model, source=None, given: dict | None = None, seed: int = 0) -> Reference:
+    """Choose example inputs by running the original model (`source`: its file, when it came from
+    one) and keep its outputs. Refuses (exit 5) a model ONNX Runtime cannot load, or that runs on
+    none of the candidate shapes."""
+    names = [v.name for v in model.graph.outputs]
+    with _source(model, str(source) if source is not None else None) as src:
+        try:
+            sess = session(model, source=src, lean=isinstance(src, str) and weight_bytes(model) >= _IN_MEMORY_LIMIT)
+        except ValidationError as exc:
+            raise UnsupportedError(f"{str(exc).replace('the model', 'the original model')}; SPA validates a pruned "
+                                   "model by running it next to the original") from None
+        choice, feeds, outputs = examples.choose(model, lambda f: sess.run(names, f), given, seed=seed)
+        varying: dict[str, set[int]] = {}
+        if any(_value_dependent(v, model) for v in model.graph.outputs):
+            # run once more on other values of the same shapes: axes that change size (a detector's
+            # box count) depend on the values, so pruning may change them too
+            again = sess.run(names, examples.fill(examples.input_specs(model), choice.shapes, seed + 1))
+            for name, a, b in zip(names, outputs, again):
+                axes = {i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y}
+                if axes:
+                    varying[name] = axes
+    model.meta[examples.CHOICE] = choice
+    return Reference(feeds, dict(zip(names, outputs)), varying)
+
+
+def _value_dependent(output: ir.Value, model: ir.Model) -> bool:
+    """Whether an output's declared shape leaves a dim that is not an input's dim open."""
+    named = {str(d) for v in model.graph.inputs for d in (v.shape or []) if not isinstance(d, int)}
+    return output.shape is None or any(not isinstance(d, int) and str(d) not in named for d in output.shape)
+
+
+def compare_to_reference(reference: Reference, outputs: dict[str, np.ndarray], values: bool) -> None:
+    """Every output keeps the original's dtype and shape (but for value-dependent axes); with
+    `values`, also its values within RATIO_ZERO_RTOL."""
+    for name, ref in reference.outputs.items():
+        got = outputs[name]
+        if got.dtype != ref.dtype:
+            raise ValidationError(f"output '{name}' is {got.dtype}, the original's is {ref.dtype}")
+        fixed = [i for i in range(ref.ndim) if i not in reference.varying.get(name, ())]
+        if got.ndim != ref.ndim or [got.shape[i] for i in fixed] != [ref.shape[i] for i in fixed]:
+            raise ValidationError(f"output '{name}' has shape {list(got.shape)} where the original's has "
+                                  f"{list(ref.shape)} on the same inputs; SPA changed what the model computes")
+        if values and got.shape == ref.shape:
+            error = relative_error([ref], [got])
+            if error > RATIO_ZERO_RTOL:
+                raise ValidationError(f"output '{name}' differs from the original's by {error:.1e} (relative) "
+                                      "although nothing was pruned; SPA changed what the model computes")
 
 
 def run(model: ir.Model, feeds: dict[str, np.ndarray], source: bytes | str | None = None,
@@ -121,8 +172,14 @@ def run(model: ir.Model, feeds: dict[str, np.ndarray], source: bytes | str | Non
         raise ValidationError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
-def validate(original: ir.Model, pruned: ir.Model, feeds: dict | None = None) -> list[np.ndarray]:
-    """Raise SpaError unless `pruned` passes the checker, runs, and keeps the interface."""
+def validate(original: ir.Model, pruned: ir.Model, feeds: dict | None = None,
+             same_values: bool = False) -> list[np.ndarray]:
+    """Raise SpaError unless `pruned` passes the checker, runs, and keeps the interface. When the
+    original was run as given (its Reference in meta), `pruned` runs on the same inputs and must give
+    outputs of the same dtypes and shapes — with `same_values` (nothing pruned), the same values."""
+    reference = original.meta.get(REFERENCE)
+    if reference is not None and feeds is None:
+        feeds = reference.feeds
     with _weightless_file(pruned) as light:
         if light is not None:  # weights in memory: only the graph is written, ORT reads the arrays
             path, names, values = light
@@ -137,6 +194,8 @@ def validate(original: ir.Model, pruned: ir.Model, feeds: dict | None = None) ->
     for value, array in zip(pruned.graph.outputs, outputs):
         if value.shape is not None and array.ndim != len(value.shape):
             raise ValidationError(f"output '{value.name}' has rank {array.ndim} at run time")
+    if reference is not None:
+        compare_to_reference(reference, {v.name: a for v, a in zip(pruned.graph.outputs, outputs)}, same_values)
     return outputs
 
 

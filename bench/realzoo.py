@@ -1,0 +1,73 @@
+"""The real-file zoo sweep: every third-party ONNX file of models/realfiles.py pruned with the plain
+first command (`spa prune MODEL -o OUT --ratio R`), as a new user would, in a child process.
+
+    .venv/bin/python bench/realzoo.py [--ratio 0.3] [--criterion l2] [--keys k1,k2] [--out build/realzoo.jsonl]
+
+One JSON line per file: exit code, the error line, seconds, params before/after, oracle error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.realfiles import REAL_FILES, RealFileUnavailable, fetch  # noqa: E402
+
+
+def prune_once(path: Path, ratio: float, criterion: str, timeout: int, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="spa-realzoo-") as tmp:
+        out = Path(tmp) / "pruned.onnx"
+        cmd = [sys.executable, "-m", "spa.cli", "prune", str(path), "-o", str(out), "--ratio", str(ratio),
+               "--criterion", criterion, "--json", "--quiet", *extra]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        except subprocess.TimeoutExpired:
+            return {"rc": "timeout", "seconds": timeout}
+        row = {"rc": proc.returncode, "seconds": round(time.perf_counter() - start, 1)}
+        if proc.returncode == 0:
+            summary = json.loads(proc.stdout)
+            row.update(params_before=summary["before"]["params"], params_after=summary["after"]["params"],
+                       oracle=summary.get("oracle_error"), plan=summary["plan"])
+        else:
+            row["error"] = (proc.stderr.strip().splitlines() or [""])[-1][:400]
+        return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--criterion", default="l2")
+    ap.add_argument("--keys", default="")
+    ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--out", default=str(REPO / "build" / "realzoo.jsonl"))
+    ap.add_argument("--verify", action="store_true")
+    args = ap.parse_args()
+    keys = set(filter(None, args.keys.split(",")))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as log:
+        for rf in REAL_FILES:
+            if keys and rf.key not in keys:
+                continue
+            try:
+                path = fetch(rf)
+            except RealFileUnavailable as exc:
+                print(f"{rf.key}: unavailable ({exc})", flush=True)
+                continue
+            row = {"key": rf.key, "producer": rf.producer, "quantized": rf.quantized, "ratio": args.ratio,
+                   "criterion": args.criterion}
+            row |= prune_once(path, args.ratio, args.criterion, args.timeout, ["--verify"] if args.verify else [])
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(f"{rf.key:22s} rc={row['rc']} {row['seconds']}s {row.get('error', '')[:200]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
