@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from spa import io
+from spa import io, subgraphs
 from spa.errors import SpaError
 from spa.passes.cleanup import cleanup
 from spa.rules.base import rule_for
@@ -128,7 +128,7 @@ def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
             value.shape = ir.Shape(value.const_value.shape)
             report.params_sliced.append(name)
     sctx = SliceContext(model, kept, old_dims)
-    for node in list(model.graph):
+    for node in list(subgraphs.all_nodes(model.graph)):
         rule = rule_for(node)
         if rule is not None:
             rule.update(node, sctx)
@@ -144,9 +144,4 @@ def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
 
 
 def _all_values(model: ir.Model) -> dict[str, ir.Value]:
-    values = {v.name: v for v in model.graph.inputs}
-    values.update(model.graph.initializers)
-    for node in model.graph:
-        for v in node.outputs:
-            values[v.name] = v
-    return values
+    return subgraphs.all_values(model)  # subgraph values too: widths change inside If/Loop bodies

@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from spa import rules as _rules  # noqa: F401  (imports every rule module, filling the registry)
 from spa.rules.base import Block, rule_for
 from spa.space import Space
+from spa import subgraphs
 
 
 @dataclass
@@ -108,9 +109,7 @@ class Context:
         self.blocked: dict[str, str] = {}
         self.whole_axes: list[tuple[Space, int, str]] = []
         self.same_group: list[tuple[Space, Space, str]] = []
-        self.values = {v.name: v for v in model.graph.inputs} | dict(model.graph.initializers)
-        for node in model.graph:
-            self.values.update((v.name, v) for v in node.outputs)
+        self.values = subgraphs.all_values(model)
         self.node: ir.Node | None = None
 
     # -- shapes and constants
@@ -174,6 +173,7 @@ class Context:
             for inner_value, inner_axes in reversed(chain[:-1]):
                 outer = self._new(inner_value, inner_axes, "act")
                 self.couple(space, outer)
+                rule_for(inner_value.producer()).couple_along(inner_value.producer(), self, outer)
                 space = outer
             return space
         producer = value.producer()
@@ -181,6 +181,12 @@ class Context:
             f"channels of '{value.name}' cannot be traced to the weights that make them "
             f"(they come through {producer.op_type} '{producer.name}')")
         return self._new(value, axes, "act", frozen=why)
+
+    def is_weight(self, value: ir.Value, axis: int) -> bool:
+        """A constant, or a value that copies one along `axis` (an int8 weight dequantized or cast)."""
+        if value.is_initializer() and value.const_value is not None:
+            return True
+        return self.get(value, (axis,)) is None and self._chain_to_weight(value, (axis,)) is not None
 
     def _chain_to_weight(self, value: ir.Value, axes: tuple, depth: int = 0) -> list | None:
         """[(value, axes), ..., (weight, axes)] when `value` copies a weight's positions one to one."""
@@ -246,11 +252,20 @@ def analyze(model: ir.Model, hidden: bool = False) -> Analysis:
     """Build the channel-dependency graph and its groups. The model must be canonicalized.
 
     hidden: let widths that a LayerNorm/RMSNorm normalises (a transformer's residual stream) be
-    pruned; their norm statistics change, so the oracle does not apply to those groups."""
+    pruned; their norm statistics change, so the oracle does not apply to those groups.
+
+    Nodes inside If/Loop/Scan bodies are analysed like top-level ones (a body reads outer values
+    as the same objects, so couplings through them hold); widths that cross a body's boundary
+    (branch results, loop-carried state) are not prunable."""
+    subgraphs.prepare(model)  # unique names and weights in the main graph (no-op without subgraphs)
     ctx = Context(model, hidden)
-    for node in model.graph:
+    for node in subgraphs.all_nodes(model.graph):
         ctx.node = node
         rule = rule_for(node)
+        if subgraphs.bodies(node):
+            for value in subgraphs.boundary(node):
+                ctx.block(value, f"crosses the boundary of {_describe(node)}")
+            continue
         if rule is None:
             _block_node(ctx, node, f"{_describe(node)} has no channel rule (unsupported op)")
             continue
@@ -273,17 +288,8 @@ def _describe(node: ir.Node) -> str:
 
 
 def _block_node(ctx: Context, node: ir.Node, reason: str) -> None:
-    for v in list(node.inputs) + list(node.outputs) + _captured(node):
+    for v in list(node.inputs) + list(node.outputs):
         ctx.block(v, reason)
-
-
-def _captured(node: ir.Node) -> list[ir.Value]:
-    """Outer values that If/Loop/Scan bodies read directly (not through the node's inputs): their
-    widths are baked into the body, so they must block like inputs do."""
-    bodies = [g for a in node.attributes.values() if a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-              for g in ([a.value] if a.type == ir.AttributeType.GRAPH else a.value)]
-    return [v for body in bodies for inner in ir.traversal.RecursiveGraphIterator(body) for v in inner.inputs
-            if v is not None and v.graph is node.graph]
 
 
 def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]:
@@ -355,7 +361,7 @@ def _group_key(members: list[Space]) -> str:
 
 def _value_users(model: ir.Model) -> dict[str, set[str]]:
     users: dict[str, set[str]] = {}
-    for node in model.graph:
+    for node in subgraphs.all_nodes(model.graph):
         for v in list(node.inputs) + list(node.outputs):
             if v is not None:
                 users.setdefault(v.name, set()).add(node.name)

@@ -16,6 +16,7 @@ from onnxscript.rewriter import _basics, _matcher, _pattern_ir
 from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa import rewrites as spa_rewrites
+from spa import subgraphs
 from spa.errors import InputError, UnsupportedError, UsageError
 from spa.io import EXPORTER_ANNOTATED
 from spa.shape_eval import resolve_reshapes
@@ -32,7 +33,40 @@ _BN_FUSIONS = [
 def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: dict | None = None) -> ir.Model:
     """Inline functions, lift weights out of Constant nodes, fix given input shapes, fold shape
     subgraphs, fuse BatchNorm into the preceding Conv/ConvTranspose/Gemm, infer shapes, toposort.
-    Works in place and returns the model."""
+    Returns the canonical model (the given one, changed in place, unless a branch needed care).
+
+    A model with If/Loop bodies is first canonicalized with folding inside the bodies too; if that
+    leaves a body the ONNX checker rejects (a branch the inputs never take can be inconsistent with
+    shapes fixed outside it), the model is canonicalized again folding the main graph only."""
+    if not _has_bodies(model):
+        return _canonicalize(model, fuse_batchnorm, input_shapes, fold_bodies=True)
+    from spa.validate import copy_model
+
+    spare = copy_model(model)
+    folded = _canonicalize(model, fuse_batchnorm, input_shapes, fold_bodies=True)
+    if _bodies_valid(folded):
+        return folded
+    return _canonicalize(spare, fuse_batchnorm, input_shapes, fold_bodies=False)
+
+
+def _has_bodies(model: ir.Model) -> bool:
+    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+               for node in model.graph.all_nodes() for a in node.attributes.values())
+
+
+def _bodies_valid(model: ir.Model) -> bool:
+    import onnx
+
+    from spa.io import to_proto
+
+    try:
+        onnx.checker.check_model(to_proto(model), full_check=True)
+    except Exception:  # noqa: BLE001 - the checker raises several types
+        return False
+    return True
+
+
+def _canonicalize(model: ir.Model, fuse_batchnorm: bool, input_shapes: dict | None, fold_bodies: bool) -> ir.Model:
     if input_shapes:
         set_input_shapes(model, input_shapes)
     model.meta[ALIASES] = weight_aliases(model)
@@ -41,13 +75,14 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     # Old exporters list every weight as a graph input too; as inputs they could be overridden at
     # run time, so nothing would be prunable. They are weights: keep them as initializers only.
     common.RemoveInitializersFromInputsPass()(model)
+    declared = forget_declared_output_shapes(model)
     common.InlinePass()(model)
     # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
     # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).
     rules = _rewrite_rules(fuse_batchnorm)
     try:
         for _ in range(2):
-            onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, should_fold=_fold_small_fills)
+            onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, should_fold=lambda node: _fold_small_fills(node, None if fold_bodies else model.graph))
             onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
             common.RemoveUnusedNodesPass()(model)
     except Exception as exc:
@@ -57,6 +92,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     common.RemoveUnusedNodesPass()(model)
     unshare_uniform_constants(model)
     infer_shapes(model)
+    restore_declared_output_shapes(model, declared)
     if resolve_reshapes(model):
         infer_shapes(model)  # carry the recovered dims downstream
     name_symbolic_dims(model)
@@ -64,6 +100,7 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
         common.RemoveUnusedNodesPass()(model)
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
+    subgraphs.prepare(model)  # names unique across branches; branch weights where every stage looks
     return model
 
 
@@ -139,6 +176,33 @@ class _SharedInputMatcher(_matcher.SimplePatternMatcher):
         return match if match is not None else _basics.MatchResult().fail("No match found.")
 
 
+def forget_declared_output_shapes(model: ir.Model) -> dict[str, ir.Shape]:
+    """Clear the shapes the file declares for its outputs, returning them. Exporters sometimes
+    declare an output shape the graph does not compute (a CRNN declaring [1, seqlen] for a
+    [T, 1, classes] result), and rewrites that trust declared shapes (onnxscript's
+    MaterializeReshapeShape) would then change what the model computes."""
+    declared = {}
+    for value in model.graph.outputs:
+        if value.shape is not None and not value.is_graph_input() and not value.is_initializer():
+            declared[value.name] = value.shape
+            value.shape = None
+    return declared
+
+
+def restore_declared_output_shapes(model: ir.Model, declared: dict[str, ir.Shape]) -> None:
+    """Put back each declared output shape that agrees with the inferred one (it keeps the
+    exporter's dim names); an inferred shape that contradicts the declaration wins."""
+    for value in model.graph.outputs:
+        old = declared.get(value.name)
+        if old is None:
+            continue
+        new = value.shape
+        if new is None or (len(new) == len(old) and all(
+                not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(old, new))):
+            value.shape = old if new is None else ir.Shape(
+                [b if isinstance(b, int) and not isinstance(a, int) else a for a, b in zip(old, new)])
+
+
 def drop_reshape_allowzero(model: ir.Model) -> int:
     """onnxscript's rewriter writes Reshape(allowzero=1) whatever the opset; before opset 14 the
     attribute does not exist (a paddle2onnx opset-11 export then fails the checker). Without a 0
@@ -186,9 +250,12 @@ def unshare_uniform_constants(model: ir.Model) -> int:
     return copies
 
 
-def _fold_small_fills(node: ir.Node) -> bool | None:
+def _fold_small_fills(node: ir.Node, top: ir.Graph | None) -> bool | None:
     """The optimizer keeps ConstantOfShape unfolded (it could be huge); exporters use small ones to
-    build pads and shapes, which must fold for widths to be static."""
+    build pads and shapes, which must fold for widths to be static. With `top`, nodes of other
+    graphs (If/Loop bodies) are not folded at all (see canonicalize)."""
+    if top is not None and node.graph is not top:
+        return False
     if node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
         shape = node.inputs[0].const_value
         if shape is not None and int(np.prod(shape.numpy(), dtype=np.int64)) <= 4096:

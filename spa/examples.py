@@ -47,29 +47,22 @@ def dim_value(d) -> int | None:
 
 
 def input_specs(model: ir.Model) -> list[InputSpec]:
-    specs = []
-    for v in model.graph.inputs:
-        if v.name in model.graph.initializers:
-            continue
-        dims = list(v.shape) if v.shape is not None else []
-        dtype = np.dtype(v.dtype.numpy()) if v.dtype is not None else np.dtype(np.float32)
-        spec = InputSpec(v.name, dtype, dims, _role(v, dims, dtype))
-        spec.open_axes = [i for i, d in enumerate(dims) if dim_value(d) is None]
-        if spec.role == "ids":
-            spec.vocab = embedding_rows(v)
-        specs.append(spec)
-    return specs
+    return [spec_of(v) for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
 def _role(value: ir.Value, dims: list, dtype: np.dtype) -> str:
     name = value.name.lower()
     if np.issubdtype(dtype, np.floating):
+        if _STATE_NAME.search(name) and len(dims) >= 2:
+            return "state"
         if len(dims) == 4 and dim_value(dims[1]) in (1, 2, 3, 4):
             return "image-nchw"
         if len(dims) == 4 and dim_value(dims[3]) in (1, 3, 4):
             return "image-nhwc"
         return "float"
     if np.issubdtype(dtype, np.integer):
+        if len(dims) <= 1 and _RATE_NAME.search(name):
+            return "sample-rate"
         if "mask" in name:
             return "mask"
         if "type" in name:
@@ -78,6 +71,13 @@ def _role(value: ir.Value, dims: list, dtype: np.dtype) -> str:
             return "positions"
         return "ids" if embedding_rows(value) is not None else "other"
     return "other"
+
+
+# A recurrent model's carried state (LSTM h/c, a VAD's state): its open dims are the batch.
+_STATE_NAME = re.compile(r"state|hidden|^h0?$|^c0?$|^h_|^c_|memory")
+# An audio model's sample rate, read as a scalar.
+_RATE_NAME = re.compile(r"^sr$|sample_?rate|sampling_?rate")
+SAMPLE_RATE = 16000
 
 
 def embedding_rows(value: ir.Value) -> int | None:
@@ -134,7 +134,7 @@ def candidates(specs: list[InputSpec], given: dict | None = None, *, batch: int 
     others = [sequence] + [n for n in OTHER_SIZES if n != sequence]
     open_inputs = [s for s in specs if s.name not in given and set(s.open_axes) - {0}]
     needs_sides = any(s.role.startswith("image") for s in open_inputs)
-    needs_others = any(not s.role.startswith("image") for s in open_inputs)
+    needs_others = any(not s.role.startswith("image") and s.role != "state" for s in open_inputs)
     found: list[Choice] = []
     for i in range(max(len(sides) if needs_sides else 1, len(others) if needs_others else 1)):
         side, other = sides[min(i, len(sides) - 1)], others[min(i, len(others) - 1)]
@@ -161,7 +161,7 @@ def _shapes_for(specs, given, batch, side, other) -> dict[str, list[int]]:
             if value is None and isinstance(d, str) and d in named:
                 value = named[d]
             if value is None:
-                if axis == 0:
+                if axis == 0 or s.role == "state":
                     value = batch
                 elif axis in image_axes:
                     value = side[image_axes.index(axis)]
@@ -174,26 +174,59 @@ def _shapes_for(specs, given, batch, side, other) -> dict[str, list[int]]:
     return shapes
 
 
-def fill(specs: list[InputSpec], shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random values that suit each role: normal floats, ids inside the vocabulary, mask ones,
-    token types zero, positions counting up, other integers 0/1."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for s in specs:
-        dims = shapes[s.name]
-        if np.issubdtype(s.dtype, np.floating):
-            feeds[s.name] = rng.standard_normal(dims).astype(s.dtype)
-        elif s.role == "mask" or s.dtype == np.bool_:
-            feeds[s.name] = np.ones(dims, s.dtype)
-        elif s.role == "token-types":
-            feeds[s.name] = np.zeros(dims, s.dtype)
-        elif s.role == "positions":
-            feeds[s.name] = np.broadcast_to(np.arange(dims[-1] if dims else 1), dims).astype(s.dtype)
-        elif s.role == "ids" and s.vocab:
-            feeds[s.name] = rng.integers(0, s.vocab, dims).astype(s.dtype)
-        else:
-            feeds[s.name] = rng.integers(0, 2, dims).astype(s.dtype)
-    return feeds
+def fill(specs: list[InputSpec], shapes: dict[str, list[int]], seed: int | np.random.Generator = 0
+         ) -> dict[str, np.ndarray]:
+    """Random values that suit each input's role (see fill_one)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return {s.name: fill_one(s, shapes[s.name], rng) for s in specs}
+
+
+def fill_one(spec: InputSpec, dims: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Images: 1/f noise (natural_image); other floats: standard normal; ids: uniform inside the
+    vocabulary; masks: ones; token types: zeros; positions: counting up; other integers: 0/1."""
+    if spec.role.startswith("image") and len(dims) == 4 \
+            and min(dims[1:3] if spec.role == "image-nhwc" else dims[2:]) >= 8:
+        return natural_image(dims, rng, channels_last=spec.role == "image-nhwc").astype(spec.dtype)
+    if np.issubdtype(spec.dtype, np.floating):
+        return rng.standard_normal(dims).astype(spec.dtype)
+    if spec.role == "sample-rate":
+        return np.full(dims, SAMPLE_RATE, spec.dtype)
+    if spec.role == "mask" or spec.dtype == np.bool_:
+        return np.ones(dims, spec.dtype)
+    if spec.role == "token-types":
+        return np.zeros(dims, spec.dtype)
+    if spec.role == "positions":
+        return np.broadcast_to(np.arange(dims[-1] if dims else 1), dims).astype(spec.dtype)
+    if spec.role == "ids" and spec.vocab:
+        return rng.integers(0, spec.vocab, dims).astype(spec.dtype)
+    return rng.integers(0, 2, dims).astype(spec.dtype)
+
+
+def spec_of(value: ir.Value) -> InputSpec:
+    dims = list(value.shape) if value.shape is not None else []
+    dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(np.float32)
+    spec = InputSpec(value.name, dtype, dims, _role(value, dims, dtype))
+    spec.open_axes = [i for i, d in enumerate(dims) if dim_value(d) is None]
+    if spec.role == "ids":
+        spec.vocab = embedding_rows(value)
+    return spec
+
+
+def natural_image(dims: list[int], rng: np.random.Generator, channels_last: bool = False) -> np.ndarray:
+    """Noise with a photo's 1/f amplitude spectrum, each channel at zero mean and unit variance (a
+    normalised image): neighbouring pixels correlate as in photos. White noise drives many real
+    detectors into saturation, where every output is ~0 and relative comparisons mean nothing."""
+    if channels_last:
+        return np.moveaxis(natural_image([dims[0], dims[3], dims[1], dims[2]], rng), 1, 3)
+    height, width = dims[2:]
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(height, width))
+    shape = list(dims[:2]) + [height, fx.shape[1]]
+    spectrum = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * amplitude
+    x = np.fft.irfft2(spectrum, s=(height, width))
+    x -= x.mean(axis=(2, 3), keepdims=True)
+    return x / x.std(axis=(2, 3), keepdims=True)
 
 
 #: model.meta key: the Choice the original model ran on (set when the model is loaded for pruning)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from spa.errors import SpaError
+from spa.rules.base import rule_for
 
 CRITERIA = ("l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale")
 NORMALIZERS = ("mean", "max", "sum", "none")
@@ -60,6 +61,30 @@ def norm_scale_members(group, model) -> list:
     return [m for m in group.params if m.value in scales]
 
 
+def dequantized(value) -> tuple[np.ndarray, set[str]]:
+    """A weight's real values and the constants read to get them: an integer weight is followed
+    through the ops that dequantize it ((q - zero point) · scale, a Cast then a Mul by a scale)."""
+    data = value.const_value.numpy()
+    used: set[str] = set()
+    if data.dtype.kind not in "iu":
+        return data, used
+    current = value
+    for _ in range(4):
+        uses = list(current.uses())
+        if len(uses) != 1 or rule_for(uses[0][0]) is None:
+            break
+        node, index = uses[0][0], uses[0][1]
+        step = rule_for(node).dequantize_input(node, index, data)
+        if step is None:
+            break
+        data, constants, follows = step
+        used.update(c.name for c in constants)
+        if not follows:
+            break
+        current = node.outputs[0]
+    return data, used
+
+
 def normalize(scores: np.ndarray, how: str) -> np.ndarray:
     """Scale one member's (or one group's) scores so that groups compare under global ranking."""
     if how == "none":
@@ -81,9 +106,15 @@ def group_importance(group, model, criterion: str = "l2", normalizer: str = "mea
     members = group.params
     if criterion == "bn_scale":  # |γ| of the group's norms; groups without one fall back to L1
         members = norm_scale_members(group, model) or members
+    real = {m.value: dequantized(initializers[m.value]) for m in members}
+    helpers = {name for _, used in real.values() for name in used}  # scales and zero points
+    if all(m.value in helpers for m in members):
+        helpers = set()
     per_member = []
     for member in members:
-        data = initializers[member.value].const_value.numpy()
+        if member.value in helpers:
+            continue
+        data = real[member.value][0]
         if criterion == "fpgm":
             scores = np.bincount(member.pos2class, weights=fpgm_positions(member, data), minlength=group.width)
         else:

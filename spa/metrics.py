@@ -16,23 +16,51 @@ def _numel(dims) -> int:
     return int(np.prod([_dim(d) for d in dims], dtype=np.int64))
 
 
-def count(model: ir.Model, dims_of=None) -> dict[str, int]:
-    """{'params', 'macs'}; `dims_of(value)` may override a value's dims (to cost a plan)."""
+#: Inputs of quantized ops that hold integer weights (not zero points or shapes).
+INTEGER_WEIGHT_INPUTS = {
+    "ConvInteger": (1,), "MatMulInteger": (0, 1), "QLinearConv": (3, 8), "QLinearMatMul": (0, 3),
+    "DequantizeLinear": (0,), "Cast": (0,), "Gather": (0,),
+    "com.microsoft::DynamicQuantizeLSTM": (1, 2), "com.microsoft::DynamicQuantizeMatMul": (1,),
+    "com.microsoft::MatMulIntegerToFloat": (1,),
+}
+_NARROW_INTS = (ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT4, ir.DataType.UINT4)
+
+
+def is_weight(value: ir.Value) -> bool:
+    """A floating-point initializer, or an integer one that a quantized op reads as its weight."""
+    if value.const_value is None or value.dtype is None:
+        return False
+    if value.dtype.is_floating_point():
+        return True
+    for node, index in value.uses():
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        if index in INTEGER_WEIGHT_INPUTS.get(key, ()) and (
+                node.op_type not in ("Cast", "Gather") or value.dtype in _NARROW_INTS):
+            return True
+    return False
+
+
+def count(model: ir.Model, dims_of=None) -> dict:
+    """{'params', 'macs', 'params_by_dtype'}; `dims_of(value)` may override a value's dims (to cost
+    a plan). Params are float weights plus integer (quantized) ones."""
     dims = dims_of or _own_dims
-    params = sum(_numel(dims(v)) for v in model.graph.initializers.values()
-                 if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point())
+    by_dtype: dict[str, int] = {}
+    for v in model.graph.initializers.values():
+        if is_weight(v):
+            key = v.dtype.name.lower()
+            by_dtype[key] = by_dtype.get(key, 0) + _numel(dims(v))
     macs = 0
     for node in model.graph:
         macs += _node_macs(node, dims)
-    return {"params": params, "macs": macs}
+    return {"params": sum(by_dtype.values()), "macs": macs, "params_by_dtype": dict(sorted(by_dtype.items()))}
 
 
 def _node_macs(node: ir.Node, dims) -> int:
     if node.domain not in ("", "ai.onnx") or not node.outputs:
         return 0
     try:
-        if node.op_type == "Conv":
-            w = dims(node.inputs[1])
+        if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            w = dims(node.inputs[3 if node.op_type == "QLinearConv" else 1])
             return _numel(dims(node.outputs[0])) * _numel(w[1:])
         if node.op_type == "ConvTranspose":
             w = dims(node.inputs[1])
@@ -41,7 +69,7 @@ def _node_macs(node: ir.Node, dims) -> int:
             a = dims(node.inputs[0])
             k = a[0] if attr_int(node, "transA", 0) else a[1]
             return _numel(dims(node.outputs[0])) * _dim(k)
-        if node.op_type == "MatMul":
+        if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
             return _numel(dims(node.outputs[0])) * _dim(dims(node.inputs[0])[-1])
     except (TypeError, IndexError):
         return 0
@@ -72,7 +100,6 @@ def node_macs(node: ir.Node) -> int:
 
 
 def node_params(node: ir.Node) -> int:
-    """Floating-point weights the node reads (a weight shared by several nodes counts for each)."""
+    """Weights the node reads, float or quantized (a weight shared by several nodes counts for each)."""
     return sum(_numel(v.shape) for v in node.inputs
-               if v is not None and v.is_initializer() and v.shape is not None
-               and v.dtype is not None and v.dtype.is_floating_point())
+               if v is not None and v.is_initializer() and v.shape is not None and is_weight(v))

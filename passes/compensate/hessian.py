@@ -12,9 +12,12 @@ import torch
 import torch.nn.functional as F
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from spa.passes.compensate.sinks import SinkWeight, conv_geometry
+from spa import examples
 from spa.errors import SpaError
+from spa.examples import embedding_rows, natural_image as natural_noise  # noqa: F401 (re-exported)
+from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.validate import copy_model, session
+
 
 def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
     """(rows, columns) view of one input tensor as the sink's weight matrix reads it."""
@@ -52,38 +55,21 @@ class Moments:
 
 def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int = 64):
     """Inputs made without data: a language model's own text (see generated_feeds); otherwise
-    images get spatially correlated noise, token ids are drawn uniformly from the embedding table
-    that reads them, masks are ones, positions count up. The first symbolic dimension (the batch)
-    is 1, other symbolic ones (a sequence) `sequence`."""
+    example inputs (spa.examples: 1/f-noise images, ids inside the embedding table, masks of ones,
+    positions counting up) in the shapes the original ran on, with `sequence` for a sequence the
+    default size served."""
     if next_token_logits(model) is not None:
         yield from generated_feeds(model, samples, seed, sequence)
         return
     rng = np.random.default_rng(seed)
+    specs = examples.input_specs(model)
+    shapes = examples.shapes(model, sequence=sequence)
     for _ in range(samples):
-        feed = {}
-        for v in model.graph.inputs:
-            if v.name in model.graph.initializers:
-                continue
-            dims = [d if isinstance(d, int) else (1 if i == 0 else sequence) for i, d in enumerate(v.shape)]
-            feed[v.name] = synthetic_input(v, dims, rng)
-        yield feed
+        yield examples.fill(specs, shapes, rng)
 
 
 def synthetic_input(value: ir.Value, dims: list[int], rng: np.random.Generator) -> np.ndarray:
-    dtype = value.dtype.numpy()
-    if np.issubdtype(dtype, np.floating):
-        if len(dims) == 4 and min(dims[2:]) >= 8:
-            return natural_noise(dims, rng).astype(dtype)
-        return rng.standard_normal(dims).astype(dtype)
-    name = value.name.lower()
-    if "mask" in name:
-        return np.ones(dims, dtype)
-    if "position" in name:
-        return np.broadcast_to(np.arange(dims[-1]), dims).astype(dtype)
-    vocab = embedding_rows(value)
-    if vocab is None or "type" in name:
-        return np.zeros(dims, dtype)
-    return rng.integers(0, vocab, dims).astype(dtype)
+    return examples.fill_one(examples.spec_of(value), dims, rng)
 
 
 def next_token_logits(model: ir.Model) -> tuple[str, str, int] | None:
@@ -129,28 +115,6 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
             feed.update({v.name: synthetic_input(v, [1, length], rng) for v in others})
             yield feed
         done += count
-
-
-def embedding_rows(value: ir.Value) -> int | None:
-    """The row count of a constant table gathered with this value's ids (the vocabulary)."""
-    for user, index in value.uses():
-        if user.op_type == "Gather" and index == 1 and user.inputs[0].const_value is not None:
-            return int(user.inputs[0].const_value.shape[0])
-    return None
-
-
-def natural_noise(dims: list[int], rng: np.random.Generator) -> np.ndarray:
-    """Noise with a natural image's 1/f amplitude spectrum, each channel at zero mean and unit
-    variance (the scale of a normalised image): neighbouring pixels correlate, as in photos."""
-    height, width = dims[2:]
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    amplitude = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(height, width))
-    spectrum = (rng.standard_normal(dims[:2] + [height, len(fx[0])])
-                + 1j * rng.standard_normal(dims[:2] + [height, len(fx[0])])) * amplitude
-    x = np.fft.irfft2(spectrum, s=(height, width))
-    x -= x.mean(axis=(2, 3), keepdims=True)
-    return x / x.std(axis=(2, 3), keepdims=True)
 
 
 def data_feeds(model: ir.Model, path: str, samples: int):

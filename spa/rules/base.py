@@ -33,6 +33,20 @@ class Rule:
     def update(self, node: ir.Node, sctx) -> None:
         """Rewrite width-carrying attributes or constant inputs after slicing (default: none)."""
 
+    # -- quantization hooks (spa/rules/quant.py and the Cast/Mul see-through implement them)
+    def couple_along(self, node: ir.Node, ctx, out_space) -> None:
+        """A weight path through `source_axes` put `out_space` on this node's output: couple the
+        per-channel constants that must be sliced with it (a per-channel scale or zero point)."""
+
+    def dequantize_input(self, node: ir.Node, index: int, data: np.ndarray):
+        """(real values, constants read, whether the output still copies the weight) for constant
+        input `index` holding integer `data`, or None where this node does not dequantize it."""
+        return None
+
+    def zero_point(self, node: ir.Node, index: int) -> ir.Value | None:
+        """The value that means a real zero at integer input `index` (None: the integer 0)."""
+        return None
+
 
 def register(cls: type[Rule]) -> type[Rule]:
     rule = cls()

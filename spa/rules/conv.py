@@ -13,10 +13,12 @@ class _ConvLike(Rule):
     # Weight axis holding output channels, and the one holding (per-group) input channels.
     out_axis = 0
     in_axis = 1
+    weight_index = 1  # QLinearConv reads its weight and bias at other inputs
+    bias_index: int | None = 2
 
     def analyze(self, node, ctx):
-        x, w = node.inputs[0], node.inputs[1]
-        bias = input_or_none(node, 2)
+        x, w = node.inputs[0], node.inputs[self.weight_index]
+        bias = None if self.bias_index is None else input_or_none(node, self.bias_index)
         y = node.outputs[0]
         for space in ctx.spaces_on(x):
             if space.axes != (1,):

@@ -77,6 +77,11 @@ class Unary(Rule):
     def source_axes(self, node, ctx, axes):
         return (0, axes) if node.op_type in ("Cast", "Identity") else None
 
+    def dequantize_input(self, node, index, data):
+        if node.op_type != "Cast":
+            return None
+        return data.astype(ir.DataType(node.attributes["to"].as_int()).numpy()), [], True
+
 
 @register
 class CastLike(Rule):
@@ -113,6 +118,54 @@ class Binary(Rule):
 
     def analyze(self, node, ctx):
         broadcast(node, ctx, tuple(range(len(node.inputs))))
+
+    # A weight scaled or shifted by constants (int8 W cast, times a per-column scale) is still
+    # that weight, position for position: seen through as a weight path.
+    def source_axes(self, node, ctx, axes):
+        found = _scaled_weight(node, ctx, axes)
+        return None if found is None else found[:2]
+
+    def couple_along(self, node, ctx, out_space):
+        found = _scaled_weight(node, ctx, out_space.axes)
+        if found is not None and found[2] is not None:
+            ctx.couple(ctx.operand(found[2], found[3]), out_space)
+
+    def dequantize_input(self, node, index, data):
+        ops = {"Mul": lambda w, c: w * c, "Div": lambda w, c: w / c, "Add": lambda w, c: w + c,
+               "Sub": lambda w, c: w - c if index == 0 else c - w}
+        other = node.inputs[1 - index] if len(node.inputs) == 2 else None
+        constant = const_array(other)
+        if node.op_type not in ops or constant is None:
+            return None
+        real = ops[node.op_type](data, constant)
+        return (real, [other], True) if real.shape == data.shape else None
+
+
+def _scaled_weight(node, ctx, axes):
+    """(carrier input, its axes, per-channel constant or None, the constant's axes) when the output
+    copies one input along `axes` and the other input is a constant (or broadcasts over `axes`)."""
+    if node.op_type not in ("Mul", "Div", "Add", "Sub") or len(node.inputs) != 2:
+        return None
+    out = ctx.dims(node.outputs[0])
+    placed = []
+    for value in node.inputs:
+        dims = ctx.dims(value)
+        shift = len(out) - len(dims)
+        in_axes = tuple(a - shift for a in axes)
+        if min(in_axes) < 0:
+            return None
+        placed.append((value, in_axes, [dims[a] for a in in_axes]))
+    full = [p for p in placed if p[2] == [out[a] for a in axes]]
+    if len(full) == 2:  # the carrier is the computed one (a cast weight), the scale the constant
+        full = [p for p in full if p[0].const_value is None] or [max(full, key=lambda p: len(p[0].shape))]
+    if len(full) != 1:
+        return None
+    carrier, other = full[0], next(p for p in placed if p is not full[0])
+    if all(d == 1 for d in other[2]):
+        return node.inputs.index(carrier[0]), carrier[1], None, None
+    if other[0].const_value is None or other[2] != carrier[2]:
+        return None
+    return node.inputs.index(carrier[0]), carrier[1], other[0], other[1]
 
 
 @register

@@ -45,9 +45,10 @@ class MatMul(Rule):
     and keeps the head axis, so the output's head positions merge each head's dims into one root
     channel — whole heads are what can be removed."""
     op_types = ("MatMul",)
+    b_index = 1  # QLinearMatMul reads B at input 3
 
     def analyze(self, node, ctx):
-        a, b = node.inputs
+        a, b = node.inputs[0], node.inputs[self.b_index]
         y = node.outputs[0]
         ra, rb, r = ctx.rank(a), ctx.rank(b), ctx.rank(y)
         if ra < 2 or rb < 2:
@@ -58,7 +59,7 @@ class MatMul(Rule):
         b_out = {ax: ax + r - rb for ax in range(rb - 2)} | {rb - 1: r - 1}
         a_to_b = {ax: ax - ra + rb for ax in range(ra - 2)} | {ra - 1: rb - 2}
         b_to_a = {v: k for k, v in a_to_b.items()}
-        is_weight = lambda v: v.is_initializer() and v.const_value is not None
+        is_weight = ctx.is_weight  # a constant, or one dequantized or cast on the way
         carried = []  # (source space, output axes, position map source -> output positions or None)
         contracted = set()
         for value, out_of, other, other_of, k_axis in ((a, a_out, b, a_to_b, ra - 1), (b, b_out, a, b_to_a, rb - 2)):
@@ -83,12 +84,12 @@ class MatMul(Rule):
                 carried.append((space, tuple(out_of[space.axes[i]] for i in kept),
                                 _project(space, kept)))
         has_k = any(ra - 1 in sp.axes for sp in ctx.spaces_on(a)) or any(rb - 2 in sp.axes for sp in ctx.spaces_on(b))
-        if not has_k and (is_weight(a) or is_weight(b)) and ctx.dims(a)[ra - 1] != 1:
+        if not has_k and (is_weight(a, ra - 1) or is_weight(b, rb - 2)) and ctx.dims(a)[ra - 1] != 1:
             k_space = ctx.operand(a, (ra - 1,))
             ctx.couple(k_space, ctx.operand(b, (rb - 2,)))
             ctx.sink(0, k_space)
         # B's free axis, when B is a weight, is a fresh channel space of the output.
-        if is_weight(b) and not any(r - 1 in o for _, o, _ in carried):
+        if is_weight(b, rb - 1) and not any(r - 1 in o for _, o, _ in carried):
             carried.append((ctx.operand(b, (rb - 1,)), (r - 1,), None))
         _place_on_output(ctx, y, carried)
         for target in ctx.spaces_on(y):

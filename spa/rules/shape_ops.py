@@ -313,10 +313,17 @@ def _slice_params(node, ctx_or_sctx, rank: int, dims):
     for s, e, a, st in zip(starts, ends, axes, steps):
         a = norm_axis(int(a), rank)
         dim = dims[a]
+        if not isinstance(dim, int):  # a symbolic (never a channel) axis: "to the end" keeps its name
+            e = dim if st > 0 and e >= _TO_THE_END else e
+            result.append((a, s, e, int(st)))
+            continue
         s = max(0, min(dim, s + dim if s < 0 else s))
         e = max(0, min(dim, e + dim if e < 0 else e))
         result.append((a, s, e, int(st)))
     return result
+
+
+_TO_THE_END = 2**31 - 1  # exporters write INT_MAX or INT64_MAX for an open end
 
 
 def _bounds_constant(node) -> bool:
