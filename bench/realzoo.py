@@ -15,13 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnxruntime as ort
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.realfiles import REAL_FILES, RealFileUnavailable, fetch  # noqa: E402
 
 
-def prune_once(path: Path, ratio: float, criterion: str, timeout: int, extra: list[str]) -> dict:
+def prune_once(path: Path, ratio: float, criterion: str, timeout: int, extra: list[str], shapes: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="spa-realzoo-") as tmp:
         out = Path(tmp) / "pruned.onnx"
         cmd = [sys.executable, "-m", "spa.cli", "prune", str(path), "-o", str(out), "--ratio", str(ratio),
@@ -35,10 +37,31 @@ def prune_once(path: Path, ratio: float, criterion: str, timeout: int, extra: li
         if proc.returncode == 0:
             summary = json.loads(proc.stdout)
             row.update(params_before=summary["before"]["params"], params_after=summary["after"]["params"],
-                       oracle=summary.get("oracle_error"), plan=summary["plan"])
+                       oracle=summary.get("oracle_error"), plan=summary["plan"], drift=drift(path, out, shapes))
         else:
             row["error"] = (proc.stderr.strip().splitlines() or [""])[-1][:400]
         return row
+
+
+def drift(original: Path, pruned: Path, shapes: dict, samples: int = 4) -> float:
+    """Largest relative output change (max |pruned - original| / max |original|, per output) on
+    role-aware example inputs (1/f-noise images, ids in the vocabulary) of the package's documented
+    example shapes; SPA's own choice of shapes is not used."""
+    from spa import examples, io
+    from spa.validate import relative_error
+
+    model = io.load(original)
+    specs = examples.input_specs(model)
+    given = {s.name: shapes[s.name] for s in specs if s.name in shapes}
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    a = ort.InferenceSession(str(original), opts, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(pruned), opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for seed in range(samples):
+        feeds = examples.fill(specs, examples.candidates(specs, given)[0].shapes, seed)
+        worst = max(worst, relative_error(a.run(None, feeds), b.run(None, feeds)))
+    return round(worst, 4)
 
 
 def main() -> None:
@@ -63,7 +86,8 @@ def main() -> None:
                 continue
             row = {"key": rf.key, "producer": rf.producer, "quantized": rf.quantized, "ratio": args.ratio,
                    "criterion": args.criterion}
-            row |= prune_once(path, args.ratio, args.criterion, args.timeout, ["--verify"] if args.verify else [])
+            row |= prune_once(path, args.ratio, args.criterion, args.timeout, ["--verify"] if args.verify else [],
+                              rf.example_input)
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(f"{rf.key:22s} rc={row['rc']} {row['seconds']}s {row.get('error', '')[:200]}", flush=True)

@@ -254,7 +254,8 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
     analysis = analyze_scope(original, scope)
     if plan is None and (budget is None or budget.ratio > 0) and not analysis.prunable_groups():
-        raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({top_reason(analysis)})")
+        raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({top_reason(analysis)}); "
+                               "`spa groups MODEL` lists every group and why")
     require_reference(original)
     if compensation is None and (criterion in STATISTICS_CRITERIA or criterion in GRADIENT_CRITERIA):
         compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA.get(criterion, "none"))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from spa import examples
-from spa.errors import SpaError
+from spa.errors import SpaError, UnsupportedError
 from spa.examples import embedding_rows, natural_image as natural_noise  # noqa: F401 (re-exported)
 from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.validate import copy_model, session
@@ -26,14 +26,28 @@ def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
     spatial = x.ndim - 2
     g = conv_geometry(sink.node, spatial)
     if spatial != 2:
-        if all(k == 1 for k in g["kernel"]) and all(s == 1 for s in g["strides"]) and not any(g["pads"]):
-            return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-        raise SpaError(f"compensation supports 2-D convolutions only ('{sink.node.name}')")
+        return _im2col(x, g)
     t = torch.from_numpy(np.ascontiguousarray(x))
     pads = g["pads"]
     t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
     cols = F.unfold(t, g["kernel"], dilation=g["dilations"], stride=g["strides"])  # (N, C·k, L)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+def _im2col(x: np.ndarray, g: dict) -> np.ndarray:
+    """Rows = output positions, columns = (channel, kernel taps) in the weight's order, for any
+    number of spatial axes (1-D speech/text and 3-D volume convolutions; 2-D uses torch's unfold)."""
+    spatial = x.ndim - 2
+    pads = g["pads"]
+    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    extents = [(k - 1) * d + 1 for k, d in zip(g["kernel"], g["dilations"])]
+    windows = np.lib.stride_tricks.sliding_window_view(x, extents, axis=tuple(range(2, 2 + spatial)))
+    windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in g["strides"])
+                      + tuple(slice(None, None, d) for d in g["dilations"])]
+    positions = list(range(2, 2 + spatial))
+    taps = list(range(2 + spatial, 2 + 2 * spatial))
+    rows = windows.transpose([0] + positions + [1] + taps)
+    return rows.reshape(-1, x.shape[1] * int(np.prod(g["kernel"])))
 
 
 class Moments:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from spa.errors import UnsupportedError
 from spa.passes.compensate import hessian as hess
 from spa.passes.compensate.sinks import SinkWeight, sink_weight
 from spa.progress import progress
@@ -107,7 +108,10 @@ def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str
         if bn_model is not None:
             from spa.passes.compensate import distill
 
-            feeds = distill.bn_matched_feeds(bn_model, samples, seed)
+            try:
+                feeds = distill.bn_matched_feeds(bn_model, samples, seed)
+            except UnsupportedError:  # an op the torch copy lacks: plain made-up inputs under ONNX Runtime
+                feeds = None
         if feeds is None:
             feeds = hess.synthetic_feeds(model, samples, seed)
     elif source == "data":
