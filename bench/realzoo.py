@@ -64,6 +64,37 @@ def drift(original: Path, pruned: Path, shapes: dict, samples: int = 4) -> float
     return round(worst, 4)
 
 
+def table(paths: list[str]) -> str:
+    """Markdown rows from sweep logs: the last row per (key, criterion, ratio)."""
+    rows = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            rows[(row["key"], row["criterion"], row["ratio"])] = row
+    by_key: dict[str, dict] = {}
+    for (key, criterion, ratio), row in rows.items():
+        by_key.setdefault(key, {})[(criterion, ratio)] = row
+    lines = ["| file | producer | first command (l2, 0.3) | params before → after | oracle | s | obspa 0.1 drift | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rf in REAL_FILES:
+        runs = by_key.get(rf.key, {})
+        first = runs.get(("l2", 0.3))
+        if first is None:
+            continue
+        if first["rc"] == 0:
+            outcome = "pruned"
+            params = f"{first['params_before']:,} → {first['params_after']:,}"
+            oracle = f"{first['oracle']:.1e}" if first.get("oracle") is not None else "-"
+        else:
+            outcome = f"exit {first['rc']}: {first.get('error', '').replace('spa: error: ', '')[:110]}"
+            params = oracle = "-"
+        obs = runs.get(("obspa", 0.1))
+        drift = "-" if obs is None else (f"{obs['drift']:.3f}" if obs["rc"] == 0 else f"exit {obs['rc']}")
+        lines.append(f"| {rf.key} | {rf.producer} | {outcome} | {params} | {oracle} | {first['seconds']} | {drift} | "
+                     f"{'-' if obs is None else obs['seconds']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, default=0.3)
@@ -72,7 +103,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--out", default=str(REPO / "build" / "realzoo.jsonl"))
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--table", nargs="+", metavar="LOG.jsonl", help="print the markdown table of sweep logs")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     keys = set(filter(None, args.keys.split(",")))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as log:

@@ -90,11 +90,14 @@ class _Input:
     name: str
     dtype: np.dtype
     dims: list  # ints and symbolic names
+    spec: object = None  # spa.examples.InputSpec: the input's role, for its values
 
 
 def _inputs(model: ir.Model) -> list[_Input]:
-    return [_Input(v.name, np.dtype(v.dtype.numpy()), [d if isinstance(d, int) else str(d) for d in (v.shape or [])])
-            for v in model.graph.inputs if v.name not in model.graph.initializers]
+    from spa.examples import input_specs
+
+    return [_Input(s.name, s.dtype, [d if isinstance(d, int) else str(d) for d in s.dims], s)
+            for s in input_specs(model)]
 
 
 def fixed_shapes(inputs: list[_Input], batch: int | None, given: dict | None) -> dict[str, list[int]]:
@@ -130,17 +133,10 @@ def fixed_shapes(inputs: list[_Input], batch: int | None, given: dict | None) ->
 
 
 def make_feeds(inputs: list[_Input], shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in inputs:
-        dims = shapes[inp.name]
-        if np.issubdtype(inp.dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(dims).astype(inp.dtype)
-        elif "mask" in inp.name:
-            feeds[inp.name] = np.ones(dims, inp.dtype)
-        else:  # token ids, token types, positions: small non-negative integers are valid for all of them
-            feeds[inp.name] = rng.integers(0, 2, dims).astype(inp.dtype)
-    return feeds
+    """Role-aware values (spa.examples.fill: ids inside the vocabulary, masks of ones, …)."""
+    from spa.examples import fill
+
+    return fill([i.spec for i in inputs], shapes, seed)
 
 
 def _source_of(model):

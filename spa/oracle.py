@@ -28,7 +28,10 @@ def oracle(model, analysis, plan, seed: int = 0) -> OracleResult:
     sliced = copy_model(model)
     slice_model(sliced, analysis, plan)
     feeds = random_inputs(model, seed)
-    return OracleResult(relative_error(run(masked, feeds), run(sliced, feeds)), count)
+    # ORT's layout optimizer rounds floats differently for other channel counts; a dynamic
+    # quantizer turns that last bit into whole quantization steps. Compare unoptimized there.
+    plain = any(n.op_type == "DynamicQuantizeLinear" for n in model.graph)
+    return OracleResult(relative_error(run(masked, feeds, lean=plain), run(sliced, feeds, lean=plain)), count)
 
 
 def exempt_hidden(analysis, plan):
