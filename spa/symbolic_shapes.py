@@ -9,8 +9,11 @@ weights become shaped graph inputs: the copy stays small whatever the model size
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -24,7 +27,10 @@ def name_symbolic_dims(model: ir.Model) -> int:
     if not _has_unknown_dims(model):
         return 0
     try:
-        inferred = _symbolic_shape_inference().infer_shapes(_weightless_proto(model), auto_merge=True)
+        # it saves temporary files (sym_shape_infer_temp.onnx, <uuid>.data) into the working
+        # folder when its own inference is incomplete: run it in a private one
+        with tempfile.TemporaryDirectory(prefix="spa-") as tmp, _working_folder(tmp):
+            inferred = _symbolic_shape_inference().infer_shapes(_weightless_proto(model), auto_merge=True)
     except Exception:  # an op it does not know: keep ONNX's answer, the analysis explains the rest
         return 0
     if inferred is None:
@@ -45,6 +51,16 @@ def name_symbolic_dims(model: ir.Model) -> int:
             value.shape = ir.Shape(merged)
             changed += 1
     return changed
+
+
+@contextlib.contextmanager
+def _working_folder(path: str):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _symbolic_shape_inference():

@@ -75,7 +75,8 @@ class Unary(Rule):
         broadcast(node, ctx, (0,))
 
     def source_axes(self, node, ctx, axes):
-        return (0, axes) if node.op_type in ("Cast", "Identity") else None
+        # rounding ops: a bias quantized at run time is Cast(Floor(b / scale))
+        return (0, axes) if node.op_type in ("Cast", "Identity", "Floor", "Round", "Ceil", "Neg") else None
 
     def dequantize_input(self, node, index, data):
         if node.op_type != "Cast":
@@ -152,12 +153,10 @@ def _scaled_weight(node, ctx, axes):
         dims = ctx.dims(value)
         shift = len(out) - len(dims)
         in_axes = tuple(a - shift for a in axes)
-        if min(in_axes) < 0:
-            return None
-        placed.append((value, in_axes, [dims[a] for a in in_axes]))
-    full = [p for p in placed if p[2] == [out[a] for a in axes]]
+        placed.append((value, in_axes, [dims[a] if a >= 0 else 1 for a in in_axes]))
+    full = [p for p in placed if p[2] == [out[a] for a in axes] and min(p[1]) >= 0]
     if len(full) == 2:  # the carrier is the computed one (a cast weight), the scale the constant
-        full = [p for p in full if p[0].const_value is None] or [max(full, key=lambda p: len(p[0].shape))]
+        full = [p for p in full if p[0].const_value is None] or [max(full, key=lambda p: p[0].const_value.size)]
     if len(full) != 1:
         return None
     carrier, other = full[0], next(p for p in placed if p is not full[0])

@@ -166,8 +166,9 @@ class _MatMulWithZeroPoints(MatMul):
         _require_per_tensor(ctx, node, self.per_tensor)
         super().analyze(node, ctx)
         b = node.inputs[self.b_index]
-        if any(input_or_none(node, i) is not None and _numel(ctx, node.inputs[i]) > 1 for i in self.per_column):
-            _couple_per_channel(ctx, node, self.per_column, ctx.operand(b, (ctx.rank(b) - 1,)))
+        per_column = [i for i in self.per_column if _numel(ctx, input_or_none(node, i)) > 1]
+        if per_column:
+            _couple_per_channel(ctx, node, tuple(per_column), ctx.operand(b, (ctx.rank(b) - 1,)))
 
 
 @register

@@ -133,6 +133,10 @@ class Reshape(Rule):
         else:
             rewrite_computed_shape(sctx, node.inputs[1], old, new, (-1, 0))
 
+    def source_axes(self, node, ctx, axes):
+        """Only when it adds or drops size-1 axes (a bias [C] made [1, C, 1, 1])."""
+        return Regroup.source_axes(self, node, ctx, axes)
+
 
 @register
 class Regroup(Rule):
