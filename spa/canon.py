@@ -74,6 +74,7 @@ def _canonicalize(model: ir.Model, fuse_batchnorm: bool, input_shapes: dict | No
         model.meta[EXPORTER_ANNOTATED] = annotated_values(model)
     # Old exporters list every weight as a graph input too; as inputs they could be overridden at
     # run time, so nothing would be prunable. They are weights: keep them as initializers only.
+    model.meta[INITIALIZER_INPUTS] = [v.name for v in model.graph.inputs if v.name in model.graph.initializers]
     common.RemoveInitializersFromInputsPass()(model)
     declared = forget_declared_output_shapes(model)
     common.InlinePass()(model)
@@ -174,6 +175,20 @@ class _SharedInputMatcher(_matcher.SimplePatternMatcher):
             if match:
                 return match
         return match if match is not None else _basics.MatchResult().fail("No match found.")
+
+
+INITIALIZER_INPUTS = "spa.initializer_inputs"
+
+
+def restore_initializer_inputs(model: ir.Model) -> None:
+    """List again as graph inputs the weights the given file listed there (IR 3 requires it, and
+    later IRs let a caller override them): the interface stays the original's. Analysis ran
+    without them, so their widths could change like any weight's."""
+    listed = {v.name for v in model.graph.inputs}
+    for name in model.meta.get(INITIALIZER_INPUTS, []):
+        value = model.graph.initializers.get(name)
+        if value is not None and name not in listed:
+            model.graph.inputs.append(value)
 
 
 def forget_declared_output_shapes(model: ir.Model) -> dict[str, ir.Shape]:

@@ -11,7 +11,7 @@ import onnx_ir as ir
 from spa import io
 from spa.allocate import Budget, allocate
 from spa.analysis import SCOPES, Analysis, analyze
-from spa.canon import canonicalize
+from spa.canon import canonicalize, restore_initializer_inputs
 from spa.errors import UnsupportedError, UsageError
 from spa.importance import normalize, score_groups
 from spa.metrics import count
@@ -287,5 +287,6 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     if compensation is not None:
         update_sinks(pruned, analysis, plan, compensation, stats)
     slice_model(pruned, analysis, plan)
+    restore_initializer_inputs(pruned)
     validate(original, pruned, same_values=not any(plan.removed.values()))
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)

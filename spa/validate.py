@@ -67,6 +67,8 @@ def signature(model: ir.Model) -> list[tuple[str, str, str, int]]:
     sig = []
     for kind, values in (("input", model.graph.inputs), ("output", model.graph.outputs)):
         for v in values:
+            if kind == "input" and v.is_initializer():  # an overridable weight (see canon.restore_initializer_inputs)
+                continue
             sig.append((kind, v.name, str(v.dtype), len(v.shape) if v.shape is not None else -1))
     return sig
 

@@ -156,3 +156,24 @@ def test_value_dependent_output_axes_are_found_by_running_twice(tmp_path):
     src = _save(proto, tmp_path / "nz.onnx")
     reference = reference_run(io.load(src), src)
     assert reference.varying == {"where": {1}}
+
+
+def test_an_ir3_model_with_weights_listed_as_inputs_keeps_its_interface(tmp_path):
+    b = GraphBuilder(opset=8)
+    x = b.input("x", [1, 3, 16, 16])
+    y = b.conv(b.op("Relu", [b.conv(x, 3, 8)]), 8, 4)
+    b.nodes.append(helper.make_node("Identity", [y], ["out"]))
+    b.output("out")
+    proto = b.proto()
+    proto.ir_version = 3
+    for t in proto.graph.initializer:
+        proto.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    src = _save(proto, tmp_path / "ir3.onnx")
+    out = tmp_path / "out.onnx"
+    assert main(["prune", src, "-o", str(out), "--ratio", "0.3", "--verify", "-q"]) == 0
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written, full_check=True)  # IR 3: every initializer is a graph input
+    assert written.ir_version == 3
+    assert [i.name for i in written.graph.input] == [i.name for i in proto.graph.input]
+    assert sum(numpy_helper.to_array(t).size for t in written.graph.initializer) < \
+        sum(numpy_helper.to_array(t).size for t in proto.graph.initializer)

@@ -24,7 +24,7 @@ EXPECTED_REFUSALS = {
     "oww_hey_jarvis": "--scope hidden",          # every MLP width is LayerNorm-normalised
     "translit_encoder": "cannot be traced",      # widths scaled by a run-time Div
     "basic_pitch": "not the channel axis",       # tf2onnx NHWC conv1d with channels off axis 1
-    "magika_v3": "cannot be traced",             # jax2tf LayerNorm spelled as Mul chains
+    "magika_v3": "ReduceSum",                    # jax2tf LayerNorm spelled as ReduceSum/Mul chains
     "chars2vec": "nothing to prune",             # every width is an LSTM's, carried by a Loop
     "caffe2_resnet50": "ConstantOfShape",        # weights are run-time fills (ONNX test data)
     "caffe2_shufflenet": "ConstantOfShape",
