@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from pathlib import Path
 
 from spa.errors import InputError, OutputError, SpaError, UsageError
@@ -93,14 +92,9 @@ def write_atomically(proto, output: str | os.PathLike) -> Path:
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise SpaError(f"the exporter wrote an invalid ONNX model: {str(exc).splitlines()[0][:200]}") from None
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from spa.output import write_files
+
+    write_files({out: lambda tmp: onnx.save(proto, str(tmp))}, what="-o")
     return out
 
 

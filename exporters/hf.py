@@ -15,11 +15,11 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 from spa.errors import InputError, SpaError
+from spa.output import sweep_stale, temp_name
 from spa.progress import progress
 
 EXPORTERS = ("optimum", "torch")
@@ -78,13 +78,12 @@ _TASK_BY_HEAD = (("ForCausalLM", "text-generation"), ("LMHeadModel", "text-gener
 
 
 def task_from_config(folder: Path) -> str:
-    import json
-
-    try:
-        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError) as exc:
-        raise SpaError(f"{folder / 'config.json'}: unreadable ({exc})") from None
+    architectures = (read_config(folder) or {}).get("architectures") or []
+    if not isinstance(architectures, list):
+        raise InputError(f"{folder / 'config.json'}: 'architectures' is not a list")
     for arch in architectures:
+        if not isinstance(arch, str):
+            continue
         for suffix, task in _TASK_BY_HEAD:
             if arch.endswith(suffix):
                 return task
@@ -100,10 +99,10 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
     if exporter not in EXPORTERS:
         raise SpaError(f"unknown exporter '{exporter}' (choose from {', '.join(EXPORTERS)})")
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        raise SpaError(f"{output}: folder exists and is not empty")
-    if not output.parent.exists():
-        raise SpaError(f"{output.parent}: output folder does not exist")
+    if isinstance(source, (str, os.PathLike)):
+        check_output_folder(output, source)
+    else:
+        check_output_folder(output, output.parent / temp_name())  # no source folder to compare with
     folder = None
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
@@ -112,7 +111,9 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
         model = source
         task = task or _default_task(model)
     model.eval()
-    staging = Path(tempfile.mkdtemp(prefix=".spa-export-", dir=output.parent))
+    sweep_stale(output.parent)
+    staging = output.parent / temp_name()
+    staging.mkdir()
     try:
         write = _export_optimum if exporter == "optimum" else _export_torch
         steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
@@ -256,10 +257,51 @@ class _Positional:
 def _copy_side_files(model, folder: Path | None, out: Path) -> None:
     if folder is not None:
         for name in SIDE_FILES:
-            if (folder / name).is_file():
-                shutil.copy2(folder / name, out / name)
+            copy_side_file(folder, name, out)
     if not (out / "config.json").exists():
         model.config.save_pretrained(str(out))
+
+
+# A tokenizer or config file bigger than this is not one.
+SIDE_FILE_MAX_BYTES = 1 << 30
+
+
+def copy_side_file(folder: Path, name: str, out: Path) -> bool:
+    """Copy `folder/name` into `out` if it exists. The file is found by SPA's containment rule
+    (spa.io.resolve_inside): a symlink leaving the folder is refused (UnsafePathError), except the
+    hub cache's link from snapshots/<rev>/ into the same repository's blobs/. Returns whether copied."""
+    from spa.io import check_input_file, resolve_inside
+
+    if not os.path.lexists(folder / name):
+        return False
+    source = resolve_inside(Path(os.path.realpath(folder)), name, f"{folder}: '{name}'")
+    check_input_file(source, name, limit=SIDE_FILE_MAX_BYTES)
+    shutil.copyfile(source, out / name, follow_symlinks=False)
+    return True
+
+
+def read_config(folder: Path) -> dict | None:
+    """config.json of a model folder as a dict (None if absent); InputError when it is not one."""
+    import json
+
+    from spa.io import read_bounded
+    from spa.plan import check_json_depth
+
+    path = folder / "config.json"
+    if not os.path.lexists(path):
+        return None
+    from spa.io import resolve_inside
+
+    raw = read_bounded(resolve_inside(Path(os.path.realpath(folder)), "config.json", str(path)),
+                       SIDE_FILE_MAX_BYTES >> 6, "config.json")
+    check_json_depth(raw, 64, str(path), error=InputError)
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: not readable JSON ({str(exc)[:200]})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a JSON object")
+    return config
 
 
 def model_file(folder: str | os.PathLike) -> Path:
@@ -274,13 +316,22 @@ def model_file(folder: str | os.PathLike) -> Path:
 
 
 def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:
+    """The output folder of a Hugging Face folder run: not the source (or inside it), absent or an
+    empty folder, in an existing writable folder (spa.output's policy; OutputError)."""
+    from spa.errors import OutputError
+    from spa.output import check_target, file_ids
+
     out = Path(out)
-    if out.resolve() == Path(source).resolve():
-        raise SpaError("the output folder is the input folder; choose another -o")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SpaError(f"{out}: exists and is not an empty folder")
-    if not out.parent.exists():
-        raise SpaError(f"{out.parent}: output folder does not exist")
+    real_out, real_source = Path(os.path.realpath(out)), Path(os.path.realpath(source))
+    if real_out == real_source or real_source in real_out.parents:
+        raise OutputError(f"{out}: the output folder is the input folder or inside it; choose another -o")
+    if os.path.lexists(out):
+        if file_ids([out]).keys() & file_ids([source]).keys():
+            raise OutputError(f"{out}: the output folder is the input folder; choose another -o")
+        if not out.is_dir() or out.is_symlink() or any(out.iterdir()):
+            raise OutputError(f"{out}: exists and is not an empty folder")
+    else:
+        check_target(out, what="-o")  # parent exists, is a folder and writable
     return out
 
 
@@ -291,24 +342,33 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
     import json
 
     from spa.api import save
+    from spa.errors import OutputError
     from spa.exporters.hf_config import pruned_config
+    from spa.output import sweep_stale, temp_name
 
     source, out = Path(source), check_output_folder(out, source)
-    staging = Path(tempfile.mkdtemp(prefix=".spa-prune-", dir=out.parent))
+    config = read_config(source)  # before any work: a malformed config.json is refused, not half-written
+    sweep_stale(out.parent)
+    staging = out.parent / temp_name()
     try:
+        staging.mkdir()
         save(result, staging / "model.onnx")
         for name in SIDE_FILES:
-            if name != "config.json" and (source / name).is_file():
-                shutil.copy2(source / name, staging / name)
+            if name != "config.json":
+                copy_side_file(source, name, staging)
         notes = []
-        if (source / "config.json").is_file():
-            config, notes = pruned_config(json.loads((source / "config.json").read_text()), result.analysis,
-                                          result.plan)
+        if config is not None:
+            try:
+                config, notes = pruned_config(config, result.analysis, result.plan)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+                raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]})") from None
             (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
-    except BaseException:
+    except OSError as exc:
+        raise OutputError(f"{out}: could not write the folder ({exc.strerror or exc})") from None
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return notes

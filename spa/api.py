@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from spa.allocate import Budget
 from spa.analysis import Analysis
-from spa.errors import SpaError
+from spa.errors import InputError, SpaError
 from spa.plan import PruningPlan
 
 # Keys of the pruned model's metadata_props (Netron lists them under the model's properties).
@@ -210,7 +210,10 @@ def pruning_report(pruned, *, original=None, measure: bool = False, samples: int
     rep["stored"] = bool(stored)
     rep["after"] = model_stats(model)
     plan_text = model.metadata_props.get(PLAN_KEY)
-    rep["plan"] = json.loads(plan_text) if plan_text else None
+    try:
+        rep["plan"] = json.loads(plan_text) if plan_text else None
+    except (ValueError, RecursionError):
+        raise InputError(f"the model's '{PLAN_KEY}' metadata is not JSON") from None
     if original is not None:
         from spa.pipeline import load_canonical
 
@@ -231,10 +234,10 @@ def _stored(model: ir.Model) -> dict | None:
         return None
     try:
         data = json.loads(text)
-    except ValueError:
-        raise SpaError(f"the model's '{REPORT_KEY}' metadata is not JSON") from None
+    except (ValueError, RecursionError):
+        raise InputError(f"the model's '{REPORT_KEY}' metadata is not JSON") from None
     if not isinstance(data, dict) or data.get("spa_report") != REPORT_FORMAT:
-        raise SpaError(f"the model's '{REPORT_KEY}' metadata is not an SPA report of format {REPORT_FORMAT}")
+        raise InputError(f"the model's '{REPORT_KEY}' metadata is not an SPA report of format {REPORT_FORMAT}")
     return data
 
 
@@ -253,11 +256,12 @@ def _measure(before: ir.Model, after: ir.Model, samples: int, rounds: int, seed:
     return fidelity, latency
 
 
-def write_report(rep: dict, path: str | os.PathLike) -> list[Path]:
-    """Write `rep` as HTML (.html) or Markdown (.md) with its PNG plots beside it; returns the files."""
+def write_report(rep: dict, path: str | os.PathLike, *, inputs=()) -> list[Path]:
+    """Write `rep` as HTML (.html) or Markdown (.md) with its PNG plots beside it; returns the files.
+    No file is written over one of `inputs` (paths; compared by inode)."""
     from spa.htmlreport import write
 
-    return write(rep, Path(path))
+    return write(rep, Path(path), inputs=inputs)
 
 
 def _label(model) -> str:

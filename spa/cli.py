@@ -28,6 +28,31 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, got '{text}'") from None
+    if not 0 <= value < 2**32:  # what numpy's generators accept
+        raise argparse.ArgumentTypeError(f"--seed must be in [0, 2**32), got {text}")
+    return value
+
+
+def _finite(minimum: float, inclusive: bool):
+    """A float type for argparse: finite (no nan/inf) and above `minimum`."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < minimum \
+                or (value == minimum and not inclusive):
+            bound = "non-negative" if inclusive and minimum == 0 else f"{'>=' if inclusive else '>'} {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected a finite, {bound} number, got {text}")
+        return value
+    return parse
+
+
 def _input_shape(text: str) -> tuple[str, list[int]]:
     name, sep, dims = text.rpartition("=")
     try:
@@ -111,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="inputs used to estimate the moments (default 32; a language model writes enough "
                         "sequences for about 5 token rows per column of its widest layer, up to 256)")
-    p.add_argument("--p", type=float, default=2.0, help="the norm's exponent for --criterion lp")
+    p.add_argument("--p", type=_finite(0.0, False), default=2.0, help="the norm's exponent for --criterion lp")
     p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default=None,
                    help="scale each member's scores before combining (mean: relative to its group; default "
                         "mean, none for obspa ranked globally)")
@@ -129,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protect", nargs="+", default=[], metavar="NAME", help="node or tensor names to leave whole")
     p.add_argument("--plan-out", metavar="PLAN.json", help="also write the plan")
     p.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan instead of allocating")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--verify", action="store_true", help="check the oracle (sliced == masked) before writing")
     _report_and_diff_parsers(sub)
     _bench_parser(sub)
@@ -154,9 +179,9 @@ def _report_and_diff_parsers(sub) -> None:
     p.add_argument("b", help="second .onnx")
     p.add_argument("--inputs", metavar="FILE.npz", help="input arrays (first axis = samples); default random")
     p.add_argument("--samples", type=int, default=1, help="inputs to compare on")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (|a-b| <= atol + rtol*|a|)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--atol", type=_finite(0.0, True), default=1e-5, help="absolute tolerance (|a-b| <= atol + rtol*|a|)")
+    p.add_argument("--rtol", type=_finite(0.0, True), default=1e-5, help="relative tolerance")
     p.add_argument("--no-outputs", action="store_true", help="compare structure only (exit 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -174,7 +199,7 @@ def _bench_parser(sub) -> None:
                    help="ONNX Runtime graph optimization level")
     p.add_argument("--rounds", type=int, default=50, help="timed runs per model and batch")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per model and batch first")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--input-shape", action="append", type=_input_shape, default=[], metavar="NAME=D1,D2,...",
                    help="fix an input's shape (other dynamic dims: batch first, 128 after)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -200,6 +225,15 @@ def _quiet_flag(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spa.output import signals_raise
+
+    with signals_raise():  # SIGTERM/SIGINT unwind through `finally`: temporaries are removed
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from spa.output import Terminated
+
     # libraries (onnx-ir, onnxscript) log failures with tracebacks; ours are reported in one line
     logging.getLogger().addHandler(logging.NullHandler())
     try:
@@ -211,10 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spa: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated as exc:
+        print("spa: terminated", file=sys.stderr)
+        return exc.code
     except BrokenPipeError:  # `spa groups --json | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:  # a bug: still one line unless asked for the traceback
+        from spa.output import signal_received
+
+        if signal_received():  # the signal's exception came back wrapped (e.g. by a C extension)
+            print("spa: interrupted" if signal_received() == 130 else "spa: terminated", file=sys.stderr)
+            return signal_received()
         if os.environ.get("SPA_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -270,10 +312,11 @@ def cmd_groups(args) -> int:
 
     from spa.api import groups
 
+    inputs = _graph_targets(args)  # checked before the analysis: no work for an unwritable target
     found = groups(args.model, **_load_options(args))
     rows = found.rows
     if args.dot or args.png:
-        _write_graph(args, found.to_dot())
+        _write_graph(args, found.to_dot(), inputs)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -319,13 +362,18 @@ def cmd_prune(args) -> int:
 
         args.model = str(model_file(folder))
         out = check_output_folder(args.output, folder)
-    # before any work: no output may land on an input, in a folder, or in a missing/read-only folder
-    inputs = [args.model] + [f for f in (args.plan, args.calib) if f]
+    # before any work: no output may land on an input (by inode: the model, its data files, the
+    # plan, the calibration files), a folder, a device or FIFO, or a missing/read-only folder
+    from spa.output import check_distinct
+
+    if args.calib:
+        io.check_calibration(args.calib)
+    inputs = io.model_files(args.model) + [f for f in (args.plan, args.calib) if f]
     if folder is None:
         out = io.check_output_path(args.output, inputs=inputs)
-        io.check_output_path(str(out) + ".data", inputs=inputs, what="-o's external data file")
     if args.plan_out:
-        io.check_output_path(args.plan_out, inputs=inputs + [out, str(out) + ".data"], what="--plan-out")
+        io.check_output_path(args.plan_out, inputs=inputs, what="--plan-out")
+        check_distinct([(out, "-o"), (str(out) + ".data", "-o's external data"), (args.plan_out, "--plan-out")])
     plan = PruningPlan.load(args.plan) if args.plan else None
     from spa.allocate import resolve_round_to
 
@@ -353,7 +401,7 @@ def cmd_prune(args) -> int:
                               "(relative)")
     before, after = result.report["before"], result.report["after"]
     if args.plan_out:
-        result.plan.save(args.plan_out)
+        result.plan.save(args.plan_out, inputs=inputs)
     if folder is not None:
         from spa.exporters.hf import write_pruned_folder
 
@@ -384,24 +432,41 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def _write_graph(args, dot_text: str) -> None:
+def _graph_targets(args) -> list:
+    """Check --dot/--png against the model's files (by inode) and each other; returns the inputs."""
+    from spa import io
+    from spa.output import check_distinct, check_target
+
+    inputs = io.model_files(args.model)
+    for path, what in ((args.dot, "--dot"), (args.png, "--png")):
+        if path:
+            check_target(path, inputs=inputs, what=what)
+    if args.dot and args.png:
+        check_distinct([(args.dot, "--dot"), (args.png, "--png")])
+    return inputs
+
+
+def _write_graph(args, dot_text: str, inputs) -> None:
     from spa.dot import render_png
-    from spa.plan import write_text_atomic
+    from spa.output import write_text
 
     if args.png:  # first: a missing Graphviz fails before anything is written
-        render_png(dot_text, Path(args.png))
+        render_png(dot_text, Path(args.png), inputs=inputs)
     if args.dot:
-        write_text_atomic(Path(args.dot), dot_text)
+        write_text(args.dot, dot_text, inputs=inputs, what="--dot")
 
 
 def cmd_report(args) -> int:
     from spa.api import pruning_report, write_report
 
-    if Path(args.output).resolve() in {Path(m).resolve() for m in (args.model, args.original) if m}:
-        raise SpaError("the report path is one of the models; choose another -o")
+    from spa import io
+    from spa.output import check_target
+
+    inputs = [f for m in (args.model, args.original) if m for f in io.model_files(m)]
+    check_target(args.output, inputs=inputs, what="the report")  # before any work
     rep = pruning_report(args.model, original=args.original, measure=args.measure, samples=args.samples,
                          rounds=args.rounds, input_shapes=dict(args.input_shape) or None)
-    files = write_report(rep, args.output)
+    files = write_report(rep, args.output, inputs=inputs)
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0
@@ -418,6 +483,10 @@ def cmd_diff(args) -> int:
     from spa.compare import EXIT_OUTPUTS_DIFFER, diff
     from spa.report import human, number
 
+    if args.inputs:
+        from spa.io import CALIB_MAX_BYTES, check_input_file
+
+        check_input_file(args.inputs, "--inputs", limit=CALIB_MAX_BYTES)
     result = diff(args.a, args.b, inputs=args.inputs, samples=args.samples, seed=args.seed, atol=args.atol,
                   rtol=args.rtol, compare=not args.no_outputs)
     code = 0 if result.passed else EXIT_OUTPUTS_DIFFER

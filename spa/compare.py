@@ -136,7 +136,8 @@ def compare_outputs(a: ir.Model, b: ir.Model, feeds_list: list[dict], atol: floa
         for n in common:
             outs_a[n].append(ra[names_a.index(n)])
             outs_b[n].append(rb[index_b.index(n)])
-    diffs = []
+    # an output of A that B lacks is a difference, not something to skip
+    diffs = [OutputDiff(n, None, None) for n in names_a if n not in names_b]
     for n in common:
         if any(x.shape != y.shape for x, y in zip(outs_a[n], outs_b[n])):
             diffs.append(OutputDiff(n, list(outs_a[n][0].shape), list(outs_b[n][0].shape)))

@@ -3,10 +3,8 @@ channel space (weights as boxes, activations as ellipses), one edge per coupling
 get a colour each; groups that may not be pruned are grey and their label says why."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from spa.errors import SpaError
@@ -49,20 +47,18 @@ def to_dot(analysis, plan=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_png(dot_text: str, path: Path) -> None:
+def render_png(dot_text: str, path: Path, *, inputs=()) -> None:
     """Render with Graphviz's `dot` into `path`, atomically; SpaError when Graphviz is missing."""
+    from spa.output import write_files
+
     exe = shutil.which("dot")
     if exe is None:
         raise SpaError("--png needs Graphviz's 'dot' program (apt-get install graphviz); the .dot file "
                        "can be viewed without it")
-    if not path.parent.exists():
-        raise SpaError(f"{path.parent}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".spa-", suffix=".png", dir=path.parent)
-    os.close(fd)  # Graphviz writes the file by name
-    try:
-        done = subprocess.run([exe, "-Tpng", "-o", tmp], input=dot_text.encode(), capture_output=True)
+
+    def run_graphviz(tmp: Path) -> None:  # Graphviz writes the file by name
+        done = subprocess.run([exe, "-Tpng", "-o", str(tmp)], input=dot_text.encode(), capture_output=True)
         if done.returncode != 0:
             raise SpaError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()[:200]}")
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    write_files({Path(path): run_graphviz}, inputs=inputs, what="--png")

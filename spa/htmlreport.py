@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import html
 import io as _io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spa.errors import SpaError
+from spa.errors import InputError
 from spa.report import before_after, block_rows, change, human, number
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md"}
@@ -23,46 +21,31 @@ class Section:
     items: list = field(default_factory=list)   # ("p", text) | ("table", headers, rows) | ("img", file, alt)
 
 
-def write(rep: dict, path: Path) -> list[Path]:
-    """Write the report and its plots; all files appear together or none do."""
+def write(rep: dict, path: Path, *, inputs=()) -> list[Path]:
+    """Write the report and its plots; all files appear together or none do. No target may be
+    one of `inputs` (spa.output's policy)."""
+    from spa.errors import OutputError
+    from spa.output import check_target, write_files
+
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise SpaError(f"{path}: the report must end in .html or .md")
-    if path.is_dir():
-        raise SpaError(f"{path}: is a folder; give a file name for -o")
-    if not path.parent.exists():
-        raise SpaError(f"{path.parent}: output folder does not exist")
-    images = {}
-    if rep.get("layers"):
-        images[f"{path.stem}.widths.png"] = width_plot(rep["layers"])
-    if rep.get("scores") and rep["scores"]["edges"]:
-        images[f"{path.stem}.scores.png"] = score_plot(rep["scores"], rep.get("criterion"))
-    sections = layout(rep, list(images))
-    text = render_html(rep, sections) if kind == "html" else render_markdown(rep, sections)
+        raise OutputError(f"{path}: the report must end in .html or .md")
+    check_target(path, inputs=inputs, what="the report")
+    try:
+        images = {}
+        if rep.get("layers"):
+            images[f"{path.stem}.widths.png"] = width_plot(rep["layers"])
+        if rep.get("scores") and rep["scores"].get("edges"):
+            images[f"{path.stem}.scores.png"] = score_plot(rep["scores"], rep.get("criterion"))
+        sections = layout(rep, list(images))
+        text = render_html(rep, sections) if kind == "html" else render_markdown(rep, sections)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        # the stored report is the model's metadata: a file from anywhere may carry anything there
+        raise InputError(f"{rep.get('model', 'the model')}: its stored SPA report is malformed "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
     files = {path.parent / name: data for name, data in images.items()}
     files[path] = text.encode()
-    write_files_atomic(files)
-    return list(files)
-
-
-def write_files_atomic(files: dict[Path, bytes]) -> None:
-    """Write every file to a temporary name beside its target first, then rename them all (the
-    last one last: the report appears only once its images exist)."""
-    temps = []
-    try:
-        for target, data in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=target.parent)
-            temps.append((tmp, target))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    except OSError as exc:
-        raise SpaError(f"could not write the report: {exc.strerror or exc}") from None
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    return write_files(files, inputs=inputs, what="the report")
 
 
 # ---------------------------------------------------------------- plots (matplotlib, no pyplot state)

@@ -10,7 +10,6 @@ import contextlib
 
 import os
 import stat
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -69,10 +68,7 @@ def _deserialize(proto: onnx.ModelProto, what: str) -> ir.Model:
 def _load_path(path: Path) -> ir.Model:
     from spa.support import check_unique_names
 
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
+    check_input_file(path, "model")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not an ONNX model")
     try:
@@ -80,6 +76,7 @@ def _load_path(path: Path) -> ir.Model:
     except Exception as exc:  # protobuf raises many types for corrupt input
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     check_unique_names(proto)
+    check_tensor_payloads(proto, path)
     model = _deserialize(proto, str(path))
     del proto
     ir.external_data.set_base_dir(model.graph, path.parent)
@@ -90,6 +87,97 @@ def _load_path(path: Path) -> ir.Model:
     # every copy made from this model remembers which files it came from: saves never overwrite them
     model.meta[SOURCE_FILES] = {Path(os.path.realpath(path))} | files_read_by(model)
     return model
+
+
+def check_tensor_payloads(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse, with the tensor's name, what would otherwise fail deep inside a later stage:
+    sparse initializers, raw bytes that do not match the declared shape, and node inputs that
+    nothing in the graph defines."""
+    from spa.errors import UnsupportedError
+
+    graph = proto.graph
+    if graph.sparse_initializer:
+        name = graph.sparse_initializer[0].values.name
+        raise UnsupportedError(f"{path}: sparse initializer '{name}': SPA reads dense weights only")
+    for t in graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or not t.HasField("raw_data"):
+            continue
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except Exception:  # strings, sub-byte and unknown types: sized elsewhere
+            continue
+        if t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            continue
+        need = int(np.prod(t.dims, dtype=np.int64)) * itemsize
+        if len(t.raw_data) != need:
+            raise InputError(f"{path}: initializer '{t.name}' holds {len(t.raw_data)} bytes, its shape "
+                             f"{list(t.dims)} needs {need}")
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    for node in graph.node:
+        defined.update(node.output)
+    for node in graph.node:
+        for name in node.input:
+            if name not in defined:
+                raise InputError(f"{path}: node '{node.name or node.op_type}' reads '{name}', which no "
+                                 "input, initializer or node defines")
+
+
+# ---------------------------------------------------------------- bounded, typed reads
+
+
+def check_input_file(path, what: str, *, limit: int | None = None, error=InputError,
+                     folder_ok: bool = False) -> os.stat_result:
+    """Refuse, before anything opens it, an input that is missing, not a regular file (a FIFO
+    would block the read forever, /dev/zero never ends) or bigger than `limit` bytes."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file (the {what})") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: {what} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(info.st_mode) and folder_ok:
+        return info
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise error(f"{path}: the {what} is {kind}")
+    if limit is not None and info.st_size > limit:
+        raise error(f"{path}: the {what} is {info.st_size} bytes, more than the {limit >> 20} MiB SPA reads")
+    return info
+
+
+# Calibration arrays SPA reads at most (all files together): statistics need far less.
+CALIB_MAX_BYTES = 16 << 30
+
+
+def check_calibration(path) -> None:
+    """--calib: a regular .npz/.npy file, or a folder whose .npz/.npy entries are regular files,
+    CALIB_MAX_BYTES at most in all; refused (InputError) before anything is opened."""
+    info = check_input_file(path, "calibration", folder_ok=True)
+    if not stat.S_ISDIR(info.st_mode):
+        files = [Path(path)]
+    else:
+        files = [p for p in Path(path).iterdir() if p.suffix in (".npz", ".npy")]
+    total = sum(check_input_file(f, "calibration").st_size for f in files)
+    if total > CALIB_MAX_BYTES:
+        raise InputError(f"{path}: {total} bytes of calibration data, more than the "
+                         f"{CALIB_MAX_BYTES >> 30} GiB SPA reads")
+
+
+def read_bounded(path, limit: int, what: str, *, error=InputError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Opened without blocking and checked
+    again on the open descriptor, so a file swapped for a FIFO after the check cannot hang us."""
+    check_input_file(path, what, limit=limit, error=error)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise error(f"{path}: {what} cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path}: the {what} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path}: the {what} is more than the {limit >> 20} MiB SPA reads")
+    return data
 
 
 # ---------------------------------------------------------------- external data: paths and sizes
@@ -135,11 +223,18 @@ def check_external_data(model: ir.Model, model_path: Path) -> None:
     folder = Path(os.path.realpath(model_path.parent))
     for owner, tensor in external_tensors(model):
         where = f"{model_path}: external data of '{owner}'"
-        data = resolve_inside(folder, str(tensor.location), where)
+        location = str(tensor.location)
+        if "\0" in location:
+            raise InputError(f"{where}: the location contains a NUL byte")
         try:
+            data = resolve_inside(folder, location, where)
             info = os.lstat(data)
         except FileNotFoundError:
-            raise InputError(f"{where}: file '{tensor.location}' is missing") from None
+            raise InputError(f"{where}: file '{location}' is missing") from None
+        except OSError as exc:  # a name too long, a path through a regular file, …
+            raise InputError(f"{where}: '{location[:80]}' cannot be opened ({exc.strerror})") from None
+        if data == Path(os.path.realpath(model_path)):
+            raise InputError(f"{where}: the location names the model file itself")
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"{where}: '{tensor.location}' is not a regular file")
         if info.st_nlink > 1:
@@ -185,6 +280,9 @@ def resolve_inside(folder: Path, location: str, where: str) -> Path:
         if hops > 40:
             raise UnsafePathError(f"{where}: '{location}' is a symlink loop")
         target = os.readlink(candidate)
+        blob = _hub_blob(folder, current, target) if not pending else None
+        if blob is not None:
+            return blob
         if os.path.isabs(target):
             target_path = Path(os.path.normpath(target))
             if target_path != folder and folder not in target_path.parents:
@@ -196,6 +294,25 @@ def resolve_inside(folder: Path, location: str, where: str) -> Path:
     return current
 
 
+def _hub_blob(folder: Path, current: Path, target: str) -> Path | None:
+    """The one symlink allowed to leave the model's folder: the Hugging Face hub cache layout,
+    where <repo>/snapshots/<rev>/[sub/]name links to ../../[../]blobs/<hash> of the same <repo>.
+    `current` (the link's folder) holds no symlinks, so its parents are the physical ones."""
+    parts = PurePosixPath(target).parts
+    ups = next((i for i, p in enumerate(parts) if p != ".."), len(parts))
+    if os.path.isabs(target) or ups == 0 or parts[ups:-1] != ("blobs",) or len(parts) != ups + 2:
+        return None
+    snapshot = next((a for a in (current, *current.parents) if a.parent.name == "snapshots"), None)
+    if snapshot is None or not (snapshot == folder or snapshot in folder.parents):
+        return None
+    base = current
+    for _ in range(ups):
+        base = base.parent
+    if base != snapshot.parent.parent:  # not this repository's blobs folder
+        return None
+    return base / "blobs" / parts[-1]
+
+
 # ---------------------------------------------------------------- out of core
 
 
@@ -203,6 +320,12 @@ class MappedTensor(ir.ExternalTensor):
     """External weights mapped afresh on every read, with no mapping kept: once a caller drops
     the array, its pages leave the process. onnx-ir's ExternalTensor maps the whole file and keeps
     it, so reading every weight once (scoring, slicing) would leave the whole model resident."""
+
+    def _check_path_containment(self) -> None:
+        # SPA's containment rule (resolve_inside), which also admits the hub cache's blobs
+        if self.base_dir:
+            resolve_inside(Path(os.path.realpath(self.base_dir)), str(self.location),
+                           f"external data of '{self.name}'")
 
     def numpy(self) -> np.ndarray:
         self._check_validity()
@@ -273,67 +396,160 @@ def files_read_by(model: ir.Model) -> set[Path]:
     return {Path(os.path.realpath(t.path)) for _, t in external_tensors(model) if t.base_dir}
 
 
-def check_output_path(path: str | os.PathLike, *, inputs=(), what: str = "-o") -> Path:
-    """Refuse an output path that would overwrite an input, is a folder, or lies in a folder that
-    is missing or read-only. Raises OutputError; returns the path."""
+def model_files(path) -> list[Path]:
+    """The files a model path stands for: the model and the external data files it names (found
+    inside its folder by SPA's rule; unreadable models give just themselves). Outputs are checked
+    against these before any work, so no output lands on an input's weights."""
     path = Path(path)
-    if path.name in ("", ".", ".."):
-        raise OutputError(f"{path}: give a file name for {what}")
-    target = Path(os.path.realpath(path))
-    for source in inputs:
-        if target == Path(os.path.realpath(source)):
-            raise OutputError(f"{path}: {what} would overwrite an input ('{source}'); choose another path")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name for {what}")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"{folder}: output folder does not exist")
-    if not _writable(folder):
-        raise OutputError(f"{folder}: output folder is read-only")
-    return path
+    files = [path]
+    with contextlib.suppress(Exception):
+        if path.is_dir():  # a Hugging Face folder: every file directly in it
+            return [path, *(p for p in path.iterdir() if p.is_file())]
+        if os.stat(path).st_size <= (64 << 20) and stat.S_ISREG(os.stat(path).st_mode):
+            proto = onnx.load(path, load_external_data=False)
+            folder = Path(os.path.realpath(path.parent))
+            for tensor in _proto_tensors(proto):
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        with contextlib.suppress(Exception):
+                            files.append(resolve_inside(folder, entry.value, str(path)))
+    return files
 
 
-def _writable(folder: Path) -> bool:
-    # root passes os.access everywhere; a folder without any write bit is read-only by intent
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+def check_output_path(path: str | os.PathLike, *, inputs=(), what: str = "-o") -> Path:
+    """Refuse an output path that would overwrite an input (by inode), is a folder or not a
+    regular file, or lies in a folder that is missing or read-only (spa.output's policy)."""
+    from spa.output import check_target
+
+    return check_target(path, inputs=inputs, what=what)
 
 
 def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write the model atomically: to a temporary folder beside the target, then renamed into place.
 
-    With external_data None, weights go to `<name>.data` when they exceed EXTERNAL_DATA_THRESHOLD;
-    tensors are streamed to that file one at a time, so memory stays near one tensor. Without
-    external data they are streamed into the one protobuf file the same way (`write_streamed`).
-    """
+    With external_data None, weights go to a data file beside the model when they exceed
+    EXTERNAL_DATA_THRESHOLD; tensors are streamed to that file one at a time, so memory stays near
+    one tensor. Without external data they are streamed into the one protobuf file the same way
+    (`write_streamed`).
+
+    The model/data pair is committed so that a reader never sees a model with another save's data:
+    the data goes under a name no existing file has (`<name>.data`, or `<name>.<hex>.data` while
+    that one is taken), the model that points to it is renamed into place, and only then is the
+    data file the replaced model used removed (if SPA named it and nothing read from it)."""
+    from spa.output import check_target, file_ids, sweep_stale, temp_dir
+
     path = Path(path)
-    data_name = path.name + ".data"
     reads = files_read_by(model) | set(model.meta.get(SOURCE_FILES, ()))
-    check_output_path(path, inputs=reads)
-    check_output_path(path.parent / data_name, inputs=reads, what="the external data file")
+    check_target(path, inputs=reads)
     if external_data is None:
         external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    folder = path.parent
+    sweep_stale(folder)
+    old_data = _spa_data_files_of(path)
+    data_target = None
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".spa-", dir=path.parent))
-    except OSError as exc:
-        raise OutputError(f"{path}: could not write the model ({_first_line(exc)})") from None
-    try:
-        tmp_model = tmpdir / path.name
-        with _exporter_annotations(model):
-            if external_data:
-                save_with_external_data(model, tmp_model)
-                os.replace(tmpdir / data_name, path.parent / data_name)
-            else:
-                write_streamed(model, tmp_model)
-        os.replace(tmp_model, path)
+        with temp_dir(folder) as tmpdir:
+            tmp_model = tmpdir / path.name
+            with _exporter_annotations(model):
+                if external_data:
+                    data_name = _fresh_data_name(path)
+                    save_with_external_data(model, tmp_model, data_name)
+                    data_target = _link_new(tmpdir / data_name, folder, path.name)
+                    if data_target.name != data_name:  # the name was taken meanwhile: point to the new one
+                        _relocate(tmp_model, data_name, data_target.name)
+                else:
+                    write_streamed(model, tmp_model)
+            os.replace(tmp_model, path)
+            data_target = None  # committed: the data file belongs to the model now
     except SpaError:
         raise
+    except OSError as exc:
+        raise OutputError(f"{path}: could not write the model ({exc.strerror or _first_line(exc)})") from None
     except Exception as exc:
         raise OutputError(f"{path}: could not write the model ({_first_line(exc)})") from None
     finally:
-        for leftover in tmpdir.iterdir():
-            leftover.unlink()
-        tmpdir.rmdir()
+        if data_target is not None:  # failed or interrupted between the two renames
+            with contextlib.suppress(OSError):
+                os.unlink(data_target)
+    keep = file_ids(reads | set(_spa_data_files_of(path)))
+    for stale in old_data:
+        with contextlib.suppress(OSError):
+            info = os.stat(stale)
+            if (info.st_dev, info.st_ino) not in keep:
+                os.unlink(stale)
     return path
+
+
+# SPA names a model's data file <model name>.data or <model name>.<12 hex>.data
+def _data_name_pattern(model_name: str):
+    import re
+
+    return re.compile(re.escape(model_name) + r"(\.[0-9a-f]{12})?\.data")
+
+
+def _fresh_data_name(path: Path) -> str:
+    import secrets
+
+    plain = path.name + ".data"
+    if not os.path.lexists(path.parent / plain):
+        return plain
+    return f"{path.name}.{secrets.token_hex(6)}.data"
+
+
+def _link_new(tmp_data: Path, folder: Path, model_name: str) -> Path:
+    """Put the data file in `folder` under its name without ever replacing an existing file (a
+    hard link fails if the name is taken; then a fresh name). Returns the final path."""
+    import secrets
+
+    name = tmp_data.name
+    for _ in range(20):
+        target = folder / name
+        try:
+            os.link(tmp_data, target)
+            os.unlink(tmp_data)  # one link again: loaders refuse data files with several
+            return target
+        except FileExistsError:
+            name = f"{model_name}.{secrets.token_hex(6)}.data"
+        except OSError:  # a filesystem without hard links
+            if not os.path.lexists(target):
+                os.rename(tmp_data, target)
+                return target
+            name = f"{model_name}.{secrets.token_hex(6)}.data"
+    raise OutputError(f"{folder}: could not find a free name for the external data file")
+
+
+def _relocate(model_file: Path, old: str, new: str) -> None:
+    """Rewrite the external-data location in a saved (small, weights-outside) model file."""
+    proto = onnx.load(model_file, load_external_data=False)
+    for tensor in _proto_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+    onnx.save(proto, model_file)
+
+
+def _proto_tensors(proto: onnx.ModelProto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(proto)
+
+
+def _spa_data_files_of(path: Path) -> list[Path]:
+    """The data files the model now at `path` refers to that SPA named (see _data_name_pattern):
+    candidates for removal once a new model replaces it. Never anything else the user keeps there."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > (64 << 20):  # weights inside: no data file
+            return []
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # no model there, or not one we can read: nothing of ours to remove
+        return []
+    pattern, found = _data_name_pattern(path.name), set()
+    for tensor in _proto_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and pattern.fullmatch(entry.value):
+                found.add(path.parent / entry.value)
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -460,10 +676,11 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def save_with_external_data(model: ir.Model, path: Path) -> None:
-    """Model at `path`, tensors in `<path>.data` beside it (a plain file name: it cannot leave the
-    folder), aligned for memory mapping and streamed with a bounded number of bytes in flight."""
-    ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES,
+def save_with_external_data(model: ir.Model, path: Path, data_name: str | None = None) -> None:
+    """Model at `path`, tensors in `data_name` (default `<path>.data`) beside it (a plain file
+    name: it cannot leave the folder), aligned for memory mapping and streamed with a bounded
+    number of bytes in flight."""
+    ir.save(model, path, external_data=data_name or path.name + ".data", size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES,
             alignment=ALIGNMENT, align_threshold=ALIGN_THRESHOLD, max_in_flight_bytes=SAVE_IN_FLIGHT_BYTES,
             max_workers=1)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spa.errors import OutputError, PlanError
+from spa.errors import PlanError
 
 PLAN_FORMAT = 1
+# A plan lists channel indices: tens of MiB is already far beyond any real model's plan.
+PLAN_MAX_BYTES = 64 << 20
+# JSON nesting a plan may have (its own structure is 3 deep; 'meta' holds flat options)
+PLAN_MAX_DEPTH = 32
 
 
 @dataclass
@@ -43,22 +46,29 @@ class PruningPlan:
                     or not (entry.get("width") is None or _is_int(entry["width"])):
                 raise PlanError("each plan group needs a string 'key', an integer list 'remove' "
                                "and an optional integer 'width'")
-            plan.removed[entry["key"]] = list(entry["remove"])
+            if entry["key"] in plan.removed:
+                raise PlanError(f"plan lists group '{entry['key']}' twice")
+            # a channel listed twice is removed once: de-duplicate so counts say what happens
+            plan.removed[entry["key"]] = sorted(set(entry["remove"]))
             if entry.get("width") is not None:
                 plan.widths[entry["key"]] = entry["width"]
         return plan
 
-    def save(self, path: str | os.PathLike) -> None:
-        write_text_atomic(Path(path), json.dumps(self.to_json(), indent=1))
+    def save(self, path: str | os.PathLike, *, inputs=()) -> None:
+        from spa.output import write_text
+
+        write_text(path, json.dumps(self.to_json(), indent=1), inputs=inputs, what="--plan-out")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PruningPlan":
+        from spa.io import read_bounded
+
+        raw = read_bounded(path, PLAN_MAX_BYTES, "plan", error=PlanError)
+        check_json_depth(raw, PLAN_MAX_DEPTH, f"{path}: plan", error=PlanError)
         try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise PlanError(f"{path}: no such plan file") from None
-        except (OSError, ValueError) as exc:
-            raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise PlanError(f"{path}: not a readable JSON plan ({str(exc)[:200]})") from None
         return cls.from_json(data)
 
     def check_against(self, analysis) -> None:
@@ -84,17 +94,17 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    if not path.parent.exists():
-        raise OutputError(f"{path.parent}: output folder does not exist")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder")
-    fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def check_json_depth(raw: bytes, limit: int, what: str, error=PlanError) -> None:
+    """Refuse JSON nested deeper than `limit` before parsing it (the parser would recurse until
+    RecursionError). Brackets inside strings do not count."""
+    import re
+
+    depth = 0
+    for match in re.finditer(rb'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                raise error(f"{what} is nested more than {limit} levels deep")
+        elif token in (b"]", b"}"):
+            depth -= 1

@@ -210,9 +210,16 @@ def score_histogram(scores: dict, plan, bins: int = 30) -> dict:
         gone = set(plan.removed.get(key, []))
         for i, s in enumerate(np.asarray(values, dtype=float)):
             (removed if i in gone else kept).append(s)
+    # NaN/Inf scores (from NaN/Inf weights) have no bin: counted apart, never a crash
+    nonfinite = sum(1 for s in kept + removed if not np.isfinite(s))
+    kept = [s for s in kept if np.isfinite(s)]
+    removed = [s for s in removed if np.isfinite(s)]
     everything = np.asarray(kept + removed)
     if everything.size == 0:
         return {"edges": [], "kept": [], "removed": []}
     edges = np.histogram_bin_edges(everything, bins=bins)
-    return {"edges": [float(e) for e in edges], "kept": np.histogram(kept, edges)[0].tolist(),
+    hist = {"edges": [float(e) for e in edges], "kept": np.histogram(kept, edges)[0].tolist(),
             "removed": np.histogram(removed, edges)[0].tolist()}
+    if nonfinite:
+        hist["nonfinite"] = nonfinite
+    return hist

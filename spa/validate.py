@@ -80,6 +80,9 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
     For checking that a model runs; never for timing it."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions (one line); no C++ log on stderr
+    # between runs, ONNX Runtime's idle threads would spin and starve the numpy/torch work SPA does
+    # on each run's outputs (statistics: 3x slower on 2 cores); timing sessions are built elsewhere
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if lean:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         # by default ONNX Runtime runs every weight's fp16→fp32 Cast up front, holding them all

@@ -31,6 +31,8 @@ def snapshot(root: Path) -> dict[str, str]:
             out[rel] = "-> " + os.readlink(p)
         elif p.is_dir():
             out[rel] = f"<dir {oct(p.stat().st_mode & 0o777)}>"
+        elif not p.is_file():  # a FIFO: reading it would block
+            out[rel] = f"<special {oct(p.lstat().st_mode)}>"
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -55,7 +57,7 @@ def corpus(tmp_path_factory):
 
 def test_corpus_is_big_and_distinct(corpus):
     _, cases, _, _, _ = corpus
-    assert len(cases) >= 40
+    assert len(cases) >= 100
     assert len({c.name for c in cases}) == len(cases)
     assert len({c.exit_code for c in cases}) >= 6  # usage, input, unsafe, unsupported, output, plan
 
@@ -201,3 +203,108 @@ def test_open_is_not_called_on_refused_location(tmp_path, monkeypatch):
     with pytest.raises(UnsafePathError):
         io.load(tmp_path / "m" / "model.onnx")
     assert not any(s.endswith("s.bin") for s in seen)
+
+
+# ---------------------------------------------------------------- signals during a run
+
+
+def _wide_cnn(width: int) -> onnx.ModelProto:
+    """cnn()'s shape with wide layers: a save that takes long enough to be interrupted."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes, h, c_in = [], [], "x", 3
+    for i, c_out in enumerate((width, width, 4), start=1):
+        inits.append(numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [h, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4))
+        h, c_in = f"c{i}", c_out
+        if i < 3:
+            nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
+            h = f"r{i}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _spa(folder: Path, *args, popen=False):
+    env = {k: v for k, v in os.environ.items() if k != "SPA_DEBUG"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "spa.cli", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _temps(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".spa-"))
+
+
+def _working(pid: int) -> bool:
+    """The child is past its imports and into the work (ONNX Runtime is loaded: analysis and
+    validation run), where SPA's handlers are installed; before, a signal finds nothing to clean."""
+    try:
+        return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _signal_run(tmp_path: Path, sig: int, when: str, width: int):
+    import signal as _signal
+    import time
+
+    save(_wide_cnn(width), tmp_path / "model.onnx")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    first = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.2", "-q")
+    assert first.returncode == 0, first.stderr
+    old = (out_dir / "out.onnx").read_bytes()
+    child = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.5", "-q", popen=True)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if (when == "save" and _temps(out_dir)) or (when == "early" and _working(child.pid)):
+            break
+        time.sleep(0.0005 if when == "save" else 0.05)
+    if child.poll() is None:
+        child.send_signal(sig)
+    _, err = child.communicate(timeout=120)
+    expected = {_signal.SIGINT: 130, _signal.SIGTERM: 143, _signal.SIGKILL: -9}[sig]
+    assert child.returncode in (0, expected), err
+    assert "Traceback" not in err
+    now = (out_dir / "out.onnx").read_bytes()
+    if now != old:  # the new output, complete: it loads, checks and runs
+        onnx.checker.check_model(str(out_dir / "out.onnx"), full_check=True)
+    if sig != _signal.SIGKILL:
+        assert _temps(out_dir) == [], "an interrupted run left temporary files"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "out"]  # nothing outside the output
+    after = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.3", "-q")
+    assert after.returncode == 0, after.stderr
+    assert _temps(out_dir) == [], "the next run did not sweep a killed run's temporaries"
+
+
+@pytest.mark.parametrize("sig,when", [("SIGINT", "save"), ("SIGTERM", "save"), ("SIGKILL", "save"),
+                                      ("SIGTERM", "early"), ("SIGINT", "early")])
+def test_signal_leaves_old_or_new_output_and_no_temporaries(tmp_path, sig, when):
+    import signal as _signal
+
+    _signal_run(tmp_path, getattr(_signal, sig), when, width=256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_signal_on_a_model_over_1_gib(tmp_path, sig):
+    """The same on a model saved with external data (weights over 1 GiB): slow, -m slow."""
+    import signal as _signal
+
+    _signal_run(tmp_path, getattr(_signal, sig), "save", width=5600)
+
+
+def test_diff_fails_when_b_lacks_an_output_of_a(tmp_path):
+    a = cnn()
+    from onnx import TensorProto, helper
+
+    a.graph.output.append(helper.make_tensor_value_info("r1", TensorProto.FLOAT, [1, 8, 8, 8]))
+    save(a, tmp_path / "a.onnx")
+    save(cnn(), tmp_path / "b.onnx")
+    r = _spa(tmp_path, "diff", "a.onnx", "b.onnx")
+    assert r.returncode != 0, r.stdout

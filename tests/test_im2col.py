@@ -24,3 +24,18 @@ def test_im2col_times_weights_is_the_convolution(dims, kernel, strides, dilation
     want = conv(F.pad(torch.from_numpy(x), torch_pads), torch.from_numpy(w), stride=strides, dilation=dilations)
     want = np.moveaxis(want.numpy(), 1, -1).reshape(-1, 5)
     np.testing.assert_allclose(cols @ w.reshape(5, -1).T, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("pads,strides", [([1, 1, 1, 1], [1, 1]), ([0, 1, 2, 0], [2, 2])])
+def test_a_window_of_positions_reads_the_same_columns_as_the_whole_map(pads, strides):
+    from spa.passes.compensate.hessian import _window
+
+    g = {"kernel": [3, 3], "strides": strides, "dilations": [1, 1], "pads": pads}
+    x = torch.randn(1, 4, 23, 19)
+    def columns(t):
+        return F.unfold(t, [3, 3], stride=strides).transpose(1, 2)[0].numpy()
+    full = columns(F.pad(x, (pads[1], pads[3], pads[0], pads[2])))
+    window = columns(_window(x, g, 20, np.random.default_rng(1)))
+    assert 10 <= len(window) <= 40
+    assert {r.tobytes() for r in window} <= {r.tobytes() for r in full}
+    np.testing.assert_array_equal(columns(_window(x, g, 10**6, np.random.default_rng(1))), full)

@@ -2,6 +2,7 @@
 and switches to external data. Checked against onnx.load, file bytes and ONNX Runtime outputs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -281,7 +282,8 @@ def test_weights_listed_as_graph_inputs_are_still_pruned(tmp_path):
     assert len(onnx.load(str(path)).graph.input) > 1  # the weights are inputs
     result = prune(str(path), Budget(ratio=0.5))
     assert result.after["params"] < result.before["params"]
-    assert [v.name for v in result.model.graph.inputs] == ["x"]
+    # the interface is kept: the weights stay listed as (overridable) inputs, as in the file
+    assert [v.name for v in result.model.graph.inputs] == [v.name for v in onnx.load(str(path)).graph.input]
 
 
 def test_pruned_model_round_trips_to_graphsurgeon():
@@ -300,14 +302,11 @@ def test_pruned_model_round_trips_to_graphsurgeon():
     assert io.load(graph).graph.initializers.keys() == result.model.graph.initializers.keys()
 
 
-def test_save_refuses_to_replace_the_data_file_the_model_was_read_from(tmp_path, proto):
-    """An input whose external data is named like the output's data file: saving with external
-    data would replace the input's weights. Refused, and the input stays byte-identical."""
-    from spa.errors import OutputError
-
+def test_save_never_replaces_the_data_file_the_model_was_read_from(tmp_path, proto):
+    """An input whose external data is named like the output's data file: the new data goes under
+    a fresh name, the input's files stay byte-identical, and both models load."""
     src = tmp_path / "src.onnx"
     io.save(io.load(proto), src, external_data=True)
-    # rename the data so that it is what `out.onnx` would write
     model = onnx.load(str(src), load_external_data=False)
     for t in model.graph.initializer:
         for entry in t.external_data:
@@ -316,10 +315,214 @@ def test_save_refuses_to_replace_the_data_file_the_model_was_read_from(tmp_path,
     (tmp_path / "src.onnx.data").rename(tmp_path / "out.onnx.data")
     onnx.save(model, str(src))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    loaded = io.load(src)
-    with pytest.raises(OutputError, match="overwrite an input"):
-        io.save(loaded, tmp_path / "out.onnx", external_data=True)
+    io.save(io.load(src), tmp_path / "out.onnx", external_data=True)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {k: after[k] for k in before} == before
+    new = set(after) - set(before)
+    assert len(new) == 2 and "out.onnx" in new  # the model and its freshly named data
+    same_content(io.load(tmp_path / "out.onnx"), proto)
+    same_content(io.load(src), proto)
+
+
+def test_resave_commits_the_pair_and_removes_the_old_data(tmp_path, proto):
+    out = tmp_path / "out.onnx"
+    for _ in range(3):
+        io.save(io.load(proto), out, external_data=True)
+        names = _listing(tmp_path)
+        assert len(names) == 2 and names[0] == "out.onnx" and names[1].endswith(".data"), names
+        same_content(io.load(out), proto)
+    io.save(io.load(proto), out, external_data=False)  # weights inside: the old data file goes
+    assert _listing(tmp_path) == ["out.onnx"]
+
+
+def test_user_data_files_are_never_removed(tmp_path, proto):
+    """Only data files SPA named for this output are removed after a re-save, never a file the
+    old model shared with another."""
+    shared = tmp_path / "weights.bin"
+    model = proto.__class__()
+    model.CopyFrom(proto)
+    onnx.save(model, str(tmp_path / "out.onnx"), save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    io.save(io.load(proto), tmp_path / "out.onnx")
+    assert shared.exists()
+
+
+def test_interrupted_commit_keeps_the_old_pair(tmp_path, proto, monkeypatch):
+    out = tmp_path / "out.onnx"
+    io.save(io.load(proto), out, external_data=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        if Path(dst) == out:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.save(io.load(proto), out, external_data=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_stale_temporaries_of_dead_runs_are_swept(tmp_path, proto):
+    import subprocess
+    import sys
+
+    from spa.output import temp_name
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".spa-{dead}-0123456789ab").mkdir()
+    (tmp_path / f".spa-{dead}-0123456789ab" / "big.onnx").write_bytes(b"x" * 100)
+    (tmp_path / f".spa-{dead}-ba9876543210.png").write_bytes(b"x")
+    (tmp_path / temp_name()).write_bytes(b"ours, alive")  # this process is alive: kept
+    (tmp_path / ".spa-notes").write_text("a user file")  # not SPA's pattern: kept
+    io.save(io.load(proto), tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".spa-{dead}")) == []
+    assert (tmp_path / ".spa-notes").exists()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(f".spa-{os.getpid()}-")]) == 1
+
+
+def test_output_policy_refuses_inputs_devices_and_fifos(tmp_path):
+    from spa.errors import OutputError
+    from spa.output import check_target, write_files, write_text
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"model")
+    os.link(model, tmp_path / "hard.onnx")
+    (tmp_path / "soft.onnx").symlink_to(model)
+    os.mkfifo(tmp_path / "fifo")
+    for target in ("hard.onnx", "soft.onnx", "model.onnx"):
+        with pytest.raises(OutputError, match="input"):
+            write_text(tmp_path / target, "x", inputs=[model])
+    for target in (Path("/dev/null"), tmp_path / "fifo"):
+        with pytest.raises(OutputError, match="regular file"):
+            check_target(target)
+    with pytest.raises(OutputError, match="does not exist"):
+        check_target(tmp_path / "nope" / "x")
+
+    def failing(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="No space"):
+        write_files({tmp_path / "a.txt": b"a", tmp_path / "b.txt": failing})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "hard.onnx", "model.onnx", "soft.onnx"]
+    assert model.read_bytes() == b"model"
+    written = write_text(tmp_path / "new.txt", "x")
+    assert written.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_reads_are_typed_and_bounded(tmp_path):
+    from spa.errors import InputError, PlanError
+    from spa.plan import PruningPlan
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match="regular file"):
+        io.read_bounded(tmp_path / "fifo", 100, "plan")  # refused, never blocks
+    with pytest.raises(PlanError, match="regular file"):
+        PruningPlan.load("/dev/zero")
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    with pytest.raises(InputError, match="MiB"):
+        io.read_bounded(tmp_path / "big", 100, "plan")
+    with pytest.raises(InputError, match="regular file"):
+        io.load(tmp_path / "fifo")
+    (tmp_path / "deep.json").write_text('{"spa_plan": 1, "meta": ' + "[" * 50 + "]" * 50 + "}")
+    with pytest.raises(PlanError, match="nested"):
+        PruningPlan.load(tmp_path / "deep.json")
+
+
+def test_plan_duplicate_indices_count_once():
+    from spa.plan import PruningPlan
+
+    plan = PruningPlan.from_json({"spa_plan": 1, "groups": [{"key": "g", "width": 8, "remove": [1, 1, 1, 2]}]})
+    assert plan.removed["g"] == [1, 2]
+
+
+def _hub_repo(tmp_path, proto, link_to="../../blobs/abc123"):
+    """A hub cache repository: snapshots/<rev>/model.onnx(.data) are links into blobs/."""
+    repo = tmp_path / "models--org--name"
+    snap = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    io.save(io.load(proto), repo / "blobs" / "model.onnx", external_data=True)
+    model = onnx.load(str(repo / "blobs" / "model.onnx"), load_external_data=False)
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "model.onnx.data"
+    onnx.save(model, str(repo / "blobs" / "m-blob"))
+    (repo / "blobs" / "model.onnx.data").rename(repo / "blobs" / "abc123")
+    (repo / "blobs" / "model.onnx").unlink()
+    (snap / "model.onnx").symlink_to("../../blobs/m-blob")
+    (snap / "model.onnx.data").symlink_to(link_to)
+    return snap
+
+
+def test_hub_cache_layout_is_allowed(tmp_path, proto):
+    snap = _hub_repo(tmp_path, proto)
+    same_content(io.load(snap / "model.onnx"), proto)
+
+
+def test_links_out_of_the_hub_repository_are_refused(tmp_path, proto):
+    from spa.errors import UnsafePathError
+
+    snap = _hub_repo(tmp_path, proto, link_to="../../../other/blobs/abc123")
+    (tmp_path / "other" / "blobs").mkdir(parents=True)
+    (tmp_path / "models--org--name" / "blobs" / "abc123").rename(tmp_path / "other" / "blobs" / "abc123")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        io.load(snap / "model.onnx")
+
+
+def test_hf_side_files_are_copied_inside_the_folder_only(tmp_path):
+    from spa.errors import UnsafePathError
+    from spa.exporters.hf import copy_side_file
+
+    (tmp_path / "secret.txt").write_text("secret")
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "vocab.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        copy_side_file(src, "vocab.txt", out)
+    assert not (out / "vocab.txt").exists()
+    (src / "real.json").write_text("{}")
+    (src / "tokenizer.json").symlink_to("real.json")  # inside: copied as a file
+    assert copy_side_file(src, "tokenizer.json", out)
+    assert not (out / "tokenizer.json").is_symlink() and (out / "tokenizer.json").read_text() == "{}"
+    assert not copy_side_file(src, "merges.txt", out)
+
+
+def test_nan_and_inf_scores_have_no_bin():
+    from spa.plan import PruningPlan
+    from spa.report import score_histogram
+
+    hist = score_histogram({"g": [float("nan"), 1.0, float("inf"), 2.0]}, PruningPlan(removed={"g": [0]}))
+    assert hist["nonfinite"] == 2 and sum(hist["kept"]) + sum(hist["removed"]) == 2
+
+
+def test_sigterm_raises_through_finally():
+    import signal
+
+    from spa.output import Terminated, signals_raise
+
+    cleaned = []
+    with pytest.raises(Terminated) as info:
+        with signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs at the next bytecode boundary
+                    pass
+            finally:
+                cleaned.append(True)
+    assert info.value.code == 143 and cleaned
+    assert signal.getsignal(signal.SIGTERM) is not None
 
 
 def test_big_external_weights_are_mapped_per_read_and_sliced_lazily(tmp_path, proto, monkeypatch):

@@ -19,8 +19,11 @@ from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.validate import copy_model, session
 
 
-def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
-    """(rows, columns) view of one input tensor as the sink's weight matrix reads it."""
+def columns_of(sink: SinkWeight, x: np.ndarray, rows: int | None = None,
+               rng: np.random.Generator | None = None) -> np.ndarray:
+    """(rows, columns) view of one input tensor as the sink's weight matrix reads it. With `rows`,
+    a 2-D convolution reads only a random window of about that many output positions (a large
+    feature map has far more positions than its moments need: cost, not accuracy)."""
     if sink.kind != "conv":
         return x.reshape(-1, x.shape[-1])
     spatial = x.ndim - 2
@@ -28,10 +31,35 @@ def columns_of(sink: SinkWeight, x: np.ndarray) -> np.ndarray:
     if spatial != 2:
         return _im2col(x, g)
     t = torch.from_numpy(np.ascontiguousarray(x))
-    pads = g["pads"]
-    t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
+    if rows is not None:
+        t = _window(t, g, rows, rng or np.random.default_rng(0))
+    else:
+        pads = g["pads"]
+        t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
     cols = F.unfold(t, g["kernel"], dilation=g["dilations"], stride=g["strides"])  # (N, C·k, L)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+def _window(t: torch.Tensor, g: dict, rows: int, rng: np.random.Generator) -> torch.Tensor:
+    """The padded input of a random window of about `rows` output positions (only the window is
+    padded: padding a whole large map costs more than the window's columns)."""
+    pads = g["pads"]
+    before, after = pads[:2], pads[2:]
+    size = [t.shape[2 + i] + before[i] + after[i] for i in range(2)]  # padded
+    extent = [(k - 1) * d + 1 for k, d in zip(g["kernel"], g["dilations"])]
+    out = [(size[i] - extent[i]) // g["strides"][i] + 1 for i in range(2)]
+    lo, hi = [0, 0], list(size)
+    if out[0] * out[1] > rows:
+        scale = (rows / (out[0] * out[1])) ** 0.5
+        keep = [max(1, min(o, int(round(o * scale)))) for o in out]
+        start = [int(rng.integers(0, o - k + 1)) for o, k in zip(out, keep)]
+        lo = [s * st for s, st in zip(start, g["strides"])]
+        hi = [(s + k - 1) * st + e for s, k, st, e in zip(start, keep, g["strides"], extent)]
+    src = [(max(lo[i] - before[i], 0), min(hi[i] - before[i], t.shape[2 + i])) for i in range(2)]
+    crop = t[:, :, src[0][0]:src[0][1], src[1][0]:src[1][1]]
+    pad_lo = [max(before[i] - lo[i], 0) for i in range(2)]
+    pad_hi = [max(hi[i] - before[i] - t.shape[2 + i], 0) for i in range(2)]
+    return F.pad(crop, (pad_lo[1], pad_hi[1], pad_lo[0], pad_hi[0]))
 
 
 def _im2col(x: np.ndarray, g: dict) -> np.ndarray:
@@ -50,20 +78,37 @@ def _im2col(x: np.ndarray, g: dict) -> np.ndarray:
     return rows.reshape(-1, x.shape[1] * int(np.prod(g["kernel"])))
 
 
+_BLOCK_ROWS = 4096  # rows per float32 product: its sums stay short enough to keep ~1e-6 relative accuracy
+
+
 class Moments:
     """Running E[ã b̃ᵀ] over rows of column blocks (ã = [a, 1]); b defaults to a (then it is H̃)."""
 
     def __init__(self, size: int):
         self.h = np.zeros((size + 1, size + 1))
+        self.pending = np.zeros((size + 1, size + 1), np.float32)  # a few float32 products, not yet in h
+        self.pending_rows = 0
         self.rows = 0
 
     def add(self, cols: np.ndarray, other: np.ndarray | None = None) -> None:
-        x = np.concatenate([cols.astype(np.float64), np.ones((len(cols), 1))], axis=1)
-        y = x if other is None else np.concatenate([other.astype(np.float64), np.ones((len(other), 1))], axis=1)
-        self.h += x.T @ y
+        # float32 products (threaded BLAS), summed into float64 block by block
+        x = np.concatenate([cols.astype(np.float32), np.ones((len(cols), 1), np.float32)], axis=1)
+        y = x if other is None else np.concatenate([other.astype(np.float32), np.ones((len(other), 1), np.float32)],
+                                                   axis=1)
+        for start in range(0, len(x), _BLOCK_ROWS):
+            self.pending += x[start:start + _BLOCK_ROWS].T @ y[start:start + _BLOCK_ROWS]
+            self.pending_rows += len(x[start:start + _BLOCK_ROWS])
+            if self.pending_rows >= _BLOCK_ROWS:
+                self._flush()
         self.rows += len(cols)
 
+    def _flush(self) -> None:
+        self.h += self.pending
+        self.pending[:] = 0
+        self.pending_rows = 0
+
     def hessian(self) -> np.ndarray:
+        self._flush()
         return self.h / max(self.rows, 1)
 
 
@@ -172,14 +217,21 @@ def _calibration_files(path: Path, names: list[str]):
         yield arrays, file
 
 
+ROWS_PER_COLUMN = 64
+
+
 def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, np.ndarray]:
     """H̃ for every sink (keyed by node name) from the given input feeds."""
     run, read = probe(model, sinks)
     moments = {name: None for name in sinks}
+    feeds = list(feeds)
+    rng = np.random.default_rng(0)
     for feed in feeds:
         values = run(feed)
         for name, sink in sinks.items():
-            cols = columns_of(sink, values[read[name]])
+            # a convolution reads enough positions per input for ~64 rows per column overall
+            budget = max(256, -(-ROWS_PER_COLUMN * sink.matrix().shape[1] // len(feeds)))
+            cols = columns_of(sink, values[read[name]], rows=budget, rng=rng)
             if moments[name] is None:
                 moments[name] = Moments(cols.shape[1])
             moments[name].add(cols)

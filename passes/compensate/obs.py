@@ -61,6 +61,8 @@ def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
     found = {}
     for group in groups:
         for s in group.sinks:
+            if s.node not in nodes:  # inside an If/Loop body: not probed; ranked by L2, not compensated
+                continue
             sw = sink_weight(nodes[s.node], s.input_index)
             if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps:
                 found[s.node] = SinkPlan(sw, s.space)

@@ -315,6 +315,195 @@ def _write_plans(folder: Path) -> None:
     (folder / "all.json").write_text(plan([{"key": "b1:0", "width": 8, "remove": list(range(8))}]))
 
 
+# ---------------------------------------------------------------- hardening: paths, reads, signals' neighbours
+
+
+def _external_model(folder: Path) -> None:
+    """model.onnx with w2 in model.data beside it (an input with two files)."""
+    save(external(cnn(), "w2", "model.data", folder / "model.data"), folder / "model.onnx")
+
+
+def _hardening_setup(folder: Path) -> None:
+    _external_model(folder)
+    _write_plans(folder)
+    (folder / "folder").mkdir()
+    os.mkfifo(folder / "fifo")
+    os.link(folder / "model.onnx", folder / "hardlink.onnx")
+    (folder / "symlink.onnx").symlink_to("model.onnx")
+    np.savez(folder / "calib.npz", x=np.zeros((2, 1, 3, 8, 8), np.float32))
+    (folder / "calibdir").mkdir()
+    os.mkfifo(folder / "calibdir" / "a.npy")
+    (folder / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (folder / "deep-meta.json").write_text('{"spa_plan": 1, "meta": ' + '{"a": ' * 40 + "1" + "}" * 40 +
+                                           ', "groups": []}')
+    with open(folder / "huge.json", "wb") as f:  # sparse: no disk, but past the 64 MiB cap
+        f.truncate((64 << 20) + 1)
+    (folder / "twice.json").write_text(json.dumps({"spa_plan": 1, "meta": {}, "groups": [
+        {"key": "b1:0", "width": 8, "remove": [0]}, {"key": "b1:0", "width": 8, "remove": [1]}]}))
+
+
+def _hardening_cases(d: Path) -> dict[str, Case]:
+    obs_calib = ["--criterion", "obspa", "--hessian", "data", "--calib"]
+    specs = {
+        # one output policy for every command that writes
+        "dot-is-the-model": (["groups", "model.onnx", "--dot", "model.onnx"], OUTPUT, "input"),
+        "dot-is-the-models-data": (["groups", "model.onnx", "--dot", "model.data"], OUTPUT, "input"),
+        "dot-is-a-hard-link-to-the-model": (["groups", "model.onnx", "--dot", "hardlink.onnx"], OUTPUT, "input"),
+        "dot-is-a-symlink-to-the-model": (["groups", "model.onnx", "--dot", "symlink.onnx"], OUTPUT, "input"),
+        "png-is-the-model": (["groups", "model.onnx", "--png", "model.onnx"], OUTPUT, "input"),
+        "png-is-the-models-data": (["groups", "model.onnx", "--png", "model.data"], OUTPUT, "input"),
+        "dot-and-png-same-file": (["groups", "model.onnx", "--dot", "g.out", "--png", "g.out"], OUTPUT, "overwrite"),
+        "dot-is-a-fifo": (["groups", "model.onnx", "--dot", "fifo"], OUTPUT, "regular file"),
+        "dot-is-dev-null": (["groups", "model.onnx", "--dot", "/dev/null"], OUTPUT, "regular file"),
+        "dot-is-a-folder": (["groups", "model.onnx", "--dot", "folder"], OUTPUT, "folder"),
+        "dot-folder-missing": (["groups", "model.onnx", "--dot", "nope/g.dot"], OUTPUT, "does not exist"),
+        "output-is-the-models-data": (_prune()[:3] + ["model.data"], OUTPUT, "input"),
+        "output-is-a-hard-link-to-the-model": (["prune", "model.onnx", "-o", "hardlink.onnx"], OUTPUT, "input"),
+        "output-is-dev-null": (["prune", "model.onnx", "-o", "/dev/null"], OUTPUT, "regular file"),
+        "output-is-a-fifo": (["prune", "model.onnx", "-o", "fifo"], OUTPUT, "regular file"),
+        "output-is-the-plan": (_prune("--plan", "plan.json")[:3] + ["plan.json", "--plan", "plan.json"], OUTPUT,
+                               "input"),
+        "output-is-the-calibration": (["prune", "model.onnx", "-o", "calib.npz", *obs_calib, "calib.npz"], OUTPUT,
+                                      "input"),
+        "output-folder-odd-name": (["prune", "model.onnx", "-o", "out\x01.onnx/x"], OUTPUT, "does not exist"),
+        "plan-out-is-the-models-data": (_prune("--plan-out", "model.data"), OUTPUT, "input"),
+        "plan-out-is-the-plan": (_prune("--plan", "plan.json", "--plan-out", "plan.json"), OUTPUT, "input"),
+        "plan-out-is-the-calibration": (_prune(*obs_calib, "calib.npz", "--plan-out", "calib.npz"), OUTPUT, "input"),
+        "plan-out-is-dev-null": (_prune("--plan-out", "/dev/null"), OUTPUT, "regular file"),
+        "plan-out-is-a-fifo": (_prune("--plan-out", "fifo"), OUTPUT, "regular file"),
+        "plan-out-is-the-outputs-data": (_prune("--plan-out", "out.onnx.data"), OUTPUT, "overwrite"),
+        "report-is-the-model": (["report", "model.onnx", "-o", "model.onnx"], OUTPUT, "input"),
+        "report-is-the-models-data": (["report", "model.onnx", "-o", "model.data"], OUTPUT, "input"),
+        "report-is-the-original": (["report", "model.onnx", "--original", "hardlink.onnx", "-o", "symlink.onnx"],
+                                   OUTPUT, "input"),
+        "report-is-dev-null": (["report", "model.onnx", "-o", "/dev/null"], OUTPUT, "regular file"),
+        "report-is-a-fifo": (["report", "model.onnx", "-o", "fifo"], OUTPUT, "regular file"),
+        "report-folder-missing": (["report", "model.onnx", "-o", "nope/r.html"], OUTPUT, "does not exist"),
+        "report-is-a-folder": (["report", "model.onnx", "-o", "folder"], OUTPUT, "folder"),
+        "report-wrong-suffix": (["report", "model.onnx", "-o", "r.txt"], OUTPUT, ".html"),
+        # reads: typed and bounded, refused before they are opened
+        "model-is-a-fifo": (["prune", "fifo", "-o", "out.onnx"], INPUT, "regular file"),
+        "model-is-dev-zero": (["inspect", "/dev/zero"], INPUT, "regular file"),
+        "plan-is-a-fifo": (_prune("--plan", "fifo"), PLAN, "regular file"),
+        "plan-is-dev-zero": (_prune("--plan", "/dev/zero"), PLAN, "regular file"),
+        "plan-is-a-folder": (_prune("--plan", "folder"), PLAN, "folder"),
+        "plan-nested-deeply": (_prune("--plan", "deep.json"), PLAN, "nested"),
+        "plan-meta-nested-deeply": (_prune("--plan", "deep-meta.json"), PLAN, "nested"),
+        "plan-over-the-size-cap": (_prune("--plan", "huge.json"), PLAN, "MiB"),
+        "plan-lists-a-group-twice": (_prune("--plan", "twice.json"), PLAN, "twice"),
+        "calib-is-a-fifo": (_prune(*obs_calib, "fifo"), INPUT, "regular file"),
+        "calib-is-dev-zero": (_prune(*obs_calib, "/dev/zero"), INPUT, "regular file"),
+        "calib-folder-holds-a-fifo": (_prune(*obs_calib, "calibdir"), INPUT, "regular file"),
+        "calib-missing": (_prune(*obs_calib, "nope.npz"), INPUT, "no such"),
+        "diff-inputs-is-a-fifo": (["diff", "model.onnx", "hardlink.onnx", "--inputs", "fifo"], INPUT, "regular file"),
+        # options: numbers that make no sense are usage errors
+        "seed-negative": (_prune("--seed", "-1"), USAGE, "seed"),
+        "seed-too-big": (_prune("--seed", str(2**32)), USAGE, "seed"),
+        "seed-not-a-number": (_prune("--seed", "x"), USAGE, "seed"),
+        "p-nan": (_prune("--criterion", "lp", "--p", "nan"), USAGE, "--p"),
+        "p-inf": (_prune("--criterion", "lp", "--p", "inf"), USAGE, "--p"),
+        "p-zero": (_prune("--criterion", "lp", "--p", "0"), USAGE, "--p"),
+        "diff-atol-nan": (["diff", "model.onnx", "hardlink.onnx", "--atol", "nan"], USAGE, "--atol"),
+        "diff-atol-negative": (["diff", "model.onnx", "hardlink.onnx", "--atol", "-1"], USAGE, "--atol"),
+        "diff-rtol-inf": (["diff", "model.onnx", "hardlink.onnx", "--rtol", "inf"], USAGE, "--rtol"),
+        "diff-seed-negative": (["diff", "model.onnx", "hardlink.onnx", "--seed", "-1"], USAGE, "seed"),
+        "bench-seed-negative": (["bench", "model.onnx", "--seed", "-1"], USAGE, "seed"),
+    }
+    out = {}
+    for name, (args, code, contains) in specs.items():
+        folder = d / name
+        folder.mkdir()
+        _hardening_setup(folder)
+        out[name] = Case(name, args, code, contains)
+    return out
+
+
+def _malformed_model_cases(d: Path) -> dict[str, Case]:
+    """Files that used to end in an internal error: each is now refused with its reason."""
+    cases: dict[str, tuple[onnx.ModelProto, int, str, list[str]]] = {}
+    m = cnn()
+    t = m.graph.initializer.pop(2)
+    arr = numpy_helper.to_array(t)
+    m.graph.sparse_initializer.append(helper.make_sparse_tensor(
+        numpy_helper.from_array(arr.ravel()[:5].copy(), "w2"), numpy_helper.from_array(np.arange(5, dtype=np.int64),
+                                                                                        "w2_idx"), list(arr.shape)))
+    cases["sparse-initializer"] = (m, UNSUPPORTED, "sparse", _prune())
+    m = cnn()
+    m.graph.node[2].input[0] = "nowhere"
+    cases["undefined-tensor-reference"] = (m, INPUT, "nowhere", _prune())
+    m = cnn()
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-8]
+    cases["raw-data-too-short"] = (m, INPUT, "bytes", _prune())
+    m = cnn()
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data + b"\0" * 8
+    cases["raw-data-too-long"] = (m, INPUT, "bytes", ["inspect", "model.onnx"])
+    cases["external-location-has-nul"] = (external(cnn(), "w2", "model\0.data", None), INPUT, "NUL", _prune())
+    cases["external-location-300-chars"] = (external(cnn(), "w2", "a" * 300, None), INPUT, "too long", _prune())
+    cases["external-location-through-a-file"] = (external(cnn(), "w2", "side.txt/model.data", None), INPUT,
+                                                 "not a directory", _prune())
+    cases["external-location-is-the-model"] = (external(cnn(), "w2", "model.onnx", None), INPUT, "model file itself",
+                                               _prune())
+    m = cnn()
+    m.metadata_props.add(key="spa.report", value='{"spa_report": 1, "layers": 5, "scores": {"edges": 3}}')
+    cases["report-metadata-crafted"] = (m, INPUT, "malformed", ["report", "model.onnx", "-o", "r.html"])
+    m = cnn()
+    m.metadata_props.add(key="spa.report", value="[" * 100000)
+    cases["report-metadata-nested-deeply"] = (m, INPUT, "not JSON", ["report", "model.onnx", "-o", "r.md"])
+    m = cnn()
+    m.metadata_props.add(key="spa.plan", value="{not json")
+    cases["report-plan-metadata-not-json"] = (m, INPUT, "not JSON", ["report", "model.onnx", "-o", "r.md"])
+    out = {}
+    for name, (model, code, contains, args) in cases.items():
+        (d / name).mkdir()
+        (d / name / "side.txt").write_text("a regular file")
+        save(model, d / name / "model.onnx")
+        out[name] = Case(name, args, code, contains)
+    return out
+
+
+def _hf_folder_cases(d: Path) -> dict[str, Case]:
+    """A Hugging Face folder (model.onnx + config.json + tokenizer) in, a folder out."""
+    def hf(folder: Path, config: str = '{"hidden_size": 8}') -> None:
+        (folder / "src").mkdir(parents=True)
+        save(cnn(), folder / "src" / "model.onnx")
+        (folder / "src" / "config.json").write_text(config)
+        (folder / "src" / "vocab.txt").write_text("a\nb\n")
+        (folder / "file.txt").write_text("not a folder")
+        (folder / "full").mkdir()
+        (folder / "full" / "keep.txt").write_text("user file")
+
+    def escape(name):
+        return lambda f: (f / "src" / name).unlink(missing_ok=True) or (f / "src" / name).symlink_to(
+            f.parent / "outside" / "secret.bin")
+
+    def blob_of_another_repo(f):
+        (f / "other" / "blobs").mkdir(parents=True)
+        (f / "other" / "blobs" / "h1").write_bytes(b"x")
+        (f / "src" / "tokenizer.json").symlink_to("../other/blobs/h1")
+
+    specs = {
+        "hf-output-is-the-input-folder": (["prune", "src", "-o", "src"], OUTPUT, "input folder", None),
+        "hf-output-inside-the-input-folder": (["prune", "src", "-o", "src/out"], OUTPUT, "input folder", None),
+        "hf-output-is-a-file": (["prune", "src", "-o", "file.txt"], OUTPUT, "not an empty folder", None),
+        "hf-output-not-empty": (["prune", "src", "-o", "full"], OUTPUT, "not an empty folder", None),
+        "hf-output-parent-missing": (["prune", "src", "-o", "nope/out"], OUTPUT, "does not exist", None),
+        "hf-config-not-json": (["prune", "src", "-o", "out"], INPUT, "config.json", '{"hidden_size": '),
+        "hf-config-a-list": (["prune", "src", "-o", "out"], INPUT, "JSON object", "[1, 2]"),
+        "hf-config-nested-deeply": (["prune", "src", "-o", "out"], INPUT, "nested", "[" * 5000 + "]" * 5000),
+        "hf-side-file-symlink-leaves": (["prune", "src", "-o", "out"], UNSAFE, "symlink", escape("vocab.txt")),
+        "hf-config-symlink-leaves": (["prune", "src", "-o", "out"], UNSAFE, "symlink", escape("config.json")),
+        "hf-side-file-link-to-another-blobs": (["prune", "src", "-o", "out"], UNSAFE, "symlink", blob_of_another_repo),
+    }
+    out = {}
+    for name, (args, code, contains, extra) in specs.items():
+        folder = d / name
+        folder.mkdir()
+        hf(folder, extra if isinstance(extra, str) else '{"hidden_size": 8}')
+        if callable(extra):
+            extra(folder)
+        out[name] = Case(name, args, code, contains)
+    return out
+
 def make_corpus(root: Path) -> list[Case]:
     """Write every case under `root` (which must be empty or missing); return the cases."""
     root.mkdir(parents=True, exist_ok=True)
@@ -327,6 +516,9 @@ def make_corpus(root: Path) -> list[Case]:
     cases += _external_cases(root).values()
     cases += _model_cases(root).values()
     cases += _option_cases(root).values()
+    cases += _hardening_cases(root).values()
+    cases += _malformed_model_cases(root).values()
+    cases += _hf_folder_cases(root).values()
     (root / "cases.json").write_text(json.dumps([asdict(c) for c in cases], indent=1))
     return cases
 
