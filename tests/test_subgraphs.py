@@ -156,3 +156,83 @@ def test_branches_that_repeat_names_get_unique_ones():
     assert len(set(sinks)) == 2  # each branch's second Conv, told apart by name
     run_both_branches(model, analysis, plan, sliced)
     validate(model, sliced)
+
+
+def fills_if_model() -> onnx.ModelProto:
+    """An If on the batch size whose branches build shapes from small ConstantOfShape fills, as
+    exporters write them: the then-branch flattens x with a Reshape target ending in a filled -1,
+    the else-branch pads x with filled zero pads before its convolution. Both give N×6."""
+    def fill(name, length, value):
+        return helper.make_node("ConstantOfShape", [f"{name}_len"], [name],
+                                value=numpy_helper.from_array(np.array([value], np.int64)))
+
+    length = lambda name, n: helper.make_node("Constant", [], [f"{name}_len"],
+                                              value=numpy_helper.from_array(np.array([n], np.int64)))
+    y_then = helper.make_tensor_value_info("t_out", TensorProto.FLOAT, ["N", 6])
+    then_branch = helper.make_graph(
+        [length("t_tail", 1), fill("t_tail", 1, -1),
+         helper.make_node("Shape", ["x"], ["t_shape"]),
+         helper.make_node("Slice", ["t_shape", "t_starts", "t_ends"], ["t_n"]),
+         helper.make_node("Concat", ["t_n", "t_tail"], ["t_target"], axis=0),
+         helper.make_node("Reshape", ["x", "t_target"], ["t_flat"]),
+         helper.make_node("MatMul", ["t_flat", "t_w"], ["t_out"])],
+        "then", [], [y_then],
+        [numpy_helper.from_array(np.array([0], np.int64), "t_starts"),
+         numpy_helper.from_array(np.array([1], np.int64), "t_ends"), _weight("t_w", (192, 6))])
+    y_else = helper.make_tensor_value_info("e_out", TensorProto.FLOAT, ["N", 6])
+    else_branch = helper.make_graph(
+        [length("e_pads", 8), fill("e_pads", 8, 0),
+         helper.make_node("Pad", ["x", "e_pads"], ["e_padded"]),
+         helper.make_node("Conv", ["e_padded", "e_w1"], ["e_c1"]), helper.make_node("Relu", ["e_c1"], ["e_r1"]),
+         helper.make_node("Conv", ["e_r1", "e_w2"], ["e_c2"]),
+         helper.make_node("GlobalAveragePool", ["e_c2"], ["e_gap"]),
+         helper.make_node("Flatten", ["e_gap"], ["e_out"])],
+        "else", [], [y_else], [_weight("e_w1", (8, 3, 3, 3)), _weight("e_w2", (6, 8, 3, 3))])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Greater", ["n", "one"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], name="choose", then_branch=then_branch, else_branch=else_branch)]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one")]
+    proto = helper.make_model(helper.make_graph(nodes, "fills", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _same_on_both_branches(proto: onnx.ModelProto, canonical: ir.Model) -> None:
+    onnx.checker.check_model(to_proto(canonical), full_check=True)
+    original = ir.serde.deserialize_model(proto)
+    for batch in (1, 2):  # N = 1 takes the else branch, N = 2 the then branch
+        feeds = random_inputs(original, seed=batch, batch=batch)
+        assert relative_error(run(original, feeds), run(canonical, feeds)) <= 1e-5
+
+
+def _fills_left(model: ir.Model) -> int:
+    return sum(node.op_type == "ConstantOfShape" for node in model.graph.all_nodes())
+
+
+def test_small_fills_inside_branches_fold_and_both_branches_still_compute_the_same():
+    proto = fills_if_model()
+    canonical = canonicalize(ir.serde.deserialize_model(proto))
+    assert _fills_left(canonical) == 0  # the fold hook reached into both bodies
+    _same_on_both_branches(proto, canonical)
+    # the branch that runs only for N > 1 (dead for the N = 1 example inputs) is pruned correctly too
+    analysis = analyze(canonical)
+    assert {g.width for g in analysis.prunable_groups()} >= {8}
+
+
+def test_a_body_the_folding_breaks_is_canonicalized_again_without_folding_bodies(monkeypatch):
+    """When folding leaves a body the checker rejects (see canonicalize), the model is redone with
+    the bodies untouched: still valid, still the same function on both branches."""
+    import spa.canon
+
+    verdicts = []
+    real = spa.canon._bodies_valid
+    monkeypatch.setattr(spa.canon, "_bodies_valid", lambda m: verdicts.append(real(m)) or False)
+    proto = fills_if_model()
+    canonical = canonicalize(ir.serde.deserialize_model(proto))
+    assert verdicts == [True]  # asked once, about the body-folded attempt
+    assert _fills_left(canonical) == 2  # the second attempt left both bodies as given
+    _same_on_both_branches(proto, canonical)

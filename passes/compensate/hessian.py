@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import torch
-import torch.nn.functional as F
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from spa import examples
@@ -22,94 +20,96 @@ from spa.validate import copy_model, session
 def columns_of(sink: SinkWeight, x: np.ndarray, rows: int | None = None,
                rng: np.random.Generator | None = None) -> np.ndarray:
     """(rows, columns) view of one input tensor as the sink's weight matrix reads it. With `rows`,
-    a 2-D convolution reads only a random window of about that many output positions (a large
-    feature map has far more positions than its moments need: cost, not accuracy)."""
+    a convolution reads only a random window of about that many output positions (a large feature
+    map has far more positions than its moments need: cost, not accuracy)."""
     if sink.kind != "conv":
         return x.reshape(-1, x.shape[-1])
+    return conv_columns(x, conv_geometry(sink.node, x.ndim - 2), rows, rng)
+
+
+def conv_columns(x: np.ndarray, g: dict, rows: int | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """im2col for any number of spatial axes (1-D speech/text, 2-D images, 3-D volumes): rows are
+    output positions (of a random window of about `rows` of them, when given), columns are
+    (channel, kernel taps) in the weight's order."""
+    x = _padded_window(x, g, rows, rng or np.random.default_rng(0))
     spatial = x.ndim - 2
-    g = conv_geometry(sink.node, spatial)
-    if spatial != 2:
-        return _im2col(x, g)
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if rows is not None:
-        t = _window(t, g, rows, rng or np.random.default_rng(0))
-    else:
-        pads = g["pads"]
-        t = F.pad(t, (pads[1], pads[3], pads[0], pads[2]))
-    cols = F.unfold(t, g["kernel"], dilation=g["dilations"], stride=g["strides"])  # (N, C·k, L)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
-
-
-def _window(t: torch.Tensor, g: dict, rows: int, rng: np.random.Generator) -> torch.Tensor:
-    """The padded input of a random window of about `rows` output positions (only the window is
-    padded: padding a whole large map costs more than the window's columns)."""
-    pads = g["pads"]
-    before, after = pads[:2], pads[2:]
-    size = [t.shape[2 + i] + before[i] + after[i] for i in range(2)]  # padded
-    extent = [(k - 1) * d + 1 for k, d in zip(g["kernel"], g["dilations"])]
-    out = [(size[i] - extent[i]) // g["strides"][i] + 1 for i in range(2)]
-    lo, hi = [0, 0], list(size)
-    if out[0] * out[1] > rows:
-        scale = (rows / (out[0] * out[1])) ** 0.5
-        keep = [max(1, min(o, int(round(o * scale)))) for o in out]
-        start = [int(rng.integers(0, o - k + 1)) for o, k in zip(out, keep)]
-        lo = [s * st for s, st in zip(start, g["strides"])]
-        hi = [(s + k - 1) * st + e for s, k, st, e in zip(start, keep, g["strides"], extent)]
-    src = [(max(lo[i] - before[i], 0), min(hi[i] - before[i], t.shape[2 + i])) for i in range(2)]
-    crop = t[:, :, src[0][0]:src[0][1], src[1][0]:src[1][1]]
-    pad_lo = [max(before[i] - lo[i], 0) for i in range(2)]
-    pad_hi = [max(hi[i] - before[i] - t.shape[2 + i], 0) for i in range(2)]
-    return F.pad(crop, (pad_lo[1], pad_hi[1], pad_lo[0], pad_hi[0]))
-
-
-def _im2col(x: np.ndarray, g: dict) -> np.ndarray:
-    """Rows = output positions, columns = (channel, kernel taps) in the weight's order, for any
-    number of spatial axes (1-D speech/text and 3-D volume convolutions; 2-D uses torch's unfold)."""
-    spatial = x.ndim - 2
-    pads = g["pads"]
-    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
     extents = [(k - 1) * d + 1 for k, d in zip(g["kernel"], g["dilations"])]
     windows = np.lib.stride_tricks.sliding_window_view(x, extents, axis=tuple(range(2, 2 + spatial)))
     windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in g["strides"])
                       + tuple(slice(None, None, d) for d in g["dilations"])]
     positions = list(range(2, 2 + spatial))
     taps = list(range(2 + spatial, 2 + 2 * spatial))
-    rows = windows.transpose([0] + positions + [1] + taps)
-    return rows.reshape(-1, x.shape[1] * int(np.prod(g["kernel"])))
+    by_position = windows.transpose([0] + positions + [1] + taps)
+    return by_position.reshape(-1, x.shape[1] * int(np.prod(g["kernel"])))
+
+
+def _padded_window(x: np.ndarray, g: dict, rows: int | None, rng: np.random.Generator) -> np.ndarray:
+    """The zero-padded input, or with `rows` only the padded input of a random window of about that
+    many output positions (padding a whole large map would cost more than the window's columns)."""
+    spatial = x.ndim - 2
+    before, after = g["pads"][:spatial], g["pads"][spatial:]
+    size = [x.shape[2 + i] + before[i] + after[i] for i in range(spatial)]  # padded
+    extent = [(k - 1) * d + 1 for k, d in zip(g["kernel"], g["dilations"])]
+    out = [(size[i] - extent[i]) // g["strides"][i] + 1 for i in range(spatial)]
+    lo, hi = [0] * spatial, list(size)
+    if rows is not None and int(np.prod(out)) > rows:
+        scale = (rows / int(np.prod(out))) ** (1 / spatial)
+        keep = [max(1, min(o, int(round(o * scale)))) for o in out]
+        start = [int(rng.integers(0, o - k + 1)) for o, k in zip(out, keep)]
+        lo = [s * st for s, st in zip(start, g["strides"])]
+        hi = [(s + k - 1) * st + e for s, k, st, e in zip(start, keep, g["strides"], extent)]
+    crop = x[(slice(None), slice(None)) + tuple(slice(max(lo[i] - before[i], 0), min(hi[i] - before[i], x.shape[2 + i]))
+                                                for i in range(spatial))]
+    widths = [(0, 0), (0, 0)] + [(max(before[i] - lo[i], 0), max(hi[i] - before[i] - x.shape[2 + i], 0))
+                                 for i in range(spatial)]
+    return np.pad(crop, widths) if any(a or b for a, b in widths) else crop
 
 
 _BLOCK_ROWS = 4096  # rows per float32 product: its sums stay short enough to keep ~1e-6 relative accuracy
 
 
 class Moments:
-    """Running E[ã b̃ᵀ] over rows of column blocks (ã = [a, 1]); b defaults to a (then it is H̃)."""
+    """Running E[ã b̃ᵀ] over rows of column blocks (ã = [a, 1]); b defaults to a (then it is H̃).
+    Products are float32 (threaded BLAS, no copy of the columns: a strided view is read as it is),
+    summed into float64 every _BLOCK_ROWS rows; the ones column is kept as column sums."""
 
     def __init__(self, size: int):
-        self.h = np.zeros((size + 1, size + 1))
-        self.pending = np.zeros((size + 1, size + 1), np.float32)  # a few float32 products, not yet in h
+        self.product = np.zeros((size, size))             # Σ a bᵀ
+        self.pending = np.zeros((size, size), np.float32)  # float32 products not yet in `product`
         self.pending_rows = 0
+        self.sum_a = np.zeros(size)
+        self.sum_b = np.zeros(size)
         self.rows = 0
 
     def add(self, cols: np.ndarray, other: np.ndarray | None = None) -> None:
-        # float32 products (threaded BLAS), summed into float64 block by block
-        x = np.concatenate([cols.astype(np.float32), np.ones((len(cols), 1), np.float32)], axis=1)
-        y = x if other is None else np.concatenate([other.astype(np.float32), np.ones((len(other), 1), np.float32)],
-                                                   axis=1)
-        for start in range(0, len(x), _BLOCK_ROWS):
-            self.pending += x[start:start + _BLOCK_ROWS].T @ y[start:start + _BLOCK_ROWS]
-            self.pending_rows += len(x[start:start + _BLOCK_ROWS])
+        a = cols if cols.dtype == np.float32 else cols.astype(np.float32)
+        b = a if other is None else (other if other.dtype == np.float32 else other.astype(np.float32))
+        for start in range(0, len(a), _BLOCK_ROWS):
+            block_a, block_b = a[start:start + _BLOCK_ROWS], b[start:start + _BLOCK_ROWS]
+            self.pending += block_a.T @ block_b
+            self.pending_rows += len(block_a)
             if self.pending_rows >= _BLOCK_ROWS:
                 self._flush()
-        self.rows += len(cols)
+        sum_a = a.sum(axis=0, dtype=np.float64)
+        self.sum_a += sum_a
+        self.sum_b += sum_a if other is None else b.sum(axis=0, dtype=np.float64)
+        self.rows += len(a)
 
     def _flush(self) -> None:
-        self.h += self.pending
+        self.product += self.pending
         self.pending[:] = 0
         self.pending_rows = 0
 
     def hessian(self) -> np.ndarray:
         self._flush()
-        return self.h / max(self.rows, 1)
+        n = len(self.product)
+        h = np.empty((n + 1, n + 1))
+        h[:n, :n] = self.product
+        h[:n, n] = self.sum_a
+        h[n, :n] = self.sum_b
+        h[n, n] = self.rows
+        return h / max(self.rows, 1)
 
 
 def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int = 64):

@@ -34,6 +34,20 @@ def obs_update(w: np.ndarray, h: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return out
 
 
+def spd_inverse(h: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix (damped H̃) by Cholesky: faster than a
+    general inverse and symmetric by construction; falls back to it if the factorisation fails."""
+    from scipy.linalg import lapack
+
+    factor, info = lapack.dpotrf(h, lower=False)
+    if info == 0:
+        inverse, info = lapack.dpotri(factor, lower=False)
+        if info == 0:
+            upper = np.triu(inverse)
+            return upper + np.triu(upper, 1).T
+    return np.linalg.inv(h)
+
+
 def removal_cost(w: np.ndarray, h_inv: np.ndarray, removed: np.ndarray) -> float:
     block = h_inv[np.ix_(removed, removed)]
     wp = w[:, removed].astype(np.float64)
@@ -90,16 +104,37 @@ def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthet
     return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
 
 
+#: A statistics pass over images reads about this many pixels (32 images of 320²): each pixel is a
+#: row of every convolution's moments, so a larger image needs fewer of them (8 at 640²).
+IMAGE_PIXELS = 32 * 320 * 320
+
+
 def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
-    """How many inputs a statistics pass runs when the caller does not say: 32 (an image gives a
-    row per pixel, plenty); a language model's text gives one row per token (64 a sequence), so
-    enough sequences for about five rows per column of its widest consumer, in 32s (128 for a
-    1536-wide FFN; measured on SmolLM2-135M: perplexity 229 with 32 sequences, 139 with 128), at
-    most 256."""
+    """How many inputs a statistics pass runs when the caller does not say: 32, or fewer large
+    images (see IMAGE_PIXELS; at least 8, for variety); a language model's text gives one row per
+    token (64 a sequence), so enough sequences for about five rows per column of its widest
+    consumer, in 32s (128 for a 1536-wide FFN; measured on SmolLM2-135M: perplexity 229 with 32
+    sequences, 139 with 128), at most 256."""
     if hess.next_token_logits(model) is None or not sinks:
-        return 32
+        pixels = _largest_image_pixels(model)
+        return 32 if pixels is None else int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
     widest = max(sp.sink.matrix().shape[1] for sp in sinks.values())
     return int(min(256, 32 * -(-5 * widest // (64 * 32))))
+
+
+def _largest_image_pixels(model: ir.Model) -> int | None:
+    """Height × width of the largest image input, in the shapes examples are made in."""
+    from spa import examples
+
+    shapes = examples.shapes(model)
+    sizes = []
+    for spec in examples.input_specs(model):
+        dims = shapes.get(spec.name)
+        if spec.role == "image-nchw" and dims is not None:
+            sizes.append(int(dims[2]) * int(dims[3]))
+        elif spec.role == "image-nhwc" and dims is not None:
+            sizes.append(int(dims[1]) * int(dims[2]))
+    return max(sizes) if sizes else None
 
 
 def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
@@ -135,7 +170,7 @@ def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) 
                 continue
             used = True
             w, h = system(plan.sink, hs[s.node])
-            h_inv = np.linalg.inv(h)
+            h_inv = spd_inverse(h)
             for cls in range(group.width):
                 positions = np.nonzero(plan.space.pos2class == cls)[0]
                 if len(positions):
