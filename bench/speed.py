@@ -4,6 +4,7 @@
     nice .venv/bin/python bench/speed.py roundto --record      # --round-to 1 / 8 / 16 on CPU CNN latency
     nice .venv/bin/python bench/speed.py prune-time --record   # SPA vs Torch-Pruning 1.6.1: wall time, peak RSS
     nice .venv/bin/python bench/speed.py scaling --record      # analysis + prune time of 4/16/64-layer Llama stacks
+    nice .venv/bin/python bench/speed.py criterion-cost --repeat 3 --record  # obspa vs l2 prune time, real detector
 
 Every latency here is ONNX Runtime on the CPU, one intra-op thread, graph optimizations on, batch 1,
 sessions created before timing, warm-up, then the models of one comparison alternated round by
@@ -377,6 +378,46 @@ def scaling(layers: list[int], ratio: float = 0.3) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- criterion cost
+
+#: (real file of models/realfiles.py, --input-shape): a YOLOv8n-class detector at 640², as its users run it
+COST_MODELS = (("nudenet_320n", "images=1,3,640,640"),)
+
+
+def criterion_cost(repeat: int = 3, ratio: float = 0.1) -> list[dict]:
+    """`spa prune --criterion l2` and `--criterion obspa` (statistics, compensation) on the same
+    file, each in a fresh child process, alternated `repeat` times; each keeps its fastest run."""
+    from models.realfiles import REAL_FILES, fetch
+
+    rows = []
+    for key, shape in COST_MODELS:
+        path = fetch(REAL_FILES[key])
+        row = {"model": key, "input_shape": shape, "ratio": ratio, "repeat": repeat}
+        for _ in range(repeat):
+            for criterion in ("l2", "obspa"):
+                result = _timed_prune(path, ratio, criterion, shape)
+                if criterion not in row or result["wall_s"] < row[criterion]["wall_s"]:
+                    row[criterion] = result
+        row["time_ratio"] = row["obspa"]["wall_s"] / row["l2"]["wall_s"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def _timed_prune(path: Path, ratio: float, criterion: str, shape: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="spa-cost-") as tmp:
+        cmd = [sys.executable, "-m", "spa.cli", "prune", str(path), "-o", str(Path(tmp) / "out.onnx"),
+               "--ratio", str(ratio), "--criterion", criterion, "--input-shape", shape, "--quiet"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{criterion} failed on {path.name}: {proc.stderr.read().decode()[-300:]}")
+        return {"wall_s": wall, "peak_rss": usage.ru_maxrss * 1024}
+
+
 # ------------------------------------------------------------------------------------- record
 
 
@@ -429,12 +470,22 @@ def record(section: str, rows: list[dict]) -> None:
         for r in rows:
             lines.append(f"| {r['layers']} | {r['nodes']} | {r['groups']} | {r['analysis_s']:.2f} | "
                          f"{r['prune_s']:.2f} | {1000 * r['prune_s'] / r['layers']:.0f} |")
+    elif section == "criterion-cost":
+        lines[0] = _machine_line("each run a fresh `spa prune` process, wall time")
+        lines += ["", "| file | input | ratio | l2 s | obspa s | **obspa / l2 time** | l2 peak RSS | obspa peak RSS |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            mb = lambda n: f"{n / 2**20:.0f} MiB"
+            lines.append(f"| {r['model']} | {r['input_shape'].split('=')[1]} | {r['ratio']} | {r['l2']['wall_s']:.2f} | "
+                         f"{r['obspa']['wall_s']:.2f} | **{r['time_ratio']:.2f}×** | {mb(r['l2']['peak_rss'])} | "
+                         f"{mb(r['obspa']['peak_rss'])} |")
+        lines += ["", f"Fastest of {rows[0]['repeat']} alternated runs each."]
     write_block(f"speed:{section}", lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("section", choices=["efficiency", "roundto", "prune-time", "scaling", "child"])
+    ap.add_argument("section", choices=["efficiency", "roundto", "prune-time", "scaling", "criterion-cost", "child"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--models", default=None, help="comma-separated subset")
     ap.add_argument("--rounds", type=int, default=30)
@@ -453,6 +504,8 @@ def main(argv=None) -> None:
         rows = roundto(models, args.rounds)
     elif args.section == "prune-time":
         rows = prune_time(models, repeat=args.repeat)
+    elif args.section == "criterion-cost":
+        rows = criterion_cost(repeat=args.repeat)
     else:
         rows = scaling([int(n) for n in (args.args or ["4", "16", "64"])])
     OUT.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from spa import examples
-from spa.errors import SpaError, UnsupportedError
+from spa.errors import InputError, SpaError, UnsupportedError
 from spa.examples import embedding_rows, natural_image as natural_noise  # noqa: F401 (re-exported)
 from spa.passes.compensate.sinks import SinkWeight, conv_geometry
 from spa.validate import copy_model, session
@@ -189,7 +189,7 @@ def data_feeds(model: ir.Model, path: str, samples: int):
             try:
                 yield {v.name: arrays[v.name][i: i + 1].astype(v.dtype.numpy()) for v in inputs}
             except (TypeError, ValueError) as exc:
-                raise SpaError(f"{where}: cannot be read as model inputs ({exc})") from None
+                raise InputError(f"{where}: cannot be read as model inputs ({exc})") from None
             done += 1
 
 
@@ -198,22 +198,22 @@ def _calibration_files(path: Path, names: list[str]):
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
-            raise SpaError(f"{path}: no .npz or .npy calibration files in this folder")
+            raise InputError(f"{path}: no .npz or .npy calibration files in this folder")
     elif path.exists():
         files = [path]
     else:
-        raise SpaError(f"{path}: calibration file not found")
+        raise InputError(f"{path}: calibration file not found")
     for file in files:
         try:
             loaded = np.load(file)
             arrays = {names[0]: loaded} if isinstance(loaded, np.ndarray) else dict(loaded)
         except (OSError, ValueError) as exc:
-            raise SpaError(f"{file}: not a readable .npz/.npy file ({exc})") from None
+            raise InputError(f"{file}: not a readable .npz/.npy file ({exc})") from None
         if len(arrays) == 1 and len(names) == 1:
             arrays = {names[0]: next(iter(arrays.values()))}
         missing = [n for n in names if n not in arrays]
         if missing:
-            raise SpaError(f"{file} has no array for input '{missing[0]}'")
+            raise InputError(f"{file} has no array for input '{missing[0]}'")
         yield arrays, file
 
 
@@ -280,6 +280,6 @@ def probe(model: ir.Model, sinks: dict[str, SinkWeight]):
         try:
             return dict(zip(out_names, sess.run(None, feed)))
         except Exception as exc:  # ONNX Runtime rejects inputs of the wrong shape or type
-            raise SpaError(f"the calibration inputs do not fit the model: {str(exc).strip().splitlines()[0][:200]}") from None
+            raise InputError(f"the calibration inputs do not fit the model: {str(exc).strip().splitlines()[0][:200]}") from None
 
     return run, read
