@@ -236,3 +236,15 @@ def test_a_body_the_folding_breaks_is_canonicalized_again_without_folding_bodies
     assert verdicts == [True]  # asked once, about the body-folded attempt
     assert _fills_left(canonical) == 2  # the second attempt left both bodies as given
     _same_on_both_branches(proto, canonical)
+
+
+def test_statistics_criteria_work_when_every_consumer_sits_in_a_branch(tmp_path):
+    """obspa ranks and compensates the consumers it can probe; inside If bodies there are none,
+    and the statistics pass must not build an empty probe (ONNX Runtime refuses to load it)."""
+    from spa.cli import main
+
+    src = tmp_path / "if.onnx"
+    onnx.save(to_proto(if_model()), src)
+    assert main(["prune", str(src), "-o", str(tmp_path / "out.onnx"), "--ratio", "0.3", "--criterion", "obspa", "-q"]) == 0
+    weights = {w.name: w for w in onnx.load(tmp_path / "out.onnx").graph.initializer}  # branch weights sit outside
+    assert weights["big_w1"].dims[0] < 8 and weights["small_w1"].dims[0] < 12

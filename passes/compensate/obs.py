@@ -95,6 +95,8 @@ def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthet
     BatchNormalization nodes), "bn" (analytic moments from BatchNorm statistics) or "weights" (the
     producer weights as a proxy). `bn_model` is the same model canonicalized without BatchNorm
     fusion, where fusion removed statistics that these sources read."""
+    if not sinks:  # e.g. every consumer sits inside an If/Loop body: nothing to measure, nothing to probe
+        return {}
     if source in ("bn", "weights"):
         from spa.passes.compensate import analytic
 
