@@ -372,3 +372,46 @@ def test_default_samples_give_a_language_models_widest_consumer_enough_token_row
     wide = type("Sink", (), {"matrix": lambda self: np.zeros((576, 1536))})()
     assert default_samples(lm, {"down": SinkPlan(wide, None)}) == 128  # 5 rows a column, 64 tokens a sequence
     assert default_samples(token_model(), {"down": SinkPlan(wide, None)}) == 32  # no next-token output: 32
+
+
+def test_removal_cost_is_the_trace_formula_for_a_wide_head():
+    """The cost is ½·tr(W_P ((H⁻¹)_PP)⁻¹ W_Pᵀ); computed without the rows × rows product."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((300, 7))  # a head with many more rows (classes) than columns
+    a = rng.standard_normal((7, 7))
+    h_inv = np.linalg.inv(a @ a.T + np.eye(7))
+    removed = np.array([1, 4])
+    wp = w[:, removed]
+    want = 0.5 * np.trace(wp @ np.linalg.inv(h_inv[np.ix_(removed, removed)]) @ wp.T)
+    assert removal_cost(w, h_inv, removed) == pytest.approx(want, rel=1e-10)
+
+
+def test_a_consumer_too_wide_for_dense_moments_ranks_by_l2_and_is_left_uncompensated(monkeypatch):
+    import spa.passes.compensate.obs as obs
+    from spa.analysis import analyze
+    from spa.pipeline import load_canonical
+
+    b = GraphBuilder(seed=4)
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 8, k=3)])
+    b.output(b.conv(b.op("Relu", [b.conv(h, 8, 6, k=3)]), 6, 4, k=1))  # sinks of 8·9 = 72 and 6·1 columns
+    model = load_canonical(b.proto())
+    groups = analyze(model).prunable_groups()
+    assert len(obs.compensable_sinks(model, groups)) == 2
+    monkeypatch.setattr(obs, "MAX_COLUMNS", 50)
+    assert [sp.sink.matrix().shape[1] for sp in obs.compensable_sinks(model, groups).values()] == [6]
+    result = prune(b.model(), Budget(ratio=0.5), criterion="obspa")  # the 72-column sink: L2 rank, no update
+    assert result.plan.removed and all(result.plan.removed.values())
+
+
+@pytest.mark.parametrize("side,samples", [(224, 32), (320, 32), (640, 8), (1024, 8), (448, 17)])
+def test_default_samples_read_about_the_same_pixels_whatever_the_image_size(side, samples):
+    from onnx import TensorProto, helper
+
+    from spa.passes.compensate.obs import default_samples
+    from spa.pipeline import load_canonical
+
+    b = GraphBuilder()
+    b.inputs.append(helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, side, side]))
+    b.output(b.conv("images", 3, 4, k=1))
+    assert default_samples(load_canonical(b.proto()), {}) == samples

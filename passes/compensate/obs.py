@@ -71,6 +71,11 @@ class SinkPlan:
     space: object      # the sink's input channel space (positions → classes)
 
 
+#: A sink reading more columns than this gets no moments (its H̃ alone would take 12·n² bytes while
+#: measured: 7.5 GB for a VGG classifier's 25088 flattened inputs); its groups rank by L2 instead.
+MAX_COLUMNS = 8192
+
+
 def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
     nodes = {n.name: n for n in model.graph}
     found = {}
@@ -79,7 +84,7 @@ def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
             if s.node not in nodes:  # inside an If/Loop body: not probed; ranked by L2, not compensated
                 continue
             sw = sink_weight(nodes[s.node], s.input_index)
-            if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps:
+            if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps and sw.matrix().shape[1] <= MAX_COLUMNS:
                 found[s.node] = SinkPlan(sw, s.space)
     return found
 
