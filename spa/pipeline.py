@@ -79,7 +79,19 @@ def top_reason(analysis: Analysis) -> str:
     from collections import Counter
 
     reasons = Counter(g.reason for g in analysis.groups if g.reason)
-    return reasons.most_common(1)[0][0] if reasons else "the model has no channel groups"
+    return reasons.most_common(1)[0][0] if reasons else _no_groups_reason(analysis.model)
+
+
+def _no_groups_reason(model: ir.Model) -> str:
+    """Why a model has no channel group at all, in terms of its own nodes."""
+    bodies = [n for n in model.graph if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+                                            for a in n.attributes.values())]
+    if bodies:
+        named = ", ".join(f"{n.op_type} '{n.name}'" for n in bodies[:3])
+        return (f"the model has no channel groups: its layers sit inside {named}, whose bodies carry every "
+                "width across iterations or out of the body (a recurrent cell spelled as a Loop); SPA prunes "
+                "inside a body only where a width stays within it")
+    return "the model has no channel groups: no Conv, ConvTranspose, MatMul or Gemm reads a weight"
 
 
 @dataclass
