@@ -120,10 +120,25 @@ def before_after(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
     for key, label in (("params", "parameters"), ("macs", "MACs"), ("bytes", "file size"), ("nodes", "nodes")):
         b, a = before[key], after[key]
         rows.append((label, human(b), human(a), f"{a / b:.1%}" if b else "-"))
+        if key == "params":
+            rows += _params_by_dtype(before, after)
     for op in sorted(set(before["ops"]) | set(after["ops"])):
         b, a = before["ops"].get(op, 0), after["ops"].get(op, 0)
         if a != b:
             rows.append((f"{op} nodes", str(b), str(a), f"{a - b:+d}"))
+    return rows
+
+
+def _params_by_dtype(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
+    """One row per weight dtype, where a model mixes them (a quantized model's uint8 weights next to
+    its float scales): which part of the parameters pruning removed."""
+    kinds = sorted(set(before.get("params_by_dtype", {})) | set(after.get("params_by_dtype", {})))
+    if len(kinds) < 2:
+        return []
+    rows = []
+    for kind in kinds:
+        b, a = before.get("params_by_dtype", {}).get(kind, 0), after.get("params_by_dtype", {}).get(kind, 0)
+        rows.append((f"  {kind}", human(b), human(a), f"{a / b:.1%}" if b else "-"))
     return rows
 
 

@@ -273,3 +273,17 @@ def test_blocks_come_from_scopes_or_module_paths(node, weight, block):
     from spa.report import block_of
 
     assert block_of(node, weight) == block
+
+
+def test_summary_splits_parameters_by_dtype_only_when_a_model_mixes_them():
+    from spa.report import before_after
+
+    def stats(by_dtype):
+        return {"params": sum(by_dtype.values()), "params_by_dtype": by_dtype, "macs": 1, "bytes": 1, "nodes": 1,
+                "ops": {}}
+
+    mixed = before_after(stats({"float": 600, "uint8": 4000}), stats({"float": 300, "uint8": 1000}))
+    assert [r[0] for r in mixed[:3]] == ["parameters", "  float", "  uint8"]
+    assert mixed[2][3] == "25.0%"
+    plain = before_after(stats({"float": 600}), stats({"float": 300}))
+    assert [r[0] for r in plain] == ["parameters", "MACs", "file size", "nodes"]
