@@ -64,6 +64,10 @@ def drift(original: Path, pruned: Path, shapes: dict, samples: int = 4) -> float
     return round(worst, 4)
 
 
+def _drift(row: dict | None) -> str:
+    return "-" if row is None else (f"{row['drift']:.3f}" if row["rc"] == 0 else f"exit {row['rc']}")
+
+
 def table(paths: list[str]) -> str:
     """Markdown rows from sweep logs: the last row per (key, criterion, ratio)."""
     rows = {}
@@ -74,8 +78,8 @@ def table(paths: list[str]) -> str:
     by_key: dict[str, dict] = {}
     for (key, criterion, ratio), row in rows.items():
         by_key.setdefault(key, {})[(criterion, ratio)] = row
-    lines = ["| file | producer | first command (l2, 0.3) | params before → after | oracle | s | obspa 0.1 drift | s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| file | producer | first command (l2, 0.3) | params before → after | oracle | s | l2 0.1 drift | "
+             "obspa 0.1 drift | s |", "|---|---|---|---|---|---|---|---|---|"]
     for rf in REAL_FILES:
         runs = by_key.get(rf.key, {})
         first = runs.get(("l2", 0.3))
@@ -89,9 +93,8 @@ def table(paths: list[str]) -> str:
             outcome = f"exit {first['rc']}: {first.get('error', '').replace('spa: error: ', '')[:110]}"
             params = oracle = "-"
         obs = runs.get(("obspa", 0.1))
-        drift = "-" if obs is None else (f"{obs['drift']:.3f}" if obs["rc"] == 0 else f"exit {obs['rc']}")
-        lines.append(f"| {rf.key} | {rf.producer} | {outcome} | {params} | {oracle} | {first['seconds']} | {drift} | "
-                     f"{'-' if obs is None else obs['seconds']} |")
+        lines.append(f"| {rf.key} | {rf.producer} | {outcome} | {params} | {oracle} | {first['seconds']} | "
+                     f"{_drift(runs.get(('l2', 0.1)))} | {_drift(obs)} | {'-' if obs is None else obs['seconds']} |")
     return "\n".join(lines)
 
 
