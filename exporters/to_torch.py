@@ -229,10 +229,17 @@ def _build_ops():
                 fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
                 return fn(inp, k, strides, pad, dil, ceil_mode=ceil)
             include = bool(a.get("count_include_pad", 0))
-            inp, pad = _pad_input(F, x[0], pads, spatial) if include else (x[0], pads[:spatial])
-            if not include and pads[:spatial] != pads[spatial:]:
-                raise UnsupportedError(f"to_torch: AveragePool '{n.name}' with asymmetric pads")
+            if any(d != 1 for d in dil):
+                raise UnsupportedError(f"to_torch: AveragePool '{n.name}' with dilations={list(dil)}")
             fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
+            if not include and pads[:spatial] != pads[spatial:]:
+                # asymmetric pads that do not count: window sums over the zero-padded input divided by
+                # the number of real elements in each window (the same pool over a mask of ones)
+                inp, _ = _pad_input(F, x[0], pads, spatial)
+                ones, _ = _pad_input(F, torch.ones_like(x[0][:1, :1]), pads, spatial)
+                total = fn(inp, k, strides, 0, ceil_mode=ceil, count_include_pad=True)
+                return total / fn(ones, k, strides, 0, ceil_mode=ceil, count_include_pad=True)
+            inp, pad = _pad_input(F, x[0], pads, spatial) if include else (x[0], pads[:spatial])
             return fn(inp, k, strides, pad, ceil_mode=ceil, count_include_pad=include)
         return run
 
@@ -284,14 +291,19 @@ def _build_ops():
         axes = axes or list(range(len(starts)))
         steps = steps or [1] * len(starts)
         index = [slice(None)] * x[0].dim()
+        y = x[0]
         for s, e, ax, st in zip(starts, ends, axes, steps):
-            if st < 0:
-                raise UnsupportedError(f"to_torch: Slice '{n.name}' with a negative step")
-            dim = x[0].shape[ax]
-            s = max(0, min(dim, s + dim if s < 0 else s))
-            e = max(0, min(dim, e + dim if e < 0 else e))
-            index[ax] = slice(s, e, st)
-        return x[0][tuple(index)]
+            ax %= y.dim()
+            dim = y.shape[ax]
+            s, e = s + dim if s < 0 else s, e + dim if e < 0 else e
+            if st > 0:
+                index[ax] = slice(max(0, min(dim, s)), max(0, min(dim, e)), st)
+            elif st < 0:  # starts clamp to [0, dim-1], ends to [-1, dim-1]; torch has no negative steps
+                picked = list(range(max(0, min(dim - 1, s)), max(-1, min(dim - 1, e)), st))
+                y = torch.index_select(y, ax, torch.tensor(picked, dtype=torch.long))
+            else:
+                raise UnsupportedError(f"to_torch: Slice '{n.name}' with a zero step")
+        return y[tuple(index)]
 
     def split(m, n, a, x, v):
         axis = a.get("axis", 0)
@@ -353,13 +365,39 @@ def _build_ops():
         mode = mode.decode() if isinstance(mode, bytes) else mode
         rank = x[0].dim()
         axes = _ints(x[3]) if len(x) > 3 and x[3] is not None else list(range(rank))
-        flat = []
         half = len(pads) // 2
-        for i in reversed(range(half)):
-            flat += [pads[i], pads[i + half]]
-        if axes != list(range(rank))[-half:] and axes != list(range(rank)):
-            raise UnsupportedError(f"to_torch: Pad '{n.name}' on axes {axes}")
-        return F.pad(x[0], flat, mode={"edge": "replicate"}.get(mode, mode), value=value)
+        axes = [ax % rank for ax in axes]
+        if len(axes) != half:
+            raise UnsupportedError(f"to_torch: Pad '{n.name}' with {len(pads)} pads for axes {axes}")
+        if mode == "constant":
+            full = [0] * (2 * rank)
+            for i, ax in enumerate(axes):
+                full[ax], full[ax + rank] = pads[i], pads[i + half]
+            flat = []
+            for i in reversed(range(rank)):
+                flat += [full[i], full[i + rank]]
+            return F.pad(x[0], flat, value=value)
+        if mode not in ("edge", "reflect", "wrap"):
+            raise UnsupportedError(f"to_torch: Pad '{n.name}' with mode={mode}")
+        y = x[0]
+        for i, ax in enumerate(axes):  # every axis by a gather: edge, reflect and wrap on any axis
+            begin, end, dim = pads[i], pads[i + half], y.shape[ax]
+            if begin == 0 and end == 0:
+                continue
+            where = np.arange(-begin, dim + end)
+            if mode == "edge":
+                where = np.clip(where, 0, dim - 1)
+            elif mode == "wrap":
+                where = where % dim
+            else:
+                if dim == 1:
+                    where = np.zeros_like(where)
+                else:
+                    period = 2 * (dim - 1)
+                    where = np.abs(where) % period
+                    where = np.where(where >= dim, period - where, where)
+            y = torch.index_select(y, ax, torch.from_numpy(where.astype(np.int64)))
+        return y
 
     def constant(m, n, a, x, v):
         from onnx import numpy_helper
@@ -396,6 +434,212 @@ def _build_ops():
 
     def mean_of(m, n, a, x, v):
         return sum(x) / len(x)
+
+    def resize(m, n, a, x, v):
+        data = x[0]
+        rank = data.dim()
+        if m.opset < 11:  # Resize-10: (X, scales), asymmetric coordinates
+            scales, sizes, roi = _optional(x, 1), None, None
+            ctm, nearest = "asymmetric", "simple"
+        else:
+            roi, scales, sizes = _optional(x, 1), _optional(x, 2), _optional(x, 3)
+            ctm = _text(a.get("coordinate_transformation_mode"), "half_pixel")
+            nearest = _text(a.get("nearest_mode"), "round_prefer_floor")
+        mode = _text(a.get("mode"), "nearest")
+        antialias = bool(a.get("antialias", 0)) and mode != "nearest"
+        axes = [int(i) % rank for i in a.get("axes", range(rank))]
+        policy = _text(a.get("keep_aspect_ratio_policy"), "stretch")
+        full_scales, full_sizes = [1.0] * rank, [int(d) for d in data.shape]
+        if sizes is not None and sizes.numel():
+            given = _ints(sizes)
+            if policy == "stretch":
+                for ax, size in zip(axes, given):
+                    full_sizes[ax] = size
+                    full_scales[ax] = float(np.float32(size) / np.float32(data.shape[ax]))
+            elif policy in ("not_larger", "not_smaller"):
+                ratios = [np.float32(size) / np.float32(data.shape[ax]) for ax, size in zip(axes, given)]
+                scale = min(ratios) if policy == "not_larger" else max(ratios)
+                for ax in axes:
+                    full_sizes[ax] = int(np.floor(scale * np.float32(data.shape[ax]) + np.float32(0.5)))
+                    full_scales[ax] = float(scale)
+            else:
+                _unsupported(n, f"keep_aspect_ratio_policy={policy}")
+        elif scales is not None and scales.numel():
+            given = [float(s) for s in np.asarray(scales.tolist(), np.float32).reshape(-1)]
+            for ax, scale in zip(axes, given):
+                if scale <= 0:
+                    _unsupported(n, f"scale {scale}")
+                full_scales[ax] = scale
+                length = np.float32(data.shape[ax]) * np.float32(scale)
+                if ctm == "tf_crop_and_resize" and roi is not None and roi.numel():
+                    r = np.asarray(roi.tolist(), np.float32).reshape(-1)
+                    i = axes.index(ax)
+                    length = length * (r[i + len(axes)] - r[i])
+                full_sizes[ax] = int(np.floor(length))
+        else:
+            _unsupported(n, "neither scales nor sizes")
+        full_roi = None
+        if ctm == "tf_crop_and_resize":
+            if roi is None or not roi.numel():
+                _unsupported(n, "coordinate_transformation_mode=tf_crop_and_resize and no roi")
+            r = [float(t) for t in np.asarray(roi.tolist(), np.float32).reshape(-1)]
+            full_roi = [0.0] * rank + [1.0] * rank
+            for i, ax in enumerate(axes):
+                full_roi[ax], full_roi[ax + rank] = r[i], r[i + len(axes)]
+        if antialias and any(s < 1 for s in full_scales):
+            _unsupported(n, "antialias=1 when downscaling")
+        return _resize(torch, n, data, full_sizes, full_scales, mode, ctm, nearest, a.get("cubic_coeff_a", -0.75),
+                       bool(a.get("exclude_outside", 0)), full_roi, a.get("extrapolation_value", 0.0))
+
+    def upsample(m, n, a, x, v):
+        scales = a["scales"] if "scales" in a else [float(s) for s in np.asarray(x[1].tolist()).reshape(-1)]
+        mode = _text(a.get("mode"), "nearest")
+        mode = "linear" if mode == "bilinear" else mode
+        sizes = [int(np.floor(np.float32(d) * np.float32(s))) for d, s in zip(x[0].shape, scales)]
+        return _resize(torch, n, x[0], sizes, list(scales), mode, "asymmetric", "simple")
+
+    def conv_transpose(m, n, a, x, v):
+        w = x[1]
+        spatial = w.dim() - 2
+        strides = list(a.get("strides", [1] * spatial))
+        dil = list(a.get("dilations", [1] * spatial))
+        kernel = list(a.get("kernel_shape", w.shape[2:]))
+        if kernel != list(w.shape[2:]):
+            _unsupported(n, f"kernel_shape={kernel} unlike its weight {list(w.shape[2:])}")
+        extra = list(a.get("output_padding", [0] * spatial))
+        auto = _text(a.get("auto_pad"), "NOTSET")
+        in_sizes = [int(d) for d in x[0].shape[2:]]
+        full = [s * (i - 1) + o + (k - 1) * d + 1 for s, i, o, k, d in zip(strides, in_sizes, extra, kernel, dil)]
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            target = list(a["output_shape"])[-spatial:] if "output_shape" in a else \
+                [i * s for i, s in zip(in_sizes, strides)]
+            total = [f - t for f, t in zip(full, target)]
+            if auto in ("SAME_UPPER", "SAME_LOWER"):  # ONNX Runtime never pads negatively here
+                total = [max(0, t) for t in total]
+            if auto == "SAME_UPPER":
+                pads = [t // 2 for t in total] + [t - t // 2 for t in total]
+            else:
+                pads = [t - t // 2 for t in total] + [t // 2 for t in total]
+        elif auto == "VALID":
+            pads = [0] * (2 * spatial)
+        else:
+            pads = list(a.get("pads", [0] * (2 * spatial)))
+        fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[spatial]
+        y = fn(x[0], w, None, strides, 0, 0, a.get("group", 1), dil)
+        flat = []  # output_padding extends the end with zeros, then pads crop (negative: extend)
+        for i in reversed(range(spatial)):
+            flat += [-pads[i], extra[i] - pads[i + spatial]]
+        if any(flat):
+            y = F.pad(y, flat)
+        bias = _optional(x, 2)
+        return y if bias is None else y + bias.reshape([1, -1] + [1] * spatial)
+
+    def prelu(m, n, a, x, v):
+        return torch.where(x[0] >= 0, x[0], x[0] * x[1])
+
+    def instance_norm(m, n, a, x, v):
+        return F.instance_norm(x[0], weight=x[1], bias=x[2], eps=a.get("epsilon", 1e-5))
+
+    def arg(largest: bool):
+        def run(m, n, a, x, v):
+            axis = a.get("axis", 0) % x[0].dim()
+            keep = bool(a.get("keepdims", 1))
+            t = x[0]
+            fn = torch.argmax if largest else torch.argmin
+            if a.get("select_last_index", 0):
+                flipped = fn(t.flip(axis), dim=axis, keepdim=keep)
+                return t.shape[axis] - 1 - flipped
+            return fn(t, dim=axis, keepdim=keep)
+        return run
+
+    def one_hot(m, n, a, x, v):
+        depth = int(np.asarray(x[1].tolist()).reshape(-1)[0])
+        values = x[2].reshape(-1)
+        idx = x[0]
+        idx = idx.long() if not idx.is_floating_point() else idx.floor().long()  # float indices: cast
+        idx = torch.where(idx < 0, idx + depth, idx)
+        axis = a.get("axis", -1) % (idx.dim() + 1)
+        shape = [1] * (idx.dim() + 1)
+        shape[axis] = depth
+        hot = idx.unsqueeze(axis) == torch.arange(depth).reshape(shape)
+        return torch.where(hot, values[1], values[0])
+
+    def lrn(m, n, a, x, v):
+        size = int(a["size"])
+        square = x[0] * x[0]
+        front, back = (size - 1) // 2, size - 1 - (size - 1) // 2
+        padded = F.pad(square.transpose(1, -1), (front, back)).transpose(1, -1)
+        channels = x[0].shape[1]
+        total = sum(padded.narrow(1, j, channels) for j in range(size))
+        return x[0] / (a.get("bias", 1.0) + a.get("alpha", 1e-4) / size * total) ** a.get("beta", 0.75)
+
+    def gather_nd(m, n, a, x, v):
+        data, idx = x[0], x[1].long()
+        b = int(a.get("batch_dims", 0))
+        k = idx.shape[-1]
+        batch = tuple(data.shape[:b])
+        count = int(np.prod(batch, dtype=np.int64))
+        middle = tuple(idx.shape[b:-1])
+        flat_data = data.reshape((count,) + tuple(data.shape[b:]))
+        flat_idx = idx.reshape(count, -1, k)
+        sizes = torch.tensor(data.shape[b:b + k])
+        flat_idx = torch.where(flat_idx < 0, flat_idx + sizes, flat_idx)
+        rows = torch.arange(count).reshape(count, 1)
+        picked = flat_data[(rows,) + tuple(flat_idx[..., j] for j in range(k))]
+        return picked.reshape(batch + middle + tuple(data.shape[b + k:]))
+
+    def scatter_elements(m, n, a, x, v):
+        data, idx, upd = x[0], x[1].long(), x[2]
+        axis = a.get("axis", 0) % data.dim()
+        idx = torch.where(idx < 0, idx + data.shape[axis], idx)
+        how = _text(a.get("reduction"), "none")
+        if how == "none":
+            return data.scatter(axis, idx, upd)
+        if how not in ("add", "mul", "max", "min"):
+            _unsupported(n, f"reduction={how}")
+        return data.scatter_reduce(axis, idx, upd, {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}[how])
+
+    def per_axis(n, a, param, rank):
+        if param.numel() == 1 and param.dim() <= 1:
+            return param.reshape(())
+        if a.get("block_size", 0):
+            _unsupported(n, "block_size (blocked quantization)")
+        if param.dim() != 1:
+            _unsupported(n, f"a rank-{param.dim()} scale")
+        shape = [1] * rank
+        shape[a.get("axis", 1) % rank] = -1
+        return param.reshape(shape)
+
+    qrange = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
+               torch.int16: (-32768, 32767), torch.int32: (-2 ** 31, 2 ** 31 - 1)}
+
+    def dequantize(m, n, a, x, v):
+        scale = x[1]
+        if x[0].dtype not in qrange:
+            _unsupported(n, f"{x[0].dtype} input")
+        rank = x[0].dim()
+        y = x[0].to(scale.dtype)
+        zero = _optional(x, 2)
+        if zero is not None:
+            y = y - per_axis(n, a, zero, rank).to(scale.dtype)
+        return y * per_axis(n, a, scale, rank)
+
+    def quantize(m, n, a, x, v):
+        from onnx import helper
+
+        zero = _optional(x, 2)
+        if "output_dtype" in a and a["output_dtype"]:
+            dtype = getattr(torch, np.dtype(helper.tensor_dtype_to_np_dtype(a["output_dtype"])).name)
+        else:
+            dtype = zero.dtype if zero is not None else torch.uint8
+        if dtype not in qrange or dtype == torch.int32:
+            _unsupported(n, f"output type {dtype}")
+        rank = x[0].dim()
+        y = torch.round(x[0] / per_axis(n, a, x[1], rank))
+        if zero is not None:
+            y = y + per_axis(n, a, zero, rank).to(y.dtype)
+        lo, hi = qrange[dtype]
+        return torch.clamp(y, lo, hi).to(dtype)
 
     return {
         "Conv": conv, "Gemm": gemm, "MatMul": binary(torch.matmul),
@@ -438,6 +682,17 @@ def _build_ops():
         "ReduceMin": reduce(lambda t, ax, k: t.amin(dim=ax, keepdim=k)),
         "ReduceProd": reduce(lambda t, ax, k: _prod(t, ax, k)),
         "BatchNormalization": batchnorm, "LayerNormalization": layernorm,
+        "ReduceSumSquare": reduce(lambda t, ax, k: (t * t).sum(dim=ax, keepdim=k)),
+        "ReduceL1": reduce(lambda t, ax, k: t.abs().sum(dim=ax, keepdim=k)),
+        "ReduceL2": reduce(lambda t, ax, k: (t * t).sum(dim=ax, keepdim=k).sqrt()),
+        "ReduceLogSum": reduce(lambda t, ax, k: t.sum(dim=ax, keepdim=k).log()),
+        "ReduceLogSumExp": reduce(lambda t, ax, k: t.logsumexp(dim=ax, keepdim=k)),
+        "Resize": resize, "Upsample": upsample, "ConvTranspose": conv_transpose, "PRelu": prelu,
+        "InstanceNormalization": instance_norm, "ArgMax": arg(True), "ArgMin": arg(False),
+        "LSTM": lambda m, n, a, x, v: _recurrent(torch, F, m, n, a, x, "LSTM"),
+        "GRU": lambda m, n, a, x, v: _recurrent(torch, F, m, n, a, x, "GRU"),
+        "OneHot": one_hot, "LRN": lrn, "GatherND": gather_nd, "ScatterElements": scatter_elements,
+        "QuantizeLinear": quantize, "DequantizeLinear": dequantize,
     }
 
 
@@ -451,6 +706,249 @@ def _prod(t, axes, keep):
     for ax in sorted((a % t.dim() for a in axes), reverse=True):
         t = t.prod(dim=ax, keepdim=keep)
     return t
+
+
+# ---- ops beyond the SPA zoo's exporters: Resize/Upsample, ConvTranspose, recurrent layers, … -----------
+
+def _text(value, default: str) -> str:
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _unsupported(n, what: str):
+    raise UnsupportedError(f"to_torch: {n.op_type} '{n.name}' with {what}")
+
+
+def _optional(x, i):
+    return x[i] if len(x) > i and x[i] is not None else None
+
+
+def _resize_axis_weights(n, in_len: int, out_len: int, scale, mode: str, ctm: str, nearest: str, cubic_a: float,
+                         exclude_outside: bool, roi: tuple):
+    """(indices [out, taps] int64, weights [out, taps] float32, outside [out] bool or None) for one axis,
+    computed in float32 with ONNX Runtime's order of operations."""
+    f32 = np.float32
+    x = np.arange(out_len, dtype=f32)
+    scale = f32(scale)
+    if ctm == "half_pixel":
+        orig = (x + f32(0.5)) / scale - f32(0.5)
+    elif ctm == "pytorch_half_pixel":
+        orig = (x + f32(0.5)) / scale - f32(0.5) if out_len > 1 else np.zeros_like(x)
+    elif ctm == "align_corners":
+        orig = x * f32(in_len - 1) / f32(out_len - 1) if out_len > 1 else np.zeros_like(x)
+    elif ctm == "asymmetric":
+        orig = x / scale
+    elif ctm == "half_pixel_symmetric":
+        width = scale * f32(in_len)
+        offset = f32(in_len) / f32(2) * (f32(1) - f32(out_len) / width)
+        orig = offset + (x + f32(0.5)) / scale - f32(0.5)
+    elif ctm == "tf_crop_and_resize":
+        start, end = f32(roi[0]), f32(roi[1])
+        if out_len > 1:
+            orig = start * f32(in_len - 1) + x * (end - start) * f32(in_len - 1) / f32(out_len - 1)
+        else:
+            orig = np.full_like(x, f32(0.5) * (start + end) * f32(in_len - 1))
+    else:
+        _unsupported(n, f"coordinate_transformation_mode={ctm}")
+    orig = orig.astype(f32)
+    outside = (orig < 0) | (orig > in_len - 1) if ctm == "tf_crop_and_resize" else None
+    if mode == "nearest":
+        if nearest == "round_prefer_floor":
+            idx = np.where(orig - np.floor(orig) == f32(0.5), np.floor(orig), np.floor(orig + f32(0.5)))
+        elif nearest == "round_prefer_ceil":
+            idx = np.floor(orig + f32(0.5))
+        elif nearest == "floor":
+            idx = np.floor(orig)
+        elif nearest == "ceil":
+            idx = np.ceil(orig)
+        elif nearest == "simple":  # Resize-10 and Upsample: truncation up, ceiling down
+            idx = np.ceil(orig) if scale < 1 else np.trunc(orig)
+        else:
+            _unsupported(n, f"nearest_mode={nearest}")
+        idx = np.clip(idx, 0, in_len - 1).astype(np.int64)[:, None]
+        return idx, np.ones(idx.shape, f32), outside
+    base = np.floor(orig)
+    ratio = (orig - base).astype(f32)
+    base = base.astype(np.int64)
+    if mode == "linear":
+        clamped = np.clip(orig, 0, in_len - 1)
+        base = np.minimum(np.floor(clamped).astype(np.int64), in_len - 1)
+        ratio = (clamped - base).astype(f32)
+        idx = np.stack([base, base + 1], 1)
+        weights = np.stack([f32(1) - ratio, ratio], 1)
+    elif mode == "cubic":
+        a = f32(cubic_a)
+
+        def kernel(d):
+            d = np.abs(d)
+            near = ((a + 2) * d - (a + 3)) * d * d + 1
+            far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+            return np.where(d <= 1, near, np.where(d < 2, far, f32(0))).astype(f32)
+
+        idx = np.stack([base - 1, base, base + 1, base + 2], 1)
+        weights = np.stack([kernel(ratio + 1), kernel(ratio), kernel(f32(1) - ratio), kernel(f32(2) - ratio)], 1)
+        if exclude_outside:
+            weights = np.where((idx < 0) | (idx > in_len - 1), f32(0), weights)
+            weights = weights / weights.sum(1, keepdims=True)
+    else:
+        _unsupported(n, f"mode={mode}")
+    return np.clip(idx, 0, in_len - 1), weights.astype(f32), outside
+
+
+def _resize(torch, n, x, out_sizes: list[int], scales: list[float], mode: str, ctm: str, nearest: str,
+            cubic_a: float = -0.75, exclude_outside: bool = False, roi=None, extrapolation: float = 0.0):
+    """Separable resampling of every axis whose size, scale or region changes."""
+    if mode != "nearest" and not x.is_floating_point():
+        _unsupported(n, f"mode={mode} on {x.dtype} input")
+    y = x
+    for axis in range(x.dim()):
+        in_len, out_len = int(x.shape[axis]), int(out_sizes[axis])
+        region = (float(roi[axis]), float(roi[axis + x.dim()])) if roi is not None else (0.0, 1.0)
+        if in_len == out_len and float(scales[axis]) == 1.0 and (ctm != "tf_crop_and_resize"
+                                                                   or region == (0.0, 1.0)):
+            continue
+        if in_len == 0 or out_len == 0:
+            _unsupported(n, f"an empty axis {axis}")
+        idx, weights, outside = _resize_axis_weights(n, in_len, out_len, scales[axis], mode, ctm, nearest,
+                                                     cubic_a, exclude_outside, region)
+        shape = [1] * y.dim()
+        shape[axis] = out_len
+        out = None
+        for k in range(idx.shape[1]):
+            tap = torch.index_select(y, axis, torch.from_numpy(idx[:, k].copy()))
+            if mode != "nearest":
+                tap = tap * torch.from_numpy(weights[:, k].copy()).to(y.dtype).reshape(shape)
+            out = tap if out is None else out + tap
+        if outside is not None and outside.any():
+            mask = torch.from_numpy(outside).reshape(shape)
+            out = torch.where(mask, torch.tensor(extrapolation, dtype=out.dtype), out)
+        y = out
+    return y
+
+
+def _rnn_activation(torch, F, n, name: str, alphas: list, betas: list):
+    """The activation called `name`, taking its alpha/beta from the front of the given lists."""
+    def take(values, default):
+        return values.pop(0) if values else default
+
+    name = _text(name, "")
+    plain = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Relu": torch.relu, "Softsign": F.softsign,
+             "Softplus": F.softplus}
+    if name in plain:
+        return plain[name]
+    if name == "LeakyRelu":
+        alpha = take(alphas, 0.01)
+        return lambda t: F.leaky_relu(t, alpha)
+    if name == "ThresholdedRelu":
+        alpha = take(alphas, 1.0)
+        return lambda t: torch.where(t > alpha, t, torch.zeros_like(t))
+    if name == "Elu":
+        alpha = take(alphas, 1.0)
+        return lambda t: F.elu(t, alpha)
+    if name == "HardSigmoid":
+        alpha, beta = take(alphas, 0.2), take(betas, 0.5)
+        return lambda t: torch.clamp(alpha * t + beta, 0, 1)
+    if name == "Affine":
+        alpha, beta = take(alphas, 1.0), take(betas, 0.0)
+        return lambda t: alpha * t + beta
+    if name == "ScaledTanh":
+        alpha, beta = take(alphas, 1.0), take(betas, 1.0)
+        return lambda t: alpha * torch.tanh(beta * t)
+    _unsupported(n, f"activations={name}")
+
+
+def _recurrent(torch, F, m, n, a, x, kind: str):
+    """LSTM (gates i, o, f, c; peepholes i, o, f) and GRU (gates z, r, h), every direction and layout,
+    sequence_lens (states stop at each sequence's end, Y is 0 beyond it), clip and input_forget."""
+    gates = 4 if kind == "LSTM" else 3
+    X, W, R = x[0], x[1], x[2]
+    B, lens, h0 = _optional(x, 3), _optional(x, 4), _optional(x, 5)
+    c0, P = (_optional(x, 6), _optional(x, 7)) if kind == "LSTM" else (None, None)
+    layout = a.get("layout", 0)
+    if layout:
+        X = X.transpose(0, 1)
+        h0 = h0.transpose(0, 1) if h0 is not None else None
+        c0 = c0.transpose(0, 1) if c0 is not None else None
+    direction = _text(a.get("direction"), "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        _unsupported(n, f"direction={direction}")
+    dirs = 2 if direction == "bidirectional" else 1
+    hidden = int(a.get("hidden_size", R.shape[-1]))
+    steps, batch = X.shape[0], X.shape[1]
+    per = 3 if kind == "LSTM" else 2
+    names = [_text(s, "") for s in a.get("activations", [])] or \
+        (["Sigmoid", "Tanh", "Tanh"] if kind == "LSTM" else ["Sigmoid", "Tanh"]) * dirs
+    if len(names) != per * dirs:
+        _unsupported(n, f"{len(names)} activations for {dirs} direction(s)")
+    alphas, betas = list(a.get("activation_alpha", [])), list(a.get("activation_beta", []))
+    acts = [_rnn_activation(torch, F, n, s, alphas, betas) for s in names]
+    clip = a.get("clip")
+    bound = (lambda t: torch.clamp(t, -clip, clip)) if clip is not None else (lambda t: t)
+    input_forget = bool(a.get("input_forget", 0))
+    before_reset = bool(a.get("linear_before_reset", 0))
+    valid = None
+    if lens is not None:
+        lens = lens.long().reshape(-1)
+        if bool((lens < steps).any()):
+            valid = [(t < lens).unsqueeze(1) for t in range(steps)]
+    H = hidden
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        f, g = acts[per * d], acts[per * d + 1]
+        h_act = acts[per * d + 2] if kind == "LSTM" else None
+        w, r = W[d], R[d]
+        xw = X @ w.transpose(0, 1)
+        if B is not None:
+            xw = xw + B[d, :gates * H]
+            rb = B[d, gates * H:]
+        else:
+            rb = None
+        h = h0[d] if h0 is not None else X.new_zeros(batch, H)
+        c = c0[d] if c0 is not None else X.new_zeros(batch, H)
+        p = P[d] if P is not None else None
+        out = [None] * steps
+        order = range(steps - 1, -1, -1) if (direction == "reverse" or d == 1) else range(steps)
+        for t in order:
+            if kind == "LSTM":
+                gate = xw[t] + h @ r.transpose(0, 1)
+                if rb is not None:
+                    gate = gate + rb
+                gi, go, gf, gc = gate.split(H, -1)
+                if p is not None:
+                    gi, gf = gi + p[:H] * c, gf + p[2 * H:] * c
+                i = f(bound(gi))
+                forget = 1 - i if input_forget else f(bound(gf))
+                c_new = forget * c + i * g(bound(gc))
+                if p is not None:
+                    go = go + p[H:2 * H] * c_new
+                h_new = f(bound(go)) * h_act(c_new)
+            else:
+                gz, gr, gh = xw[t].split(H, -1)
+                rz, rr, rh = r.split(H, 0)
+                bz, br, bh = rb.split(H, -1) if rb is not None else (0, 0, 0)
+                z = f(bound(gz + h @ rz.transpose(0, 1) + bz))
+                reset = f(bound(gr + h @ rr.transpose(0, 1) + br))
+                if before_reset:
+                    cand = g(bound(gh + reset * (h @ rh.transpose(0, 1) + bh)))
+                else:
+                    cand = g(bound(gh + (reset * h) @ rh.transpose(0, 1) + bh))
+                h_new = (1 - z) * cand + z * h
+                c_new = c
+            if valid is not None:
+                h_new = torch.where(valid[t], h_new, h)
+                c_new = torch.where(valid[t], c_new, c)
+                out[t] = torch.where(valid[t], h_new, torch.zeros_like(h_new))
+            else:
+                out[t] = h_new
+            h, c = h_new, c_new
+        ys.append(torch.stack(out) if steps else X.new_zeros(0, batch, H))
+        hs.append(h)
+        cs.append(c)
+    Y, Y_h, Y_c = torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
+    if layout:
+        Y, Y_h, Y_c = Y.permute(2, 0, 1, 3), Y_h.transpose(0, 1), Y_c.transpose(0, 1)
+    return [Y, Y_h, Y_c] if kind == "LSTM" else [Y, Y_h]
 
 
 _OPS: dict = {}
