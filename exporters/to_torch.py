@@ -10,7 +10,9 @@ ONNX graph (same nodes, names and I/O): the pruned architecture stays exactly as
 canonical and pruned models have neither.)
 
 onnx2torch (1.5.15) works with torch 2.14 but names parameters after nodes, not initializers, and
-stops at opset 20 Transposes; this interpreter covers the ops SPA's zoo exporters produce.
+stops at opset 20 Transposes; this interpreter covers the ops SPA's zoo exporters produce and every
+main-graph op of the real-file zoo (models/realfiles.py) except If/Loop and com.microsoft ops. An
+attribute combination it cannot reproduce exactly raises UnsupportedError naming node and attribute.
 """
 from __future__ import annotations
 
@@ -613,6 +615,36 @@ def _build_ops():
     qrange = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
                torch.int16: (-32768, 32767), torch.int32: (-2 ** 31, 2 ** 31 - 1)}
 
+    def dynamic_quantize(m, n, a, x, v):
+        """uint8 quantization of x by its own range (which always includes 0)."""
+        low = torch.clamp(x[0].min(), max=0.0)
+        high = torch.clamp(x[0].max(), min=0.0)
+        scale = (high - low) / 255.0
+        zero = torch.clamp(torch.round(0.0 - low / scale), 0, 255)
+        y = torch.clamp(torch.round(x[0] / scale) + zero, 0, 255)
+        return [y.to(torch.uint8), scale, zero.to(torch.uint8)]
+
+    def centred(n, t, zero, axis_shape=None):
+        """An integer tensor minus its zero point, in float64 (exact for int8/uint8 sums)."""
+        if t.dtype not in (torch.uint8, torch.int8):
+            _unsupported(n, f"{t.dtype} input")
+        y = t.to(torch.float64)
+        if zero is not None:
+            zero = zero.to(torch.float64)
+            y = y - (zero.reshape(axis_shape) if axis_shape is not None and zero.numel() > 1 else zero.reshape(()))
+        return y
+
+    def conv_integer(m, n, a, x, v):
+        spatial = x[1].dim() - 2
+        data = centred(n, x[0], _optional(x, 2))
+        weight = centred(n, x[1], _optional(x, 3), [-1] + [1] * (spatial + 1))
+        return torch.round(conv(m, n, a, [data, weight], v)).to(torch.int32)
+
+    def matmul_integer(m, n, a, x, v):
+        left = centred(n, x[0], _optional(x, 2), [-1, 1])
+        right = centred(n, x[1], _optional(x, 3), [-1])
+        return torch.round(left @ right).to(torch.int32)
+
     def dequantize(m, n, a, x, v):
         scale = x[1]
         if x[0].dtype not in qrange:
@@ -692,7 +724,8 @@ def _build_ops():
         "LSTM": lambda m, n, a, x, v: _recurrent(torch, F, m, n, a, x, "LSTM"),
         "GRU": lambda m, n, a, x, v: _recurrent(torch, F, m, n, a, x, "GRU"),
         "OneHot": one_hot, "LRN": lrn, "GatherND": gather_nd, "ScatterElements": scatter_elements,
-        "QuantizeLinear": quantize, "DequantizeLinear": dequantize,
+        "QuantizeLinear": quantize, "DequantizeLinear": dequantize, "DynamicQuantizeLinear": dynamic_quantize,
+        "ConvInteger": conv_integer, "MatMulInteger": matmul_integer,
     }
 
 

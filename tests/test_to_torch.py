@@ -387,9 +387,26 @@ _INTS = np.array([[0, 3, -1], [2, 7, -5]], np.int64)
     ("DequantizeLinear", (_X4 * 30).astype(np.int8), [_F32(0.02, 0.03, 0.04, 0.05),
                                                       np.array([0, 1, -2, 3], np.int8)], {"axis": 1}, _F, 13),
     ("DequantizeLinear", (_X4 * 30 + 100).astype(np.uint8), [_F32(0.1), np.array(100, np.uint8)], {}, _F, 13),
+    ("ConvInteger", (_X4 * 40 + 120).astype(np.uint8), [(_W2.transpose(1, 0, 2, 3) * 50).astype(np.int8),
+                                                         np.array(120, np.uint8), np.array(-2, np.int8)],
+     {"pads": [1, 0, 2, 1], "strides": [2, 1]}, TensorProto.INT32, 13),
+    ("ConvInteger", (_X4 * 40 + 120).astype(np.uint8), [(_W2[:, :2] * 50 + 100).astype(np.uint8)],
+     {"group": 2, "dilations": [2, 1]}, TensorProto.INT32, 13),
+    ("MatMulInteger", (_X4 * 40 + 120).astype(np.uint8), [(np.arange(18).reshape(6, 3) * 7 % 23 - 11).astype(np.int8),
+                                                           np.array(118, np.uint8), np.array([3, -1, 2], np.int8)],
+     {}, TensorProto.INT32, 13),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_op_matches_onnxruntime(op, x, consts, attrs, out_type, opset):
     _check(*_run_one(op, x, consts, attrs, opset=opset, out_types=[out_type]))
+
+
+def test_dynamic_quantize_linear_matches_onnxruntime():
+    x = np.concatenate([_X4.reshape(-1), [2.5, -0.7]]).astype(np.float32)
+    _check(*_run_one("DynamicQuantizeLinear", x, [], {}, opset=13, outputs=3,
+                     out_types=[TensorProto.UINT8, _F, TensorProto.UINT8]))
+    positive = np.abs(x) + 0.5  # the range still includes 0
+    _check(*_run_one("DynamicQuantizeLinear", positive, [], {}, opset=13, outputs=3,
+                     out_types=[TensorProto.UINT8, _F, TensorProto.UINT8]))
 
 
 def test_lrn_even_size_follows_the_spec():
