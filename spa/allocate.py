@@ -78,14 +78,29 @@ def eligible_groups(analysis, protect: list[str]):
     aliases = analysis.model.meta.get("spa.weight_aliases", {})
     protected = set()
     for name in protect:
-        if name in names:
-            protected.add(name)
-        elif any(w in names for w in aliases.get(name, ())):
-            protected.update(w for w in aliases[name] if w in names)  # renamed by a fusion
-        else:
-            raise SpaError(f"--protect names {name!r}, which is neither a node nor a tensor of the model")
+        found = {name} if name in names else _protected_aliases(name, aliases, names)
+        if not found:
+            raise SpaError(f"--protect names {name!r}, which is neither a node, a tensor nor a module of the model")
+        protected |= found
     return [g for g in analysis.prunable_groups()
             if not protected & ({m.value for m in g.members} | set(g.nodes))]
+
+
+def _protected_aliases(name: str, aliases: dict[str, list[str]], names: set[str]) -> set[str]:
+    """The names of the canonical model that stand for `name`, a name of the model as given that
+    canonicalization renamed or fused away (see spa.canon.weight_aliases). `name` may be a node or
+    a node's output (its weights, or where they are gone, the output the fused node still writes:
+    a BatchNormalization fused into its Conv), one of the given model's weights, or a module path
+    as PyTorch exporters spell it (`bn1`: weights `bn1.*`, nodes in the scope `/bn1/`)."""
+    if name in aliases:
+        weights = set(aliases[name])
+        keys = {k for k, ws in aliases.items() if ws == aliases[name]}  # the same node's other names
+    else:
+        weights = {w for ws in aliases.values() for w in ws if w == name or w.startswith(name + ".")}
+        keys = {k for k, ws in aliases.items() if weights & set(ws) or name in k.split("/")[:-1]}
+        weights |= {w for k in keys for w in aliases[k]}
+        keys |= {n for n in names if name in n.split("/")[:-1]}  # a module without weights
+    return (weights | keys) & names
 
 
 def _kept_count(width: int, remove: int, budget: Budget, step: int | None = None) -> int:
@@ -175,8 +190,13 @@ def allocate(analysis, scores: dict[str, np.ndarray], budget: Budget,
     measured on the analysed model unless given."""
     budget.check()
     groups = [g for g in eligible_groups(analysis, budget.protect) if g.key in scores]
+    # NaN or Inf weights (or statistics) give scores that rank nothing: such a group is left whole
+    unscored = sorted(g.key for g in groups if not np.isfinite(np.asarray(scores[g.key], dtype=np.float64)).all())
+    groups = [g for g in groups if g.key not in unscored]
     meta = {"ratio": budget.ratio, "target": budget.target, "global": bool(budget.global_rank),
             "round_to": budget.round_to, "min_width": budget.min_width}
+    if unscored:
+        meta["not_finite"] = unscored
     if budget.target == "channels" or budget.ratio == 0.0:
         plan = _plan_for_ratio(groups, scores, budget.ratio, budget)
     elif budget.target == "latency":

@@ -225,10 +225,20 @@ def _quiet_flag(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spa.output import signals_raise
+    from spa.output import Terminated, private_tempdir, signals_raise
 
-    with signals_raise():  # SIGTERM/SIGINT unwind through `finally`: temporaries are removed
-        return _main(argv)
+    # SIGTERM/SIGINT unwind through `finally`: temporaries are removed; every temporary file of the
+    # run lies in one private folder in $TMPDIR, which the next run sweeps if this one is killed
+    with signals_raise():
+        try:
+            with private_tempdir():
+                return _main(argv)
+        except KeyboardInterrupt:  # a signal while the private folder was made or removed
+            print("spa: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Terminated as exc:
+            print("spa: terminated", file=sys.stderr)
+            return exc.code
 
 
 def _main(argv: list[str] | None) -> int:
@@ -428,6 +438,9 @@ def cmd_prune(args) -> int:
     con.print(f"pruned {pruned_groups} of {summary['groups_prunable']} prunable groups, "
               f"{summary['channels_removed']} channels removed"
               + ("" if result.oracle is None else f"; oracle error {result.oracle.error:.1e}"))
+    if result.plan.meta.get("not_finite"):
+        con.print(f"left whole: {len(result.plan.meta['not_finite'])} group(s) whose weights or statistics hold "
+                  "NaN or Inf (their channels cannot be ranked)")
     con.print(f"[green]PASSED[/] wrote {out}")
     return 0
 

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Union
@@ -133,6 +134,36 @@ def temp_dir(folder: Path):
     try:
         yield path
     finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_tempdir():
+    """For one command: a fresh `.spa-<pid>-<hex>` folder in the system's temporary folder
+    ($TMPDIR) that every `tempfile` user of this process (validation's model copies, ONNX Runtime's
+    symbolic shape inference, profiling) writes into, removed with everything in it on exit. A run
+    killed by SIGKILL leaves it behind under its own pid: the next command sweeps it (with
+    `sweep_stale`), as it sweeps an output folder's. Yields the folder (None when $TMPDIR cannot
+    take one: tempfile's default then applies)."""
+    base = Path(tempfile.gettempdir())
+    sweep_stale(base)
+    path = base / temp_name()
+    try:
+        path.mkdir(mode=0o700)
+    except OSError:
+        yield None
+        return
+    previous = tempfile.tempdir, os.environ.get("TMPDIR")
+    # $TMPDIR too: native code reads it (ONNX Runtime's telemetry keeps a `.ses` file there)
+    tempfile.tempdir = os.environ["TMPDIR"] = str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = previous[0]
+        if previous[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous[1]
         shutil.rmtree(path, ignore_errors=True)
 
 

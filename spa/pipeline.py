@@ -226,8 +226,9 @@ def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalize
         ranked = {key: normalize(s, normalizer) for key, s in ranked.items()}
         # groups without a compensable sink rank by L2, scaled to the typical statistics score
         fallback = score_groups(analysis, "l2", normalizer if normalizer != "none" else "mean", reduction, seed)
-        if normalizer == "none" and ranked:
-            typical = float(np.median([s.mean() for s in ranked.values()]))
+        means = [float(s.mean()) for s in ranked.values() if np.isfinite(s).all()]
+        if normalizer == "none" and means:
+            typical = float(np.median(means))
             fallback = {key: s * typical for key, s in fallback.items()}
         return fallback | ranked
     if criterion in GRADIENT_CRITERIA:
@@ -274,19 +275,21 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES + ("auto",):
         raise UsageError(f"'{criterion}' needs input samples: --hessian data or synthetic")
     stats = scores = None
-    if compensation is not None:
-        keep_feeds = compensation.sequential or criterion in GRADIENT_CRITERIA and plan is None
-        stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
-    if plan is None:
-        budget, normalizer = ranking_defaults(criterion, budget or Budget(), normalizer)
-        scores = rank(analysis, criterion, stats, normalizer, reduction, seed, p)
-        plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
-        if compensation is not None and compensation.greedy:
-            from spa.passes.compensate import obs
+    # NaN or Inf weights make NaN scores and statistics, not warnings: allocate leaves those groups whole
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if compensation is not None:
+            keep_feeds = compensation.sequential or criterion in GRADIENT_CRITERIA and plan is None
+            stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
+        if plan is None:
+            budget, normalizer = ranking_defaults(criterion, budget or Budget(), normalizer)
+            scores = rank(analysis, criterion, stats, normalizer, reduction, seed, p)
+            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
+            if compensation is not None and compensation.greedy:
+                from spa.passes.compensate import obs
 
-            obs.greedy_selection(analysis, plan, stats.sinks, stats.hs)
-    else:
-        plan.check_against(analysis)
+                obs.greedy_selection(analysis, plan, stats.sinks, stats.hs)
+        else:
+            plan.check_against(analysis)
     if compensation is not None:
         plan.meta.update(compensation=stats.source if stats is not None else compensation.hessian,
                          update=compensation.method)
@@ -300,5 +303,6 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
         update_sinks(pruned, analysis, plan, compensation, stats)
     slice_model(pruned, analysis, plan)
     restore_initializer_inputs(pruned)
-    validate(original, pruned, same_values=not any(plan.removed.values()))
+    with np.errstate(invalid="ignore"):  # Inf outputs (from Inf weights) compare as NaN errors, which pass
+        validate(original, pruned, same_values=not any(plan.removed.values()))
     return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)

@@ -227,13 +227,15 @@ def _wide_cnn(width: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def _spa(folder: Path, *args, popen=False):
+def _spa(folder: Path, *args, popen=False, tmpdir: Path | None = None):
     env = {k: v for k, v in os.environ.items() if k != "SPA_DEBUG"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     cmd = [sys.executable, "-m", "spa.cli", *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
 
 
 def _temps(folder: Path) -> list[str]:
@@ -249,41 +251,95 @@ def _working(pid: int) -> bool:
         return False
 
 
-def _signal_run(tmp_path: Path, sig: int, when: str, width: int):
+def _validating(tmpdir: Path, pid: int) -> bool:
+    """The child writes the pruned model's temporary copy for ONNX Runtime (big models only): a
+    model file inside a folder of its private temporary folder in $TMPDIR."""
+    return any(p.name == "model.onnx" for p in tmpdir.glob(f".spa-{pid}-*/*/*"))
+
+
+def _save_external(model: onnx.ModelProto, folder: Path) -> None:
+    """model.onnx with every weight in model.onnx.data, written tensor by tensor (no protobuf copy)."""
+    from onnx import TensorProto
+
+    offset = 0
+    with open(folder / "model.onnx.data", "wb") as data:
+        for t in model.graph.initializer:
+            raw = t.raw_data
+            data.write(raw)
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", "model.onnx.data"), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+    save(model, folder / "model.onnx")
+
+
+def _signal_run(tmp_path: Path, sig: int, when: str, width: int, ratios=("0.2", "0.5", "0.3"), external=False):
+    """prune once (the old output), prune again and send `sig` at `when` ("save": the output's
+    temporaries exist; "validation": the pruned model's ONNX Runtime copy exists; "early": SPA is
+    working), then prune a third time. Old output intact or new complete; no temporaries left in
+    the output folder or $TMPDIR after the third run (SIGINT/SIGTERM: after the second already);
+    nothing written beside the input."""
     import signal as _signal
     import time
 
-    save(_wide_cnn(width), tmp_path / "model.onnx")
-    out_dir = tmp_path / "out"
+    work, tmpdir = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmpdir.mkdir()
+    if external:
+        _save_external(_wide_cnn(width), work)
+    else:
+        save(_wide_cnn(width), work / "model.onnx")
+    inputs = sorted(p.name for p in work.iterdir())
+    out_dir = work / "out"
     out_dir.mkdir()
-    first = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.2", "-q")
+    first = _spa(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[0], "-q", tmpdir=tmpdir)
     assert first.returncode == 0, first.stderr
-    old = (out_dir / "out.onnx").read_bytes()
-    child = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.5", "-q", popen=True)
-    deadline = time.monotonic() + 120
+    if external:
+        assert (out_dir / "out.onnx.data").exists(), "the old output should have external data"
+    old = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    child = _spa(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[1], "-q", popen=True,
+                 tmpdir=tmpdir)
+    deadline = time.monotonic() + 600
     while child.poll() is None and time.monotonic() < deadline:
-        if (when == "save" and _temps(out_dir)) or (when == "early" and _working(child.pid)):
+        if ((when == "save" and _temps(out_dir)) or (when == "early" and _working(child.pid))
+                or (when == "validation" and _validating(tmpdir, child.pid))):
             break
         time.sleep(0.0005 if when == "save" else 0.05)
+    if external:  # a small model may finish between two polls; the big one must be caught mid-way
+        assert child.poll() is None, "the run ended before the signal: the test interrupted nothing"
     if child.poll() is None:
         child.send_signal(sig)
-    _, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=300)
     expected = {_signal.SIGINT: 130, _signal.SIGTERM: 143, _signal.SIGKILL: -9}[sig]
     assert child.returncode in (0, expected), err
     assert "Traceback" not in err
-    now = (out_dir / "out.onnx").read_bytes()
+    now = {p.name: p.read_bytes() for p in out_dir.iterdir() if not p.name.startswith(".spa-")}
     if now != old:  # the new output, complete: it loads, checks and runs
         onnx.checker.check_model(str(out_dir / "out.onnx"), full_check=True)
+        _ort_runs(out_dir / "out.onnx")
     if sig != _signal.SIGKILL:
         assert _temps(out_dir) == [], "an interrupted run left temporary files"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "out"]  # nothing outside the output
-    after = _spa(tmp_path, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", "0.3", "-q")
+        assert list(tmpdir.iterdir()) == [], "an interrupted run left temporary files in $TMPDIR"
+    assert sorted(p.name for p in work.iterdir()) == sorted(inputs + ["out"])  # nothing outside the output
+    after = _spa(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[2], "-q", tmpdir=tmpdir)
     assert after.returncode == 0, after.stderr
     assert _temps(out_dir) == [], "the next run did not sweep a killed run's temporaries"
+    assert list(tmpdir.iterdir()) == [], "the next run did not sweep a killed run's temporaries in $TMPDIR"
+    assert sorted(p.name for p in work.iterdir()) == sorted(inputs + ["out"])
+
+
+def _ort_runs(path: Path) -> None:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    [y] = sess.run(None, {"x": np.ones((1, 3, 4, 4), np.float32)})
+    assert y.shape == (1, 4, 4, 4)
 
 
 @pytest.mark.parametrize("sig,when", [("SIGINT", "save"), ("SIGTERM", "save"), ("SIGKILL", "save"),
-                                      ("SIGTERM", "early"), ("SIGINT", "early")])
+                                      ("SIGTERM", "early"), ("SIGINT", "early"), ("SIGKILL", "early")])
 def test_signal_leaves_old_or_new_output_and_no_temporaries(tmp_path, sig, when):
     import signal as _signal
 
@@ -291,12 +347,56 @@ def test_signal_leaves_old_or_new_output_and_no_temporaries(tmp_path, sig, when)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("when", ["save", "validation"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
-def test_signal_on_a_model_over_1_gib(tmp_path, sig):
-    """The same on a model saved with external data (weights over 1 GiB): slow, -m slow."""
+def test_signal_on_a_model_over_1_gib(tmp_path, sig, when):
+    """The same on a model with its weights in external data (1.8 GB in, 1.1 GB out: the outputs have
+    external data too), at save and at validation: slow, -m slow, about 5 GB of disk."""
     import signal as _signal
 
-    _signal_run(tmp_path, getattr(_signal, sig), "save", width=5600)
+    _signal_run(tmp_path, getattr(_signal, sig), when, width=7000, ratios=("0.1", "0.2", "0.15"), external=True)
+
+
+def test_stale_temporaries_in_tmpdir_are_swept(tmp_path):
+    """A killed run's private folder in $TMPDIR goes with the next command; a live run's stays."""
+    tmpdir = tmp_path / "tmp"
+    (tmpdir / ".spa-999999999-0123456789ab" / "spa-x").mkdir(parents=True)
+    (tmpdir / ".spa-999999999-0123456789ab" / "spa-x" / "model.onnx").write_bytes(b"x" * 100)
+    (tmpdir / ".spa-999999998-0123456789ab.data").write_bytes(b"x")
+    live = tmpdir / f".spa-{os.getpid()}-abcdefabcdef"
+    live.mkdir()
+    (tmpdir / "user-file").write_text("mine")
+    save(cnn(), tmp_path / "model.onnx")
+    r = _spa(tmp_path, "inspect", "model.onnx", tmpdir=tmpdir)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmpdir.iterdir()) == sorted([live.name, "user-file"])
+
+
+def test_no_file_outside_the_output_with_incomplete_symbolic_inference(tmp_path):
+    """ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx and <uuid>.data into
+    the working folder when it cannot finish (an op it does not know): nothing may appear in the
+    working folder or stay in $TMPDIR."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (16, 32)), ("b", (32,)), ("w2", (32, 16)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("BiasGelu", ["h", "b"], ["g"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Frobnicate", ["g"], ["u"], name="frob", domain="com.microsoft"),
+             helper.make_node("MatMul", ["u", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "ms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    folder, tmpdir = tmp_path / "work", tmp_path / "tmp"
+    folder.mkdir()
+    tmpdir.mkdir()
+    save(model, folder / "model.onnx")
+    for args in (["inspect", "model.onnx"], ["groups", "model.onnx"]):
+        r = _spa(folder, *args, tmpdir=tmpdir)
+        assert r.returncode in (0, 5), r.stderr
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"], args
+        assert list(tmpdir.iterdir()) == [], args
 
 
 def test_diff_fails_when_b_lacks_an_output_of_a(tmp_path):
@@ -308,3 +408,125 @@ def test_diff_fails_when_b_lacks_an_output_of_a(tmp_path):
     save(cnn(), tmp_path / "b.onnx")
     r = _spa(tmp_path, "diff", "a.onnx", "b.onnx")
     assert r.returncode != 0, r.stdout
+
+
+def _conv_bn_export(path: Path) -> None:
+    """conv1 → bn1 → relu → conv2 → bn2 → relu → conv3, exported by TorchScript with eval-mode
+    BatchNorm kept as nodes (no constant folding) and PyTorch's names (/bn1/BatchNormalization, bn1.weight)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
+            self.conv3, self.relu = nn.Conv2d(16, 4, 3, padding=1), nn.ReLU()
+
+        def forward(self, x):
+            return self.conv3(self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        for bn in (net.bn1, net.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(path), dynamo=False, do_constant_folding=False,
+                          input_names=["x"], output_names=["y"])
+    assert "BatchNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("name,kept", [("bn1", {"conv1.weight": 8}), ("/bn1/BatchNormalization", {"conv1.weight": 8}),
+                                       ("bn1.running_var", {"conv1.weight": 8}), ("bn2", {"conv2.weight": 16}),
+                                       ("/conv1/Conv", {"conv1.weight": 8}), ("relu", {"conv1.weight": 8})])
+def test_protect_names_a_batchnorm_fused_away(tmp_path, capsys, name, kept):
+    """--protect takes the names of the model as given: a BatchNormalization that canonicalization
+    fuses into its Conv (its node, output or statistics), or a PyTorch module path; the group it
+    is in stays whole, the other is pruned."""
+    from spa.cli import main
+
+    _conv_bn_export(tmp_path / "m.onnx")
+    code = main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "-q",
+                 "--protect", name])
+    assert code == 0, capsys.readouterr().err
+    widths = {t.name: t.dims[0] for t in onnx.load(str(tmp_path / "o.onnx")).graph.initializer
+              if t.name.endswith("weight")}
+    for weight, width in kept.items():
+        assert widths[weight] == width, widths
+    assert sum(widths.values()) < 8 + 16 + 4  # the unprotected group was pruned
+
+
+def test_protect_refuses_a_name_the_model_does_not_have(tmp_path, capsys):
+    from spa.cli import main
+
+    _conv_bn_export(tmp_path / "m.onnx")
+    code = main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--protect", "bn9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bn9" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("criterion", ["l2", "obspa"])
+def test_non_finite_weights_leave_their_groups_whole(tmp_path, capsys, value, criterion):
+    """A NaN or Inf weight makes its groups' scores meaningless: they stay whole (said in the
+    summary and the plan), the run succeeds, no warning noise on stderr."""
+    import json
+
+    from spa.cli import main
+
+    model = cnn()
+    w2 = onnx.numpy_helper.to_array(model.graph.initializer[2]).copy()
+    w2[1, 0, 0, 0] = float(value)  # conv2's row 1 (group b2) and column 0 (group b1)
+    model.graph.initializer[2].CopyFrom(onnx.numpy_helper.from_array(w2, "w2"))
+    save(model, tmp_path / "m.onnx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value" noise would end in exit 1
+        code = main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "--json",
+                     "--criterion", criterion])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""
+    summary = json.loads(captured.out)
+    assert summary["plan"]["not_finite"] == ["b1:0", "b2:0"] and summary["channels_removed"] == 0
+
+
+def test_non_finite_weights_in_one_layer_leave_the_others_prunable(tmp_path, capsys):
+    import json
+
+    from spa.cli import main
+
+    model = cnn()
+    w1 = onnx.numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w1[:] = np.nan  # conv1: group b1 only (its input is the graph input)
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w1, "w1"))
+    save(model, tmp_path / "m.onnx")
+    code = main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["plan"]["not_finite"] == ["b1:0"] and summary["groups_pruned"] == 1
+
+
+def test_plan_with_duplicate_indices_removes_and_counts_one_channel(tmp_path, capsys):
+    import json
+
+    from spa.cli import main
+
+    save(cnn(), tmp_path / "m.onnx")
+    (tmp_path / "plan.json").write_text(json.dumps({"spa_plan": 1, "meta": {}, "groups": [
+        {"key": "b1:0", "width": 8, "remove": [3] * 8}]}))
+    code = main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--plan",
+                 str(tmp_path / "plan.json"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["channels_removed"] == 1
+    w1 = next(t for t in onnx.load(str(tmp_path / "o.onnx")).graph.initializer if t.name == "w1")
+    assert w1.dims[0] == 7

@@ -452,6 +452,12 @@ def _malformed_model_cases(d: Path) -> dict[str, Case]:
     m = cnn()
     m.metadata_props.add(key="spa.plan", value="{not json")
     cases["report-plan-metadata-not-json"] = (m, INPUT, "not JSON", ["report", "model.onnx", "-o", "r.md"])
+    # the original cannot be run as asked: a refusal up front (5), not a validation failure (7)
+    cases["original-onnx-runtime-cannot-run"] = (_bf16_mlp(), UNSUPPORTED, "original", _prune())
+    cases["input-shape-contradicts-the-weights"] = (cnn(), UNSUPPORTED, "--input-shape",
+                                                    _prune("--input-shape", "x=1,4,8,8"))
+    cases["input-shape-contradicts-the-weights-obspa"] = (cnn(), UNSUPPORTED, "--input-shape",
+                                                          _prune("--input-shape", "x=1,5,8,8", "--criterion", "obspa"))
     out = {}
     for name, (model, code, contains, args) in cases.items():
         (d / name).mkdir()
@@ -459,6 +465,24 @@ def _malformed_model_cases(d: Path) -> dict[str, Case]:
         save(model, d / name / "model.onnx")
         out[name] = Case(name, args, code, contains)
     return out
+
+
+def _bf16_mlp() -> onnx.ModelProto:
+    """x(1,16) → MatMul 32 → Relu → MatMul 8, all bfloat16: valid ONNX that ONNX Runtime's CPU
+    provider has no MatMul kernel for."""
+    rng = np.random.default_rng(3)
+
+    def bf16(name, shape):
+        bits = (rng.standard_normal(shape).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        return helper.make_tensor(name, TensorProto.BFLOAT16, shape, vals=bits.tobytes(), raw=True)
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "bf16", [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 8])],
+                              [bf16("w1", [16, 32]), bf16("w2", [32, 8])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def _hf_folder_cases(d: Path) -> dict[str, Case]:
