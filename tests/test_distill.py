@@ -91,3 +91,20 @@ def test_the_pipeline_uses_them_for_synthetic_statistics():
     distill.bn_matched_feeds(model, 3, seed=0, history=history)
     noise = next(iter(__import__("spa.passes.compensate.hessian", fromlist=["x"]).synthetic_feeds(model, 1, 0)))
     assert not np.array_equal(noise["image"], feeds[0]["image"])
+
+
+def test_images_too_large_to_optimise_on_a_cpu_are_left_to_plain_noise(monkeypatch):
+    """Above MAX_PIXELS no image is optimised (the caller makes 1/f-noise images instead)."""
+    model = bn_net()  # 16×16 images
+    assert distill.bn_matched_feeds(model, 2, steps=1) is not None
+    monkeypatch.setattr(distill, "MAX_PIXELS", 255)
+    assert distill.bn_matched_feeds(model, 2, steps=1) is None
+
+
+def test_larger_images_are_optimised_fewer_at_a_time(monkeypatch):
+    """At most PIXELS are optimised together; the other feeds are shifted copies of those."""
+    model = bn_net()
+    monkeypatch.setattr(distill, "PIXELS", 2 * 256)  # two 16×16 images
+    feeds = distill.bn_matched_feeds(model, 6, seed=0, steps=1)
+    distinct = {tuple(np.sort(f["image"].ravel())[:50]) for f in feeds}  # shifts/mirrors keep the values
+    assert len(feeds) == 6 and len(distinct) == 2

@@ -21,6 +21,13 @@ from spa.validate import copy_model
 
 STEPS = 25       # Adam steps
 IMAGES = 8       # images optimised together (their batch statistics are matched)
+#: Pixels optimised together at most (8 images of 224²): larger images are optimised fewer at a
+#: time (800×608: one) — each step costs a forward and backward pass over all of them, and one
+#: large image already gives every BatchNorm plenty of positions.
+PIXELS = IMAGES * 224 * 224
+#: Larger images are not optimised at all (None: the caller makes plain 1/f-noise images): on a CPU,
+#: 25 forward and backward passes of a detector at 800×608 take minutes (PP-PicoDet: 4.5 min).
+MAX_PIXELS = 320 * 320
 LR = 0.2
 
 
@@ -85,17 +92,21 @@ def bn_loss(module, names, targets, x):
 def bn_matched_feeds(model: ir.Model, samples: int, seed: int = 0, steps: int = STEPS, images: int = IMAGES,
                      lr: float = LR, history: list | None = None) -> list[dict] | None:
     """`samples` feeds (batch 1 each: input name → float32 array) optimised to match the model's
-    BatchNorm statistics; None when the model has no BatchNormalization or no image input.
-    Deterministic for a seed. `history`, when given, receives the loss before every step."""
+    BatchNorm statistics; None when the model has no BatchNormalization, no image input, or one
+    larger than MAX_PIXELS. Deterministic for a seed. `history`, when given, receives the loss
+    before every step."""
     value = image_input(model)
     if value is None or not batchnorms(model) or samples <= 0:
+        return None
+    dims = [int(d) for d in list(value.shape)[1:]]
+    pixels = int(np.prod(dims[1:] if dims[0] in (1, 2, 3, 4) else dims[:-1]))
+    if pixels > MAX_PIXELS:
         return None
     import torch
 
     module, names, targets = bn_loss_module(model)
-    dims = [int(d) for d in list(value.shape)[1:]]
     rng = np.random.default_rng(seed)
-    count = min(images, samples)
+    count = max(1, min(images, samples, PIXELS // max(pixels, 1)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         x = torch.from_numpy(natural_noise([count] + dims, rng).astype(np.float32)).requires_grad_(True)
