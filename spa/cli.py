@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runtime the pruned model is for: sets --round-to auto and where --target "
                         "latency measures (default: no rounding, CPU)")
     p.add_argument("--min-width", type=int, default=1, metavar="N", help="keep at least N channels per group")
-    p.add_argument("--protect", nargs="+", default=[], metavar="NAME", help="node or tensor names to leave whole")
+    p.add_argument("--protect", nargs="+", default=[], metavar="NAME",
+                   help="node, tensor or module names (as in the given model, also ones fused away) to leave whole")
     p.add_argument("--plan-out", metavar="PLAN.json", help="also write the plan")
     p.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan instead of allocating")
     p.add_argument("--seed", type=_seed, default=0)
