@@ -436,7 +436,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     the data goes under a name no existing file has (`<name>.data`, or `<name>.<hex>.data` while
     that one is taken), the model that points to it is renamed into place, and only then is the
     data file the replaced model used removed (if SPA named it and nothing read from it)."""
-    from spa.output import check_target, file_ids, sweep_stale, temp_dir
+    from spa.output import check_target, deferred_signals, sweep_stale, temp_dir
 
     path = Path(path)
     reads = files_read_by(model) | set(model.meta.get(SOURCE_FILES, ()))
@@ -454,13 +454,17 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
                 if external_data:
                     data_name = _fresh_data_name(path)
                     save_with_external_data(model, tmp_model, data_name)
+                else:
+                    write_streamed(model, tmp_model)
+            # the commit: a signal waits until the pair is in place (or was never started)
+            with deferred_signals():
+                if external_data:
                     data_target = _link_new(tmpdir / data_name, folder, path.name)
                     if data_target.name != data_name:  # the name was taken meanwhile: point to the new one
                         _relocate(tmp_model, data_name, data_target.name)
-                else:
-                    write_streamed(model, tmp_model)
-            os.replace(tmp_model, path)
-            data_target = None  # committed: the data file belongs to the model now
+                os.replace(tmp_model, path)
+                data_target = None  # committed: the data file belongs to the model now
+                _remove_replaced_data(path, old_data, reads)
     except SpaError:
         raise
     except OSError as exc:
@@ -471,13 +475,19 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         if data_target is not None:  # failed or interrupted between the two renames
             with contextlib.suppress(OSError):
                 os.unlink(data_target)
+    return path
+
+
+def _remove_replaced_data(path: Path, old_data: list[Path], reads: set) -> None:
+    """Remove the data files of the model `path` replaced, unless something still reads them."""
+    from spa.output import file_ids
+
     keep = file_ids(reads | set(_spa_data_files_of(path)))
     for stale in old_data:
         with contextlib.suppress(OSError):
             info = os.stat(stale)
             if (info.st_dev, info.st_ino) not in keep:
                 os.unlink(stale)
-    return path
 
 
 # SPA names a model's data file <model name>.data or <model name>.<12 hex>.data

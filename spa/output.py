@@ -127,14 +127,19 @@ def temp_dir(folder: Path):
     """A fresh temporary folder inside `folder`, removed with everything in it on exit."""
     sweep_stale(folder)
     path = folder / temp_name()
+    made = False
     try:
-        path.mkdir()
-    except OSError as exc:
-        raise OutputError(f"{folder}: could not write there ({exc.strerror or exc})") from None
-    try:
+        with deferred_signals():  # made and known to the clean-up below, or not made
+            try:
+                path.mkdir()
+            except OSError as exc:
+                raise OutputError(f"{folder}: could not write there ({exc.strerror or exc})") from None
+            made = True
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if made:
+            with deferred_signals():
+                shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -148,23 +153,27 @@ def private_tempdir():
     base = Path(tempfile.gettempdir())
     sweep_stale(base)
     path = base / temp_name()
-    try:
-        path.mkdir(mode=0o700)
-    except OSError:
-        yield None
-        return
     previous = tempfile.tempdir, os.environ.get("TMPDIR")
-    # $TMPDIR too: native code reads it (ONNX Runtime's telemetry keeps a `.ses` file there)
-    tempfile.tempdir = os.environ["TMPDIR"] = str(path)
+    made = False
     try:
-        yield path
+        with deferred_signals():
+            try:
+                path.mkdir(mode=0o700)
+                made = True
+            except OSError:
+                pass
+            if made:  # $TMPDIR too: native code reads it (ONNX Runtime's telemetry keeps a `.ses` file there)
+                tempfile.tempdir = os.environ["TMPDIR"] = str(path)
+        yield path if made else None
     finally:
-        tempfile.tempdir = previous[0]
-        if previous[1] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = previous[1]
-        shutil.rmtree(path, ignore_errors=True)
+        if made:
+            with deferred_signals():
+                tempfile.tempdir = previous[0]
+                if previous[1] is None:
+                    os.environ.pop("TMPDIR", None)
+                else:
+                    os.environ["TMPDIR"] = previous[1]
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_stale(folder: Path) -> list[str]:
@@ -222,22 +231,25 @@ def write_files(files: dict, *, inputs: Iterable = (), what: str = "the output")
     try:
         for target, content in zip(targets, files.values()):
             sweep_stale(target.parent)
-            tmp = new_temp_file(target.parent, target.suffix)
-            temps.append((tmp, target))
+            with deferred_signals():  # a temporary exists only once the clean-up knows it
+                temps.append((new_temp_file(target.parent, target.suffix), target))
+            tmp = temps[-1][0]
             if callable(content):
                 content(tmp)
             else:
                 with open(tmp, "wb") as handle:
                     handle.write(content.encode() if isinstance(content, str) else content)
-        for tmp, target in temps:
-            os.replace(tmp, target)
+        with deferred_signals():  # all renamed into place, or (on an error) what was renamed stays
+            for tmp, target in temps:
+                os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(f"{temps[-1][1] if temps else targets[0]}: could not write {what} "
                           f"({exc.strerror or exc})") from None
     finally:
-        for tmp, _ in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with deferred_signals():
+            for tmp, _ in temps:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
     return targets
 
 
@@ -264,6 +276,31 @@ def signal_received() -> int | None:
     return (128 + _FIRED[0]) if _FIRED else None
 
 
+_DEFERRING = [0]  # depth of deferred_signals blocks
+_PENDING: list[int] = []  # a signal that arrived inside one
+
+
+def _raise_for(signum: int):
+    _FIRED.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(EXIT_SIGTERM)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """A block SIGINT/SIGTERM do not cut in two (renames that commit an output, removing
+    temporaries): a signal that arrives inside is raised when the block ends. Only while
+    `signals_raise` is active; elsewhere signals keep their usual effect."""
+    _DEFERRING[0] += 1
+    try:
+        yield
+    finally:
+        _DEFERRING[0] -= 1
+        if not _DEFERRING[0] and _PENDING and not _FIRED:
+            _raise_for(_PENDING.pop())
+
+
 @contextlib.contextmanager
 def signals_raise():
     """While active, SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated — once: a second
@@ -276,14 +313,15 @@ def signals_raise():
         return
     fired = _FIRED
     fired.clear()
+    _PENDING.clear()
 
     def handler(signum, frame):
-        if fired:
+        if fired or _PENDING:
             return
-        fired.append(signum)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(EXIT_SIGTERM)
+        if _DEFERRING[0]:  # inside a commit or a clean-up: raised when it is done
+            _PENDING.append(signum)
+            return
+        _raise_for(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -364,6 +364,50 @@ def test_interrupted_commit_keeps_the_old_pair(tmp_path, proto, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_signal_during_the_commit_waits_for_it(tmp_path, proto, monkeypatch):
+    """SIGTERM between the data file's link and the model's rename (the handler would run at the
+    loop below) does not cut the commit: the new pair is in place, the replaced data file removed,
+    no temporary left; then the run ends with the signal."""
+    import signal
+
+    from spa.output import Terminated, signals_raise
+
+    out = tmp_path / "out.onnx"
+    io.save(io.load(proto), out, external_data=True)
+    real_replace = os.replace
+
+    def signalled(src, dst):
+        if Path(dst) == out:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # without the deferral, Terminated would be raised here
+                pass
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", signalled)
+    with pytest.raises(Terminated):
+        with signals_raise():
+            io.save(io.load(proto), out, external_data=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0] == "out.onnx" and names[1].startswith("out.onnx.") and names[1] != "out.onnx.data"
+    onnx.checker.check_model(str(out), full_check=True)  # the model finds its (new) data
+
+
+def test_deferred_signal_is_raised_at_the_end_of_the_block():
+    import signal
+
+    from spa.output import deferred_signals, signals_raise
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_raise():
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+                done.append("block finished")
+    assert done == ["block finished"]
+
+
 def test_stale_temporaries_of_dead_runs_are_swept(tmp_path, proto):
     import subprocess
     import sys
