@@ -391,7 +391,7 @@ def criterion_cost(repeat: int = 3, ratio: float = 0.1) -> list[dict]:
 
     rows = []
     for key, shape in COST_MODELS:
-        path = fetch(REAL_FILES[key])
+        path = fetch(next(rf for rf in REAL_FILES if rf.key == key))
         row = {"model": key, "input_shape": shape, "ratio": ratio, "repeat": repeat}
         for _ in range(repeat):
             for criterion in ("l2", "obspa"):

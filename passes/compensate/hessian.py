@@ -217,7 +217,7 @@ def _calibration_files(path: Path, names: list[str]):
         yield arrays, file
 
 
-ROWS_PER_COLUMN = 64
+ROWS_PER_COLUMN = 32
 
 
 def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, np.ndarray]:
@@ -231,7 +231,7 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, n
     for feed in feeds:
         values = run(feed)
         for name, sink in sinks.items():
-            # a convolution reads enough positions per input for ~64 rows per column overall
+            # a convolution reads enough positions per input for ~ROWS_PER_COLUMN rows per column overall
             budget = max(256, -(-ROWS_PER_COLUMN * sink.matrix().shape[1] // len(feeds)))
             cols = columns_of(sink, values[read[name]], rows=budget, rng=rng)
             if moments[name] is None:

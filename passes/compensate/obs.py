@@ -27,11 +27,21 @@ def obs_update(w: np.ndarray, h: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """Return W̃ with the columns `removed` zeroed and the rest re-weighted to compensate."""
     keep = np.setdiff1d(np.arange(h.shape[0]), removed)
     # Δ_K = W_P H_PK H_KK⁻¹, computed with a solve (H_KK is symmetric positive definite once damped)
-    delta = np.linalg.solve(h[np.ix_(keep, keep)], h[np.ix_(keep, removed)]) .T
+    delta = spd_solve(h[np.ix_(keep, keep)], h[np.ix_(keep, removed)]).T
     out = w.astype(np.float64).copy()
     out[:, keep] += out[:, removed] @ delta
     out[:, removed] = 0.0
     return out
+
+
+def spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a⁻¹ b for a symmetric positive definite `a` (Cholesky; a general solve if that fails)."""
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+    try:
+        return cho_solve(cho_factor(a, check_finite=False), b, check_finite=False)
+    except LinAlgError:
+        return np.linalg.solve(a, b)
 
 
 def spd_inverse(h: np.ndarray) -> np.ndarray:
