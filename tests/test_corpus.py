@@ -392,10 +392,12 @@ def test_no_file_outside_the_output_with_incomplete_symbolic_inference(tmp_path)
     folder.mkdir()
     tmpdir.mkdir()
     save(model, folder / "model.onnx")
+    (folder / "sym_shape_infer_temp.onnx").write_text("a user file of that name")
     for args in (["inspect", "model.onnx"], ["groups", "model.onnx"]):
         r = _spa(folder, *args, tmpdir=tmpdir)
         assert r.returncode in (0, 5), r.stderr
-        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"], args
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "sym_shape_infer_temp.onnx"], args
+        assert (folder / "sym_shape_infer_temp.onnx").read_text() == "a user file of that name"
         assert list(tmpdir.iterdir()) == [], args
 
 
