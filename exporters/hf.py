@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from spa.errors import InputError, SpaError
-from spa.output import sweep_stale, temp_name
+from spa.output import commit_folder, temp_dir, temp_name
 from spa.progress import progress
 
 EXPORTERS = ("optimum", "torch")
@@ -111,25 +111,20 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
         model = source
         task = task or _default_task(model)
     model.eval()
-    sweep_stale(output.parent)
-    staging = output.parent / temp_name()
-    staging.mkdir()
-    try:
-        write = _export_optimum if exporter == "optimum" else _export_torch
-        steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
-                 ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging))]
-        for _, step in progress(steps, f"spa export ({exporter}, {task})"):
-            with _offline_and_quiet():
-                step()
-        if output.exists():
-            output.rmdir()
-        os.replace(staging, output)
-    except SpaError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise SpaError(f"{exporter} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    with temp_dir(output.parent) as staging:  # removed on any failure or signal; swept after a kill
+        try:
+            write = _export_optimum if exporter == "optimum" else _export_torch
+            steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
+                     ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging))]
+            for _, step in progress(steps, f"spa export ({exporter}, {task})"):
+                with _offline_and_quiet():
+                    step()
+            commit_folder(staging, output)
+        except SpaError:
+            raise
+        except Exception as exc:
+            raise SpaError(f"{exporter} export failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}") from None
     return output / "model.onnx"
 
 
@@ -344,31 +339,24 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
     from spa.api import save
     from spa.errors import OutputError
     from spa.exporters.hf_config import pruned_config
-    from spa.output import sweep_stale, temp_name
 
     source, out = Path(source), check_output_folder(out, source)
     config = read_config(source)  # before any work: a malformed config.json is refused, not half-written
-    sweep_stale(out.parent)
-    staging = out.parent / temp_name()
     try:
-        staging.mkdir()
-        save(result, staging / "model.onnx")
-        for name in SIDE_FILES:
-            if name != "config.json":
-                copy_side_file(source, name, staging)
-        notes = []
-        if config is not None:
-            try:
-                config, notes = pruned_config(config, result.analysis, result.plan)
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
-                raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
-                                 f"{str(exc)[:120]})") from None
-            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
+        with temp_dir(out.parent) as staging:  # removed on any failure or signal; swept after a kill
+            save(result, staging / "model.onnx")
+            for name in SIDE_FILES:
+                if name != "config.json":
+                    copy_side_file(source, name, staging)
+            notes = []
+            if config is not None:
+                try:
+                    config, notes = pruned_config(config, result.analysis, result.plan)
+                except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+                    raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
+                                     f"{str(exc)[:120]})") from None
+                (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            commit_folder(staging, out)
     except OSError as exc:
         raise OutputError(f"{out}: could not write the folder ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return notes

@@ -142,6 +142,15 @@ def temp_dir(folder: Path):
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def commit_folder(staging: Path, target: Path) -> None:
+    """Move a folder assembled under a temporary name into place (replacing an empty `target`
+    folder, which check_target-style policies allow); a signal cannot cut the two steps apart."""
+    with deferred_signals():
+        if target.exists():
+            target.rmdir()
+        os.replace(staging, target)
+
+
 @contextlib.contextmanager
 def private_tempdir():
     """For one command: a fresh `.spa-<pid>-<hex>` folder in the system's temporary folder
