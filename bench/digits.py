@@ -83,8 +83,8 @@ def accuracy(model, x, y) -> float:
 
 
 def prune(path: Path, criterion: str, fuse_batchnorm: bool = True):
-    from spa.allocate import Budget
-    from spa.pipeline import prune as spa_prune
+    from spa.allocation.allocate import Budget
+    from spa.flow.pipeline import prune as spa_prune
 
     return spa_prune(path, Budget(ratio=RATIO, target="macs"), criterion=criterion, fuse_batchnorm=fuse_batchnorm)
 
@@ -93,7 +93,7 @@ def tune(pruned_model, x, y, epochs: int, seed: int, out: Path, lr: float) -> Pa
     """Round trip: the pruned ONNX model as a torch module, trained, written back into its graph.
     Pruned before training, BatchNorm stays (and trains); pruned after, it is folded into the
     convolutions, which fine-tuning updates."""
-    from spa.exporters.to_torch import export, to_torch
+    from spa.runtime.to_torch import export, to_torch
 
     module = train(to_torch(pruned_model), x, y, epochs, seed, lr=lr)
     return export(module, out)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         f"scikit-learn digits (1,797 8×8 images, 70/30 stratified split), a 4-layer CNN with BatchNorm "
         f"trained {EPOCHS} epochs (Adam); pruned by SPA at `--target macs --ratio {RATIO}` "
         f"(MACs ×{mean['macs_l2']:.2f} with L2, ×{mean['macs_obspa']:.2f} with OBSPA); fine-tuning "
-        f"{FINE_TUNE_EPOCHS} epochs through `spa.exporters.to_torch` and back into the pruned ONNX graph. "
+        f"{FINE_TUNE_EPOCHS} epochs through `spa.runtime.to_torch` and back into the pruned ONNX graph. "
         f"Test accuracy in ONNX Runtime, mean (min–max) over {args.seeds} seeds. "
         f"`python bench/digits.py` ({time.perf_counter() - start:.0f} s on 1 CPU thread).", "",
         "| pruning time | magnitude (L2) | OBSPA |", "|---|---|---|",

@@ -31,7 +31,7 @@ import transformer_fidelity as tf  # noqa: E402  (model locations, exports, Lee 
 from sweep import write_block  # noqa: E402
 
 import spa  # noqa: E402
-from spa.pipeline import Compensation  # noqa: E402
+from spa.flow.pipeline import Compensation  # noqa: E402
 
 RESULTS = ROOT / "build" / "fidelity.jsonl"
 WORK = ROOT / "build" / "fidelity"

@@ -47,8 +47,9 @@ def drift(original: Path, pruned: Path, shapes: dict, samples: int = 4) -> float
     """Largest relative output change (max |pruned - original| / max |original|, per output) on
     role-aware example inputs (1/f-noise images, ids in the vocabulary) of the package's documented
     example shapes; SPA's own choice of shapes is not used."""
-    from spa import examples, io
-    from spa.validate import relative_error
+    from spa.runtime import examples
+    from spa.graph import io
+    from spa.runtime.validate import relative_error
 
     model = io.load(original)
     specs = examples.input_specs(model)

@@ -8,7 +8,7 @@
 
 Every latency here is ONNX Runtime on the CPU, one intra-op thread, graph optimizations on, batch 1,
 sessions created before timing, warm-up, then the models of one comparison alternated round by
-round in one process (spa.benchmark); ratios of medians are reported, since absolute times on this
+round in one process (spa.runtime.benchmark); ratios of medians are reported, since absolute times on this
 shared machine drift. Models are built with random weights (no downloads). Torch-Pruning comes
 from the `bench` extra (`pip install -e '.[bench]'`).
 """
@@ -180,8 +180,8 @@ def spa_prune(path: Path, ratio: float, round_to: int = 1):
 
 def alternate_files(files: list[Path], rounds: int, warmup: int = 5) -> list[dict]:
     """p50 etc. of each file, alternated round by round in this process (1 thread, CPU, batch 1)."""
-    from spa import io
-    from spa.benchmark import (
+    from spa.graph import io
+    from spa.runtime.benchmark import (
         _inputs,
         alternate,
         fixed_shapes,
@@ -231,7 +231,7 @@ def efficiency(models: list[str], rounds: int) -> list[dict]:
 
 
 def roundto(models: list[str], rounds: int, ratio: float = 0.3) -> list[dict]:
-    from spa.allocate import cpu_block_size
+    from spa.allocation.allocate import cpu_block_size
 
     rows = []
     for name in models:
@@ -260,7 +260,7 @@ def child(tool: str, name: str, ratio: float) -> dict:
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if tool == "spa":
         import spa.api  # noqa: F401  # the modules spa.prune loads lazily: imports stay outside the timer
-        import spa.pipeline  # noqa: F401
+        import spa.flow.pipeline  # noqa: F401
 
         path = dense_file(name)
         before = rss()
@@ -358,7 +358,7 @@ def scaling(layers: list[int], ratio: float = 0.3) -> list[dict]:
     from scale import Config, build
 
     import spa
-    from spa.pipeline import analyze_scope, load_canonical
+    from spa.flow.pipeline import analyze_scope, load_canonical
 
     rows = []
     build(Config(hidden=256, layers=2, heads=4, ffn=704, vocab=256), OUT / "warm")  # imports, caches
@@ -424,7 +424,7 @@ def _timed_prune(path: Path, ratio: float, criterion: str, shape: str) -> dict:
 def _machine_line(threads: str = "1 ONNX Runtime thread") -> str:
     import onnxruntime as ort
 
-    from spa.benchmark import machine
+    from spa.runtime.benchmark import machine
 
     m = machine()
     return (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpu']} ({m['cpu_count']} cores, shared), "

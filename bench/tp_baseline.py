@@ -16,7 +16,7 @@ scored by the same code (`case.score`).
 
 TP's `pruning_ratio` (a per-group channel share) is found by bisection so that the share of the
 target left (params, or MACs for EfficientNet) matches SPA's `l2` row at that ratio; the recorded
-`left` is counted by SPA's own counter (`spa.metrics.count`) on the exported ONNX, divided by the
+`left` is counted by SPA's own counter (`spa.analysis.metrics.count`) on the exported ONNX, divided by the
 count of the dense ONNX that SPA pruned. `seconds`: building TP's pruner (DepGraph tracing) plus
 `pruner.step()`.
 
@@ -56,18 +56,18 @@ import torch_pruning as tp
 import transformer_fidelity as tf
 from torch import nn
 
-from spa.metrics import count
-from spa.pipeline import load_canonical
+from spa.analysis.metrics import count
+from spa.flow.pipeline import load_canonical
 
 COLUMN = "tp"
 TOLERANCE = 0.002  # bisection stops when the estimated share left is this close to SPA's
 torch.set_num_threads(2)
 
 
-# ---------------------------------------------------------------- counting (same rules as spa.metrics)
+# ---------------------------------------------------------------- counting (same rules as spa.analysis.metrics)
 def torch_count(model: nn.Module, inputs: dict) -> dict:
     """{'params', 'macs'}: distinct parameters; MACs of Conv2d (out numel × in/groups × kh × kw) and
-    Linear (out numel × in features) for one forward of `inputs`, as spa.metrics counts Conv/Gemm/MatMul."""
+    Linear (out numel × in features) for one forward of `inputs`, as spa.analysis.metrics counts Conv/Gemm/MatMul."""
     macs = [0]
 
     def hook(mod, _inp, out):

@@ -426,7 +426,7 @@ def main() -> None:
             write_section(text)
         return
     BUILD.mkdir(parents=True, exist_ok=True)
-    from spa import progress
+    from spa.core import progress
     progress.set_quiet(True)
     t0 = time.perf_counter()
     benches = {"minilm": bench_minilm, "paraphrase": bench_paraphrase, "smollm2": bench_smollm2}

@@ -11,7 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
-from spa.errors import InputError, OutputError, SpaError, UsageError
+from spa.core.errors import InputError, OutputError, SpaError, UsageError
 
 # extra → (modules that must import, what to install)
 EXTRAS = {
@@ -92,7 +92,7 @@ def write_atomically(proto, output: str | os.PathLike) -> Path:
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise SpaError(f"the exporter wrote an invalid ONNX model: {str(exc).splitlines()[0][:200]}") from None
-    from spa.output import write_files
+    from spa.core.output import write_files
 
     write_files({out: lambda tmp: onnx.save(proto, str(tmp))}, what="-o")
     return out

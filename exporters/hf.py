@@ -18,9 +18,9 @@ import shutil
 import warnings
 from pathlib import Path
 
-from spa.errors import InputError, SpaError
-from spa.output import commit_folder, temp_dir, temp_name
-from spa.progress import progress
+from spa.core.errors import InputError, SpaError
+from spa.core.output import commit_folder, temp_dir, temp_name
+from spa.core.progress import progress
 
 EXPORTERS = ("optimum", "torch")
 # Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
@@ -263,9 +263,9 @@ SIDE_FILE_MAX_BYTES = 1 << 30
 
 def copy_side_file(folder: Path, name: str, out: Path) -> bool:
     """Copy `folder/name` into `out` if it exists. The file is found by SPA's containment rule
-    (spa.io.resolve_inside): a symlink leaving the folder is refused (UnsafePathError), except the
+    (spa.graph.io.resolve_inside): a symlink leaving the folder is refused (UnsafePathError), except the
     hub cache's link from snapshots/<rev>/ into the same repository's blobs/. Returns whether copied."""
-    from spa.io import check_input_file, resolve_inside
+    from spa.graph.io import check_input_file, resolve_inside
 
     if not os.path.lexists(folder / name):
         return False
@@ -279,13 +279,13 @@ def read_config(folder: Path) -> dict | None:
     """config.json of a model folder as a dict (None if absent); InputError when it is not one."""
     import json
 
-    from spa.io import read_bounded
-    from spa.plan import check_json_depth
+    from spa.graph.io import read_bounded
+    from spa.allocation.plan import check_json_depth
 
     path = folder / "config.json"
     if not os.path.lexists(path):
         return None
-    from spa.io import resolve_inside
+    from spa.graph.io import resolve_inside
 
     raw = read_bounded(resolve_inside(Path(os.path.realpath(folder)), "config.json", str(path)),
                        SIDE_FILE_MAX_BYTES >> 6, "config.json")
@@ -312,9 +312,9 @@ def model_file(folder: str | os.PathLike) -> Path:
 
 def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:
     """The output folder of a Hugging Face folder run: not the source (or inside it), absent or an
-    empty folder, in an existing writable folder (spa.output's policy; OutputError)."""
-    from spa.errors import OutputError
-    from spa.output import check_target, file_ids
+    empty folder, in an existing writable folder (spa.core.output's policy; OutputError)."""
+    from spa.core.errors import OutputError
+    from spa.core.output import check_target, file_ids
 
     out = Path(out)
     real_out, real_source = Path(os.path.realpath(out)), Path(os.path.realpath(source))
@@ -337,7 +337,7 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
     import json
 
     from spa.api import save
-    from spa.errors import OutputError
+    from spa.core.errors import OutputError
     from spa.exporters.hf_config import pruned_config
 
     source, out = Path(source), check_output_folder(out, source)

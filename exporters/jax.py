@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spa.exporters.framework import (check_opset, is_factory_reference, load_factory, output_path, require,
                                  shapes_from_cli, write_atomically)
-from spa.errors import SpaError, UsageError
+from spa.core.errors import SpaError, UsageError
 
 JAX_DEFAULT_OPSET = 18
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from spa.exporters.framework import (check_opset, is_factory_reference, load_factory, output_path, require,
                                  shapes_from_cli, write_atomically)
-from spa.errors import InputError, SpaError, UsageError
+from spa.core.errors import InputError, SpaError, UsageError
 
 
 def _saved_files(source) -> tuple[Path, Path] | None:

@@ -69,11 +69,11 @@ def export_in_child(framework: str, name: str, output: str | os.PathLike, opset:
 
 
 def check_file(path, per_group: bool = True, ratio: float = 0.3, fuse_batchnorm: bool = True) -> dict:
-    from spa.allocate import Budget
-    from spa.analysis import analyze
-    from spa.oracle import check_groups
-    from spa.pipeline import load_canonical, prune
-    from spa.validate import random_inputs, run
+    from spa.allocation.allocate import Budget
+    from spa.analysis.groups import analyze
+    from spa.flow.oracle import check_groups
+    from spa.flow.pipeline import load_canonical, prune
+    from spa.runtime.validate import random_inputs, run
 
     model = load_canonical(path, fuse_batchnorm=fuse_batchnorm)
     analysis = analyze(model)

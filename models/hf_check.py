@@ -10,10 +10,10 @@ from collections import Counter
 import numpy as np
 
 from models import hf_zoo
-from spa.allocate import Budget
-from spa.oracle import check_groups
-from spa.pipeline import analyze_scope, load_canonical, prune
-from spa.validate import random_inputs, run
+from spa.allocation.allocate import Budget
+from spa.flow.oracle import check_groups
+from spa.flow.pipeline import analyze_scope, load_canonical, prune
+from spa.runtime.validate import random_inputs, run
 
 TOL = 1e-4
 RATIO = 0.3

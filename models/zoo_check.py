@@ -8,11 +8,11 @@ from collections import Counter
 import numpy as np
 
 from models import torchvision_zoo as zoo
-from spa.allocate import Budget
-from spa.analysis import analyze
-from spa.oracle import check_groups
-from spa.pipeline import load_canonical, prune
-from spa.validate import random_inputs, run
+from spa.allocation.allocate import Budget
+from spa.analysis.groups import analyze
+from spa.flow.oracle import check_groups
+from spa.flow.pipeline import load_canonical, prune
+from spa.runtime.validate import random_inputs, run
 
 TOL = 1e-4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from spa.canon import infer_shapes
+from spa.graph.canon import infer_shapes
 
 
 def cleanup(model: ir.Model) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from spa.rules.base import rule_for
+from spa.analysis.rules.base import rule_for
 
 
 def mask_model(model: ir.Model, analysis, plan) -> int:

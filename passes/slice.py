@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from spa import io, subgraphs
-from spa.errors import SpaError
+from spa.graph import io
+
+from spa.graph import subgraphs
+from spa.core.errors import SpaError
 from spa.passes.cleanup import cleanup
-from spa.rules.base import rule_for
+from spa.analysis.rules.base import rule_for
 
 
 @dataclass

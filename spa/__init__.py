@@ -1,13 +1,13 @@
 """SPA — Structurally Prune Anything: structured pruning of any model through ONNX."""
 __version__ = "0.1.0"
 
-from spa.allocate import Budget  # noqa: E402,F401
-from spa.errors import SpaError  # noqa: E402,F401
-from spa.plan import PruningPlan  # noqa: E402,F401
+from spa.allocation.allocate import Budget  # noqa: E402,F401
+from spa.core.errors import SpaError  # noqa: E402,F401
+from spa.allocation.plan import PruningPlan  # noqa: E402,F401
 
 
 # The public API (spa/api.py): spa.prune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …
-# (no API name may equal a submodule's: importing spa.report or spa.compare would shadow it)
+# (no API name may equal a submodule's: importing spa.report.tables or spa.report.compare would shadow it)
 _API = ("prune", "inspect", "groups", "save", "pruning_report", "write_report", "PruneResult")
 
 
@@ -18,15 +18,15 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "diff":
-        from spa.compare import diff
+        from spa.report.compare import diff
 
         return diff
     if name in ("load_canonical", "make_plan"):
-        from spa import pipeline
+        from spa.flow import pipeline
 
         return getattr(pipeline, name)
     if name == "analyze":
-        from spa.analysis import analyze
+        from spa.analysis.groups import analyze
 
         return analyze
     raise AttributeError(name)

@@ -6,7 +6,7 @@
     spa.inspect("model.onnx")               # dict: opset, I/O, ops, params, MACs, groups summary
     spa.groups("model.onnx").rows           # one dict per coupled channel group
     spa.pruning_report("small.onnx", original="model.onnx")  # dict; spa.write_report(it, "r.html")
-    spa.diff("model.onnx", "small.onnx")    # spa.compare.DiffResult: structural deltas, output comparison
+    spa.diff("model.onnx", "small.onnx")    # spa.report.compare.DiffResult: structural deltas, output comparison
 
 Models may be paths, onnx.ModelProto, onnx_ir.Model or onnx-graphsurgeon Graphs; inputs are never
 modified. Failures raise spa.SpaError with a one-line message."""
@@ -20,14 +20,14 @@ from typing import Any
 
 import onnx_ir as ir
 
-from spa.allocate import Budget
-from spa.analysis import Analysis
-from spa.errors import InputError, SpaError
-from spa.plan import PruningPlan
+from spa.allocation.allocate import Budget
+from spa.analysis.groups import Analysis
+from spa.core.errors import InputError, SpaError
+from spa.allocation.plan import PruningPlan
 
 # Keys of the pruned model's metadata_props (Netron lists them under the model's properties).
-PLAN_KEY = "spa.plan"
-REPORT_KEY = "spa.report"
+PLAN_KEY = "spa.allocation.plan"
+REPORT_KEY = "spa.report.tables"
 SUMMARY_KEY = "spa.summary"
 REPORT_FORMAT = 1
 
@@ -40,7 +40,7 @@ class PruneResult:
     report: dict
     original: ir.Model = field(repr=False)      # canonicalized, unpruned
     analysis: Analysis = field(repr=False)
-    oracle: Any = None                          # spa.oracle.OracleResult with verify=True
+    oracle: Any = None                          # spa.flow.oracle.OracleResult with verify=True
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         return save(self, path, external_data=external_data)
@@ -67,9 +67,9 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: s
     criterion: "l1", "l2", "lp" (with p), "random", "lamp", "fpgm", "bn_scale", or the statistics
     criteria "obspa", "wanda", "flap". scope: which groups to prune
     ("heads", "ffn", "hidden" or "all"; None: heads and FFN/convolution channels — the hidden
-    width is opt-in because norm statistics change). compensation: a spa.pipeline.Compensation for
+    width is opt-in because norm statistics change). compensation: a spa.flow.pipeline.Compensation for
     OBS sink updates. verify: also check the oracle (sliced == masked); see result.oracle."""
-    from spa import pipeline
+    from spa.flow import pipeline
 
     if isinstance(ratio, Budget):  # spa.prune(model, spa.Budget(...)), the older call form
         budget = ratio
@@ -97,7 +97,7 @@ def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan:
                  canonical: dict | None = None) -> dict:
     """The JSON-ready report of one pruning run (stored in the pruned model's metadata)."""
     from spa import __version__
-    from spa.report import layer_rows, model_stats, score_histogram
+    from spa.report.tables import layer_rows, model_stats, score_histogram
 
     groups = analysis.group_by_key()
     pruned_groups = [{"key": k, "width": groups[k].width, "kept": groups[k].width - len(v)}
@@ -118,7 +118,7 @@ def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan:
 def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dict) -> None:
     """Write the plan, the report and a one-line summary into the model's metadata, and mark every
     layer whose width changed (node metadata "spa.width", "spa.groups") so Netron shows them."""
-    from spa.report import change, human
+    from spa.report.tables import change, human
 
     model.metadata_props[PLAN_KEY] = json.dumps(plan.to_json())
     model.metadata_props[REPORT_KEY] = json.dumps({k: v for k, v in report.items() if k != "plan"})
@@ -146,7 +146,7 @@ def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dic
 
 def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write a PruneResult's model (with its annotations) or any model form, atomically."""
-    from spa import io
+    from spa.graph import io
 
     model = obj.model if isinstance(obj, PruneResult) else io.load(obj)
     return io.save(model, path, external_data=external_data)
@@ -155,7 +155,7 @@ def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external
 def inspect(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True,
             scope: str | None = None) -> dict:
     """Opset, producer, inputs/outputs, op histogram, parameters, MACs and a groups summary."""
-    from spa.report import inspect_summary
+    from spa.report.tables import inspect_summary
 
     loaded, analysis = _analyzed(model, input_shapes, fuse_batchnorm, scope)
     return inspect_summary(loaded, analysis)
@@ -169,7 +169,7 @@ class Groups:
     analysis: Analysis = field(repr=False)
 
     def to_dot(self, plan: PruningPlan | None = None) -> str:
-        from spa.dot import to_dot
+        from spa.report.dot import to_dot
 
         return to_dot(self.analysis, plan)
 
@@ -178,14 +178,14 @@ def groups(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = Tr
            scope: str | None = None) -> Groups:
     """One row per coupled group (kind, width, members, sinks, constraints, why not prunable);
     `scope` as in `prune`."""
-    from spa.report import group_rows
+    from spa.report.tables import group_rows
 
     _, analysis = _analyzed(model, input_shapes, fuse_batchnorm, scope)
     return Groups(group_rows(analysis), analysis)
 
 
 def _analyzed(model, input_shapes, fuse_batchnorm, scope=None):
-    from spa.pipeline import analyze_scope, load_canonical
+    from spa.flow.pipeline import analyze_scope, load_canonical
 
     loaded = load_canonical(model, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm)
     return loaded, analyze_scope(loaded, scope)
@@ -197,8 +197,8 @@ def pruning_report(pruned, *, original=None, measure: bool = False, samples: int
     of the model as it is. `original` adds per-layer before→after widths (matched by weight name
     after the same canonicalization); `measure` (needs `original`) adds output fidelity on random
     inputs and ONNX Runtime CPU latency of both."""
-    from spa import io
-    from spa.report import layer_rows, model_stats
+    from spa.graph import io
+    from spa.report.tables import layer_rows, model_stats
 
     if measure and original is None:
         raise SpaError("measuring fidelity and latency needs the original model (--original)")
@@ -215,7 +215,7 @@ def pruning_report(pruned, *, original=None, measure: bool = False, samples: int
     except (ValueError, RecursionError):
         raise InputError(f"the model's '{PLAN_KEY}' metadata is not JSON") from None
     if original is not None:
-        from spa.pipeline import load_canonical
+        from spa.flow.pipeline import load_canonical
 
         how = rep.get("canonical") or {}
         before = load_canonical(original, input_shapes=input_shapes or how.get("input_shapes"),
@@ -244,8 +244,8 @@ def _stored(model: ir.Model) -> dict | None:
 def _measure(before: ir.Model, after: ir.Model, samples: int, rounds: int, seed: int) -> tuple[dict, dict]:
     from dataclasses import asdict
 
-    from spa.benchmark import median_latency_ms
-    from spa.compare import compare_outputs, feeds_for
+    from spa.runtime.benchmark import median_latency_ms
+    from spa.report.compare import compare_outputs, feeds_for
 
     feeds = feeds_for(before, after, None, samples, seed)
     outputs = compare_outputs(before, after, feeds)
@@ -259,12 +259,12 @@ def _measure(before: ir.Model, after: ir.Model, samples: int, rounds: int, seed:
 def write_report(rep: dict, path: str | os.PathLike, *, inputs=()) -> list[Path]:
     """Write `rep` as HTML (.html) or Markdown (.md) with its PNG plots beside it; returns the files.
     No file is written over one of `inputs` (paths; compared by inode)."""
-    from spa.htmlreport import write
+    from spa.report.html import write
 
     return write(rep, Path(path), inputs=inputs)
 
 
 def _label(model) -> str:
-    from spa.compare import model_label
+    from spa.report.compare import model_label
 
     return model_label(model)

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from spa.allocate import Budget, allocate
-from spa.analysis import analyze
-from spa.canon import canonicalize
-from spa.importance import score_groups
-from spa.oracle import oracle
+from spa.allocation.allocate import Budget, allocate
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
+from spa.importance.criteria import score_groups
+from spa.flow.oracle import oracle
 from spa.passes.slice import slice_model
-from spa.plan import PruningPlan
-from spa.validate import copy_model, validate
+from spa.allocation.plan import PruningPlan
+from spa.runtime.validate import copy_model, validate
 
 
 def prune_and_check(model, ratio: float = 0.3, tol: float = 1e-4, per_group: bool = True, canon: bool = True):

@@ -2,9 +2,9 @@
 compensation — checked against facts about the inputs that do not depend on the code."""
 import numpy as np
 
-from spa.allocate import Budget
-from spa.pipeline import prune
-from spa.validate import random_inputs, run
+from spa.allocation.allocate import Budget
+from spa.flow.pipeline import prune
+from spa.runtime.validate import random_inputs, run
 from tests.graphs import GraphBuilder
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import norm
-from spa.passes.compensate import analytic
-from spa.passes.compensate.hessian import Moments, collect, columns_of
-from spa.passes.compensate.sinks import sink_weight
+from spa.statistics import analytic
+from spa.statistics.hessian import Moments, collect, columns_of
+from spa.statistics.sinks import sink_weight
 
 from tests.graphs import GraphBuilder
 

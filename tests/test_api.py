@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import spa
-from spa import progress as progress_module
+from spa.core import progress as progress_module
 from tests.test_cli import build_cnn, float_params, inits, my_macs
 
 

@@ -12,13 +12,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from spa.allocate import Budget, allocate, cpu_block_size, resolve_round_to, round_step
-from spa.analysis import analyze
-from spa.benchmark import alternate, cuda_available
-from spa.canon import canonicalize
-from spa.importance import score_groups
-from spa.io import load
-from spa.latency import UNATTRIBUTED, attribute, estimate, node_costs
+from spa.allocation.allocate import Budget, allocate, cpu_block_size, resolve_round_to, round_step
+from spa.analysis.groups import analyze
+from spa.runtime.benchmark import alternate, cuda_available
+from spa.graph.canon import canonicalize
+from spa.importance.criteria import score_groups
+from spa.graph.io import load
+from spa.allocation.latency import UNATTRIBUTED, attribute, estimate, node_costs
 from tests.test_cli import build_cnn, inits, run_cli
 
 STATS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "throughput"}

@@ -377,7 +377,7 @@ def _calib_of_wrong_shape(d: Path):
 
 
 def _plan_of_other_model(d: Path):
-    from spa.pipeline import prune
+    from spa.flow.pipeline import prune
 
     # the same architecture with c1 20 wide: the plan's group keys exist, their widths do not fit
     prune(build_cnn(widths=(20, 24, 12))).plan.save(d / "plan.json")
@@ -390,7 +390,7 @@ def _plan_out_folder(d: Path):
 
 
 def _external_without_data(d: Path):
-    from spa import io
+    from spa.graph import io
 
     io.save(io.load(build_cnn()), d / "ext.onnx", external_data=True)
     (d / "ext.onnx.data").unlink()
@@ -473,7 +473,7 @@ def test_failure_is_one_line_and_writes_nothing(failure_runs, case):
 
 
 def test_prune_external_data_model(tmp_path):
-    from spa import io
+    from spa.graph import io
 
     path = tmp_path / "ext.onnx"
     io.save(io.load(build_cnn()), path, external_data=True)

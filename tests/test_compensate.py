@@ -4,10 +4,10 @@ be removed without changing the output; compensation never does worse on H's own
 import numpy as np
 import pytest
 
-from spa.allocate import Budget
+from spa.allocation.allocate import Budget
 from spa.passes.compensate.obs import damped, obs_update, removal_cost
-from spa.pipeline import Compensation, prune
-from spa.validate import random_inputs, run
+from spa.flow.pipeline import Compensation, prune
+from spa.runtime.validate import random_inputs, run
 from tests.graphs import GraphBuilder
 
 
@@ -120,7 +120,7 @@ def token_model():
 
 
 def test_synthetic_tokens_cover_the_vocabulary_and_masks_are_ones():
-    from spa.passes.compensate.hessian import synthetic_feeds
+    from spa.statistics.hessian import synthetic_feeds
 
     feeds = list(synthetic_feeds(token_model(), samples=4, seed=1))
     ids = np.concatenate([f["input_ids"].ravel() for f in feeds])
@@ -130,7 +130,7 @@ def test_synthetic_tokens_cover_the_vocabulary_and_masks_are_ones():
 
 
 def test_synthetic_images_correlate_like_photos():
-    from spa.passes.compensate.hessian import natural_noise
+    from spa.statistics.hessian import natural_noise
 
     x = natural_noise([2, 3, 32, 32], np.random.default_rng(0))
     assert np.allclose(x.mean(axis=(2, 3)), 0, atol=1e-6) and np.allclose(x.std(axis=(2, 3)), 1)
@@ -142,8 +142,8 @@ def test_a_language_model_writes_its_own_calibration_text():
     """A model whose next token after t is always t+1 must yield counting sequences, not noise."""
     from onnx import TensorProto, helper
 
-    from spa.passes.compensate.hessian import synthetic_feeds
-    from spa.pipeline import load_canonical
+    from spa.statistics.hessian import synthetic_feeds
+    from spa.flow.pipeline import load_canonical
 
     vocab = 20
     b = GraphBuilder()
@@ -210,7 +210,7 @@ def test_greedy_downdate_costs_add_up_to_the_joint_cost():
     import onnx_ir as ir
 
     from spa.passes.compensate.obs import _GreedySink, system
-    from spa.passes.compensate.sinks import SinkWeight
+    from spa.statistics.sinks import SinkWeight
 
     _, w, h = random_problem(seed=7, n=8, m=5)
     h = np.pad(h, ((0, 1), (0, 1)))
@@ -228,7 +228,7 @@ def test_greedy_downdate_costs_add_up_to_the_joint_cost():
 
 
 def test_sequential_measures_each_sink_on_the_compensated_prefix(monkeypatch):
-    from spa.passes.compensate import hessian
+    from spa.statistics import hessian
 
     b = GraphBuilder(seed=5)
     x = b.input("x", (1, 3, 8, 8))
@@ -270,7 +270,7 @@ def test_sequential_loses_less_than_joint_on_a_deep_relu_net():
     joint = prune(model, Budget(ratio=0.4), criterion="obspa", compensation=Compensation(samples=16))
     seq = prune(model, Budget(ratio=0.4), criterion="obspa", compensation=Compensation(samples=16, sequential=True))
     assert seq.plan.removed == joint.plan.removed
-    from spa.passes.compensate.hessian import synthetic_feeds
+    from spa.statistics.hessian import synthetic_feeds
 
     feeds = list(synthetic_feeds(joint.original, 16, seed=0))  # the statistics' own distribution
     dense = np.concatenate([run(joint.original, f)[0] for f in feeds])
@@ -361,7 +361,7 @@ def test_default_samples_give_a_language_models_widest_consumer_enough_token_row
     from onnx import TensorProto, helper
 
     from spa.passes.compensate.obs import SinkPlan, default_samples
-    from spa.pipeline import load_canonical
+    from spa.flow.pipeline import load_canonical
 
     vocab = 20
     b = GraphBuilder()
@@ -388,8 +388,8 @@ def test_removal_cost_is_the_trace_formula_for_a_wide_head():
 
 def test_a_consumer_too_wide_for_dense_moments_ranks_by_l2_and_is_left_uncompensated(monkeypatch):
     import spa.passes.compensate.obs as obs
-    from spa.analysis import analyze
-    from spa.pipeline import load_canonical
+    from spa.analysis.groups import analyze
+    from spa.flow.pipeline import load_canonical
 
     b = GraphBuilder(seed=4)
     x = b.input("x", (1, 3, 8, 8))
@@ -409,7 +409,7 @@ def test_default_samples_read_about_the_same_pixels_whatever_the_image_size(side
     from onnx import TensorProto, helper
 
     from spa.passes.compensate.obs import default_samples
-    from spa.pipeline import load_canonical
+    from spa.flow.pipeline import load_canonical
 
     b = GraphBuilder()
     b.inputs.append(helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, side, side]))

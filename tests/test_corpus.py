@@ -167,8 +167,8 @@ def test_audit_does_catch_an_outside_read(tmp_path, monkeypatch):
 
 def test_symlink_inside_the_folder_is_accepted(tmp_path):
     """Containment, not a ban on symlinks: a link to a data file in the same folder loads and prunes."""
-    from spa import io
-    from spa.pipeline import prune
+    from spa.graph import io
+    from spa.flow.pipeline import prune
 
     folder = tmp_path / "model"
     (folder / "blobs").mkdir(parents=True)
@@ -182,8 +182,8 @@ def test_symlink_inside_the_folder_is_accepted(tmp_path):
 
 
 def test_python_api_refuses_like_the_cli(tmp_path):
-    from spa import io
-    from spa.errors import UnsafePathError
+    from spa.graph import io
+    from spa.core.errors import UnsafePathError
 
     save(external(cnn(), "w2", "../secret.bin", None), tmp_path / "model.onnx")
     with pytest.raises(UnsafePathError, match=r"\.\."):
@@ -192,8 +192,8 @@ def test_python_api_refuses_like_the_cli(tmp_path):
 
 def test_open_is_not_called_on_refused_location(tmp_path, monkeypatch):
     """Belt and braces for the CLI test: builtins.open never sees the outside path either."""
-    from spa import io
-    from spa.errors import UnsafePathError
+    from spa.graph import io
+    from spa.core.errors import UnsafePathError
 
     (tmp_path / "m").mkdir()
     save(external(cnn(), "w2", "../s.bin", tmp_path / "s.bin"), tmp_path / "m" / "model.onnx")

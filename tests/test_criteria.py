@@ -3,9 +3,9 @@ ranks by the property it is defined by (checked against numbers computed here fr
 import numpy as np
 import pytest
 
-from spa.analysis import analyze
-from spa.canon import canonicalize
-from spa.importance import CRITERIA, group_importance, lamp
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
+from spa.importance.criteria import CRITERIA, group_importance, lamp
 from tests.graphs import GraphBuilder
 
 

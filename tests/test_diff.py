@@ -59,8 +59,8 @@ def test_a_pruned_pair_reports_the_expected_deltas(resnet_pair):
         if c["kind"] == "weight":
             assert (tuple(c["a"]), tuple(c["b"])) == (a[c["name"]].shape, b[c["name"]].shape)
     # the output comparison, recomputed with ONNX Runtime on the same (seed 0) input
-    from spa import io
-    from spa.validate import random_inputs
+    from spa.graph import io
+    from spa.runtime.validate import random_inputs
 
     feeds = random_inputs(io.load(original), 0)
     ya = ort.InferenceSession(str(original)).run(None, feeds)[0].astype(np.float64).ravel()

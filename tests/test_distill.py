@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from spa.passes.compensate import distill
+from spa.statistics import synthesis as distill
 
 from tests.graphs import GraphBuilder
 
@@ -89,7 +89,7 @@ def test_the_pipeline_uses_them_for_synthetic_statistics():
     assert len(feeds) == 3 and feeds[0]["image"].shape == (1, 3, 16, 16)
     history = []
     distill.bn_matched_feeds(model, 3, seed=0, history=history)
-    noise = next(iter(__import__("spa.passes.compensate.hessian", fromlist=["x"]).synthetic_feeds(model, 1, 0)))
+    noise = next(iter(__import__("spa.statistics.hessian", fromlist=["x"]).synthetic_feeds(model, 1, 0)))
     assert not np.array_equal(noise["image"], feeds[0]["image"])
 
 

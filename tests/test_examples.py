@@ -1,4 +1,4 @@
-"""Example inputs (spa/examples.py) and validation against the original's actual outputs."""
+"""Example inputs (spa/runtime/examples.py) and validation against the original's actual outputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from spa import examples, io
+from spa.runtime import examples
+
+from spa.graph import io
 from spa.cli import main
-from spa.errors import UnsupportedError, ValidationError
-from spa.validate import Reference, compare_to_reference, reference_run
+from spa.core.errors import UnsupportedError, ValidationError
+from spa.runtime.validate import Reference, compare_to_reference, reference_run
 from tests.graphs import GraphBuilder
 
 

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import framework_zoo
 from models.zoo_check import failures
-from spa.errors import SpaError, UsageError
+from spa.core.errors import SpaError, UsageError
 
 RATIO = 0.3
 

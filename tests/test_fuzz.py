@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from spa.allocate import Budget
-from spa.errors import SpaError, ValidationError
-from spa.pipeline import prune
+from spa.allocation.allocate import Budget
+from spa.core.errors import SpaError, ValidationError
+from spa.flow.pipeline import prune
 
 FAST_EXAMPLES = 40
 SLOW_EXAMPLES = 1000

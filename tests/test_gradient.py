@@ -1,4 +1,4 @@
-"""spa/gradient.py: Taylor, SNIP, GraSP and CroP channel scores through the PyTorch copy of the
+"""spa/importance/gradient.py: Taylor, SNIP, GraSP and CroP channel scores through the PyTorch copy of the
 ONNX graph, checked against autograd on the source torch module (an independent oracle)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-from spa.errors import SpaError
-from spa.gradient import GRADIENT_CRITERIA, gradient_scores
-from spa.pipeline import analyze_scope, load_canonical
+from spa.core.errors import SpaError
+from spa.importance.gradient import GRADIENT_CRITERIA, gradient_scores
+from spa.flow.pipeline import analyze_scope, load_canonical
 from tests.graphs import GraphBuilder
 
 
@@ -157,7 +157,7 @@ def test_batching_does_not_change_snip(mlp):
 
 
 def test_language_model_loss_is_next_token_cross_entropy():
-    from spa.gradient import _loss
+    from spa.importance.gradient import _loss
 
     b = GraphBuilder(seed=2)
     ids = b.inputs.append(onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["n", "s"])) or "ids"
@@ -168,7 +168,7 @@ def test_language_model_loss_is_next_token_cross_entropy():
     model = load_canonical(b.model())
     analysis = analyze_scope(model, None)
     feeds = [{"ids": np.random.default_rng(i).integers(0, 11, (1, 5))} for i in range(4)]
-    from spa.exporters.to_torch import to_torch
+    from spa.runtime.to_torch import to_torch
 
     module = to_torch(model)
     logits = torch.randn(2, 5, 11)

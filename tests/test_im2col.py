@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spa.passes.compensate.hessian import conv_columns
+from spa.statistics.hessian import conv_columns
 
 CASES = [
     ([2, 3, 17], [3], [2], [1], [1, 1]),

@@ -1,4 +1,4 @@
-"""spa.io: every accepted model form loads, prune never mutates what it was given, saving is atomic
+"""spa.graph.io: every accepted model form loads, prune never mutates what it was given, saving is atomic
 and switches to external data. Checked against onnx.load, file bytes and ONNX Runtime outputs."""
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from spa import io
-from spa.allocate import Budget
-from spa.errors import SpaError
-from spa.pipeline import prune
+from spa.graph import io
+from spa.allocation.allocate import Budget
+from spa.core.errors import SpaError
+from spa.flow.pipeline import prune
 from tests.graphs import GraphBuilder
 
 
@@ -272,8 +272,8 @@ def test_weights_listed_as_graph_inputs_are_still_pruned(tmp_path):
     import onnx
     import torch
 
-    from spa.allocate import Budget
-    from spa.pipeline import prune
+    from spa.allocation.allocate import Budget
+    from spa.flow.pipeline import prune
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
     path = tmp_path / "old.onnx"
@@ -289,8 +289,8 @@ def test_weights_listed_as_graph_inputs_are_still_pruned(tmp_path):
 def test_pruned_model_round_trips_to_graphsurgeon():
     import onnx_graphsurgeon as gs
 
-    from spa.allocate import Budget
-    from spa.pipeline import prune
+    from spa.allocation.allocate import Budget
+    from spa.flow.pipeline import prune
 
     b = GraphBuilder()
     x = b.input("x", (1, 3, 8, 8))
@@ -370,7 +370,7 @@ def test_signal_during_the_commit_waits_for_it(tmp_path, proto, monkeypatch):
     no temporary left; then the run ends with the signal."""
     import signal
 
-    from spa.output import Terminated, signals_raise
+    from spa.core.output import Terminated, signals_raise
 
     out = tmp_path / "out.onnx"
     io.save(io.load(proto), out, external_data=True)
@@ -395,7 +395,7 @@ def test_signal_during_the_commit_waits_for_it(tmp_path, proto, monkeypatch):
 def test_deferred_signal_is_raised_at_the_end_of_the_block():
     import signal
 
-    from spa.output import deferred_signals, signals_raise
+    from spa.core.output import deferred_signals, signals_raise
 
     done = []
     with pytest.raises(KeyboardInterrupt):
@@ -412,7 +412,7 @@ def test_stale_temporaries_of_dead_runs_are_swept(tmp_path, proto):
     import subprocess
     import sys
 
-    from spa.output import temp_name
+    from spa.core.output import temp_name
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
@@ -428,8 +428,8 @@ def test_stale_temporaries_of_dead_runs_are_swept(tmp_path, proto):
 
 
 def test_output_policy_refuses_inputs_devices_and_fifos(tmp_path):
-    from spa.errors import OutputError
-    from spa.output import check_target, write_files, write_text
+    from spa.core.errors import OutputError
+    from spa.core.output import check_target, write_files, write_text
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"model")
@@ -464,8 +464,8 @@ def _umask() -> int:
 
 
 def test_reads_are_typed_and_bounded(tmp_path):
-    from spa.errors import InputError, PlanError
-    from spa.plan import PruningPlan
+    from spa.core.errors import InputError, PlanError
+    from spa.allocation.plan import PruningPlan
 
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(InputError, match="regular file"):
@@ -483,7 +483,7 @@ def test_reads_are_typed_and_bounded(tmp_path):
 
 
 def test_plan_duplicate_indices_count_once():
-    from spa.plan import PruningPlan
+    from spa.allocation.plan import PruningPlan
 
     plan = PruningPlan.from_json({"spa_plan": 1, "groups": [{"key": "g", "width": 8, "remove": [1, 1, 1, 2]}]})
     assert plan.removed["g"] == [1, 2]
@@ -515,7 +515,7 @@ def test_hub_cache_layout_is_allowed(tmp_path, proto):
 
 
 def test_links_out_of_the_hub_repository_are_refused(tmp_path, proto):
-    from spa.errors import UnsafePathError
+    from spa.core.errors import UnsafePathError
 
     snap = _hub_repo(tmp_path, proto, link_to="../../../other/blobs/abc123")
     (tmp_path / "other" / "blobs").mkdir(parents=True)
@@ -525,7 +525,7 @@ def test_links_out_of_the_hub_repository_are_refused(tmp_path, proto):
 
 
 def test_hf_side_files_are_copied_inside_the_folder_only(tmp_path):
-    from spa.errors import UnsafePathError
+    from spa.core.errors import UnsafePathError
     from spa.exporters.hf import copy_side_file
 
     (tmp_path / "secret.txt").write_text("secret")
@@ -544,8 +544,8 @@ def test_hf_side_files_are_copied_inside_the_folder_only(tmp_path):
 
 
 def test_nan_and_inf_scores_have_no_bin():
-    from spa.plan import PruningPlan
-    from spa.report import score_histogram
+    from spa.allocation.plan import PruningPlan
+    from spa.report.tables import score_histogram
 
     hist = score_histogram({"g": [float("nan"), 1.0, float("inf"), 2.0]}, PruningPlan(removed={"g": [0]}))
     assert hist["nonfinite"] == 2 and sum(hist["kept"]) + sum(hist["removed"]) == 2
@@ -554,7 +554,7 @@ def test_nan_and_inf_scores_have_no_bin():
 def test_sigterm_raises_through_finally():
     import signal
 
-    from spa.output import Terminated, signals_raise
+    from spa.core.output import Terminated, signals_raise
 
     cleaned = []
     with pytest.raises(Terminated) as info:
@@ -607,7 +607,7 @@ def test_streamed_save_writes_the_protobuf_ir_save_writes(tmp_path, proto, exter
 def test_save_writes_only_the_exporters_value_annotations(tmp_path):
     """Canonicalization's inferred shapes stay in memory; the saved file annotates what the input
     did (extra annotations changed ONNX Runtime's fusions: SkipLayerNormalization on BERT)."""
-    from spa.canon import canonicalize
+    from spa.graph.canon import canonicalize
 
     bare, one = build_proto(), build_proto()
     del bare.graph.value_info[:]

@@ -9,16 +9,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from spa.allocate import Budget, allocate
-from spa.analysis import analyze
-from spa.canon import canonicalize
-from spa.errors import SpaError
-from spa.importance import score_groups
-from spa.metrics import count
+from spa.allocation.allocate import Budget, allocate
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
+from spa.core.errors import SpaError
+from spa.importance.criteria import score_groups
+from spa.analysis.metrics import count
 from spa.passes.slice import slice_model
-from spa.pipeline import make_plan
-from spa.plan import PruningPlan
-from spa.validate import copy_model, random_inputs
+from spa.flow.pipeline import make_plan
+from spa.allocation.plan import PruningPlan
+from spa.runtime.validate import copy_model, random_inputs
 from tests.graphs import GraphBuilder
 
 
@@ -62,7 +62,7 @@ def sliced(model, analysis, plan):
 
 
 def ort_run(model, feeds):
-    from spa.io import to_proto
+    from spa.graph.io import to_proto
 
     sess = ort.InferenceSession(to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
@@ -255,7 +255,7 @@ def test_target_reaches_requested_reduction(base, target, ratio, global_rank):
     before, after = count(model), count(out)
     reduction = 1 - after[target] / before[target]
     assert ratio <= reduction < ratio + 0.15, reduction
-    if target == "params":  # spa.metrics.count agrees with the initializers themselves
+    if target == "params":  # spa.analysis.metrics.count agrees with the initializers themselves
         assert before["params"] == my_params(model) and after["params"] == my_params(out)
 
 
@@ -286,7 +286,7 @@ def test_protect_excludes_group(base):
 
 
 def test_lp_criterion_matches_l1_and_l2_at_p_1_and_2(base):
-    from spa.importance import score_groups
+    from spa.importance.criteria import score_groups
 
     _, analysis = base
     for p, named in ((1.0, "l1"), (2.0, "l2")):
@@ -301,8 +301,8 @@ def test_lp_criterion_matches_l1_and_l2_at_p_1_and_2(base):
 
 
 def test_obspa_ranked_globally_compares_raw_costs_and_other_criteria_normalise():
-    from spa.allocate import Budget
-    from spa.pipeline import ranking_defaults
+    from spa.allocation.allocate import Budget
+    from spa.flow.pipeline import ranking_defaults
 
     assert ranking_defaults("obspa", Budget(global_rank=True), None)[1] == "none"
     assert ranking_defaults("obspa", Budget(), None) == (Budget(global_rank=False), "mean")

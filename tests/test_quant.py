@@ -1,4 +1,4 @@
-"""Quantized models prune (spa/rules/quant.py): QDQ graphs, ORT dynamic quantization
+"""Quantized models prune (spa/analysis/rules/quant.py): QDQ graphs, ORT dynamic quantization
 (DynamicQuantizeLinear + ConvInteger/MatMulInteger), QLinear ops and int8 weights dequantized by
 Cast → Mul. The oracle holds at 1e-4 everywhere: on a dynamically quantized path, channels are
 masked in front of the DynamicQuantizeLinear (a zero leaves its range alone) and the oracle runs
@@ -11,13 +11,13 @@ import onnx_ir as ir
 import pytest
 
 from graphs import GraphBuilder
-from spa.allocate import Budget, allocate
-from spa.analysis import analyze
-from spa.canon import canonicalize
-from spa.importance import group_importance, score_groups
-from spa.metrics import count
+from spa.allocation.allocate import Budget, allocate
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
+from spa.importance.criteria import group_importance, score_groups
+from spa.analysis.metrics import count
 from spa.passes.slice import slice_model
-from spa.validate import copy_model
+from spa.runtime.validate import copy_model
 
 
 def _int8(b: GraphBuilder, shape, dtype=np.int8, name=None) -> tuple[str, np.ndarray]:

@@ -16,7 +16,7 @@ import pytest
 
 from models.realfiles import REAL_FILES, RealFileUnavailable, fetch
 from spa.cli import main
-from spa.errors import UnsupportedError
+from spa.core.errors import UnsupportedError
 
 #: key → a phrase of the refusal: what in the model stops pruning (checked, so a refusal that
 #: changes reason or starts pruning is noticed).

@@ -61,8 +61,8 @@ def test_prune_stores_plan_and_report_in_metadata(resnet):
     model = onnx.load(str(pruned))
     onnx.checker.check_model(model, full_check=True)  # annotations keep the model valid
     meta = {p.key: p.value for p in model.metadata_props}
-    plan = json.loads(meta["spa.plan"])
-    report = json.loads(meta["spa.report"])
+    plan = json.loads(meta["spa.allocation.plan"])
+    report = json.loads(meta["spa.report.tables"])
     assert plan["spa_plan"] == 1 and plan["meta"]["criterion"] == "l2"
     assert report["before"]["params"] == float_params(original)
     assert report["after"]["params"] == float_params(pruned)
@@ -158,8 +158,8 @@ def test_report_measure_fidelity_and_latency(tmp_path):
     # recompute the first sample's difference with ONNX Runtime directly
     import onnxruntime as ort
 
-    from spa.validate import random_inputs
-    from spa import io
+    from spa.runtime.validate import random_inputs
+    from spa.graph import io
 
     feeds = random_inputs(io.load(src), 0)
     ya = ort.InferenceSession(str(src)).run(None, feeds)[0]
@@ -270,13 +270,13 @@ def test_report_renders_in_a_headless_browser(resnet, tmp_path):
     ("Conv_3", "w3", "Conv_3"),                                             # nothing to go by: the layer itself
 ])
 def test_blocks_come_from_scopes_or_module_paths(node, weight, block):
-    from spa.report import block_of
+    from spa.report.tables import block_of
 
     assert block_of(node, weight) == block
 
 
 def test_summary_splits_parameters_by_dtype_only_when_a_model_mixes_them():
-    from spa.report import before_after
+    from spa.report.tables import before_after
 
     def stats(by_dtype):
         return {"params": sum(by_dtype.values()), "params_by_dtype": by_dtype, "macs": 1, "bytes": 1, "nodes": 1,

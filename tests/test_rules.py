@@ -3,8 +3,8 @@ oracle (sliced == masked) for every prunable group."""
 import numpy as np
 import pytest
 
-from spa.analysis import analyze
-from spa.canon import canonicalize
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
 from tests.graphs import GraphBuilder
 
 
@@ -132,8 +132,8 @@ def test_depthwise_multiplier_keeps_each_input_channels_outputs_together(check):
 
 
 def test_grouped_conv_removes_whole_groups_and_rewrites_group_attribute(check):
-    from spa.allocate import Budget, allocate
-    from spa.importance import score_groups
+    from spa.allocation.allocate import Budget, allocate
+    from spa.importance.criteria import score_groups
     from spa.passes.slice import slice_model
 
     b = GraphBuilder()
@@ -255,10 +255,10 @@ def test_layernorm_over_non_channel_axis_passes_and_over_channel_blocks():
 def test_hidden_scope_prunes_a_normalised_width_with_its_scale_and_bias():
     """With hidden=True a LayerNorm/RMSNorm-normalised width is one group holding the norm's scale
     and bias; outputs change (statistics), so the check is validity and finiteness, not the oracle."""
-    from spa.allocate import Budget, allocate
-    from spa.importance import score_groups
+    from spa.allocation.allocate import Budget, allocate
+    from spa.importance.criteria import score_groups
     from spa.passes.slice import slice_model
-    from spa.validate import copy_model, random_inputs, run, validate
+    from spa.runtime.validate import copy_model, random_inputs, run, validate
 
     b = GraphBuilder()
     x = b.input("x", (1, 6, 8))
@@ -416,9 +416,9 @@ def test_dynamic_batch_view_keeps_the_flatten_group_prunable(check, tmp_path):
     path = tmp_path / "dyn.onnx"
     torch.onnx.export(Net().eval(), (torch.randn(2, 3, 6, 6),), str(path), dynamo=False, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-    from spa import io
-    from spa.allocate import Budget
-    from spa.pipeline import prune
+    from spa.graph import io
+    from spa.allocation.allocate import Budget
+    from spa.flow.pipeline import prune
 
     a = check(io.load(path))
     [g] = a.prunable_groups()
@@ -485,7 +485,7 @@ def test_single_key_value_head_is_not_prunable():
 def test_uniform_constants_shared_by_layers_are_unshared():
     """torch.onnx deduplicates equal initializers: one all-zero bias read by two layers must not
     couple their groups, while a real shared weight stays shared."""
-    from spa.canon import unshare_uniform_constants
+    from spa.graph.canon import unshare_uniform_constants
 
     b = GraphBuilder()
     x = b.input("x", (1, 6, 8))

@@ -9,9 +9,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from bench.scale import SIZES, build, prune_child
-from spa import io
-from spa.allocate import Budget
-from spa.pipeline import prune
+from spa.graph import io
+from spa.allocation.allocate import Budget
+from spa.flow.pipeline import prune
 
 
 def test_tiny_llama_prunes_through_the_cli(tmp_path):

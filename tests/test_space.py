@@ -1,6 +1,6 @@
 import numpy as np
 
-from spa.space import Space, regroup_map, reshape_groups
+from spa.analysis.space import Space, regroup_map, reshape_groups
 
 
 def test_reshape_groups_pairs_runs_of_equal_product():

@@ -5,15 +5,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_ir as ir
-from spa.allocate import Budget, allocate
-from spa.analysis import analyze
-from spa.canon import canonicalize
-from spa.importance import score_groups
-from spa.oracle import oracle
+from spa.allocation.allocate import Budget, allocate
+from spa.analysis.groups import analyze
+from spa.graph.canon import canonicalize
+from spa.importance.criteria import score_groups
+from spa.flow.oracle import oracle
 from spa.passes.mask import mask_model
 from spa.passes.slice import slice_model
-from spa.validate import copy_model, random_inputs, relative_error, run, validate
-from spa.io import to_proto
+from spa.runtime.validate import copy_model, random_inputs, relative_error, run, validate
+from spa.graph.io import to_proto
 
 RNG = np.random.default_rng(0)
 
@@ -226,11 +226,11 @@ def test_small_fills_inside_branches_fold_and_both_branches_still_compute_the_sa
 def test_a_body_the_folding_breaks_is_canonicalized_again_without_folding_bodies(monkeypatch):
     """When folding leaves a body the checker rejects (see canonicalize), the model is redone with
     the bodies untouched: still valid, still the same function on both branches."""
-    import spa.canon
+    import spa.graph.canon
 
     verdicts = []
-    real = spa.canon._bodies_valid
-    monkeypatch.setattr(spa.canon, "_bodies_valid", lambda m: verdicts.append(real(m)) or False)
+    real = spa.graph.canon._bodies_valid
+    monkeypatch.setattr(spa.graph.canon, "_bodies_valid", lambda m: verdicts.append(real(m)) or False)
     proto = fills_if_model()
     canonical = canonicalize(ir.serde.deserialize_model(proto))
     assert verdicts == [True]  # asked once, about the body-folded attempt

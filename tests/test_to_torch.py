@@ -1,4 +1,4 @@
-"""exporters/to_torch.py: a pruned ONNX model becomes a trainable torch module whose parameters
+"""spa/runtime/to_torch.py: a pruned ONNX model becomes a trainable torch module whose parameters
 carry the ONNX initializer names; before training it reproduces ONNX Runtime within 1e-4, and
 after training `export` writes the new weights into the same graph."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from spa.allocate import Budget
-from spa.errors import UnsupportedError
-from spa.exporters.to_torch import export, to_torch
-from spa.pipeline import prune
+from spa.allocation.allocate import Budget
+from spa.core.errors import UnsupportedError
+from spa.runtime.to_torch import export, to_torch
+from spa.flow.pipeline import prune
 from tests.test_frameworks import keras_like_cnn, mlp_with_functions
 
 TOL = 1e-4
@@ -451,9 +451,9 @@ def test_real_file_runs_as_in_onnxruntime(rf):
     outputs equal. Files with ops outside the table (If/Loop,
     quantized-only and com.microsoft ops) are skipped, naming them."""
     from models.realfiles import RealFileUnavailable, fetch
-    from spa import examples
-    from spa.exporters import to_torch as table
-    from spa.pipeline import load_canonical
+    from spa.runtime import examples
+    from spa.runtime import to_torch as table
+    from spa.flow.pipeline import load_canonical
 
     try:
         path = fetch(rf)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from spa.errors import UnsupportedError
-from spa.passes.compensate import hessian as hess
-from spa.passes.compensate.sinks import SinkWeight, sink_weight
-from spa.progress import progress
+from spa.core.errors import UnsupportedError
+from spa.statistics import hessian as hess
+from spa.statistics.sinks import SinkWeight, sink_weight
+from spa.core.progress import progress
 
 DAMP = 0.01
 
@@ -113,7 +113,7 @@ def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthet
     if not sinks:  # e.g. every consumer sits inside an If/Loop body: nothing to measure, nothing to probe
         return {}
     if source in ("bn", "weights"):
-        from spa.passes.compensate import analytic
+        from spa.statistics import analytic
 
         return analytic.hessians(bn_model if bn_model is not None else model, model,
                                  {name: sp.sink for name, sp in sinks.items()}, source)
@@ -142,7 +142,7 @@ def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
 
 def _largest_image_pixels(model: ir.Model) -> int | None:
     """Height × width of the largest image input, in the shapes examples are made in."""
-    from spa import examples
+    from spa.runtime import examples
 
     shapes = examples.shapes(model)
     sizes = []
@@ -161,7 +161,7 @@ def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str
     if source == "synthetic":
         feeds = None
         if bn_model is not None:
-            from spa.passes.compensate import distill
+            from spa.statistics import synthesis as distill
 
             try:
                 feeds = distill.bn_matched_feeds(bn_model, samples, seed)

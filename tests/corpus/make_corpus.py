@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from spa.errors import InputError, OutputError, PlanError, UnsafePathError, UnsupportedError, UsageError
+from spa.core.errors import InputError, OutputError, PlanError, UnsafePathError, UnsupportedError, UsageError
 
 USAGE, INPUT, UNSAFE, UNSUPPORTED, OUTPUT, PLAN = (e.exit_code for e in (
     UsageError, InputError, UnsafePathError, UnsupportedError, OutputError, PlanError))
@@ -444,13 +444,13 @@ def _malformed_model_cases(d: Path) -> dict[str, Case]:
     cases["external-location-is-the-model"] = (external(cnn(), "w2", "model.onnx", None), INPUT, "model file itself",
                                                _prune())
     m = cnn()
-    m.metadata_props.add(key="spa.report", value='{"spa_report": 1, "layers": 5, "scores": {"edges": 3}}')
+    m.metadata_props.add(key="spa.report.tables", value='{"spa_report": 1, "layers": 5, "scores": {"edges": 3}}')
     cases["report-metadata-crafted"] = (m, INPUT, "malformed", ["report", "model.onnx", "-o", "r.html"])
     m = cnn()
-    m.metadata_props.add(key="spa.report", value="[" * 100000)
+    m.metadata_props.add(key="spa.report.tables", value="[" * 100000)
     cases["report-metadata-nested-deeply"] = (m, INPUT, "not JSON", ["report", "model.onnx", "-o", "r.md"])
     m = cnn()
-    m.metadata_props.add(key="spa.plan", value="{not json")
+    m.metadata_props.add(key="spa.allocation.plan", value="{not json")
     cases["report-plan-metadata-not-json"] = (m, INPUT, "not JSON", ["report", "model.onnx", "-o", "r.md"])
     # the original cannot be run as asked: a refusal up front (5), not a validation failure (7)
     cases["original-onnx-runtime-cannot-run"] = (_bf16_mlp(), UNSUPPORTED, "original", _prune())

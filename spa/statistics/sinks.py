@@ -1,0 +1,84 @@
+"""A sink's weight seen as a matrix: rows are outputs, columns are the flattened inputs it reads
+(for a Conv, the k_h·k_w taps of every input channel), plus where its bias lives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from spa.analysis.rules.base import attr_int, attr_ints, input_or_none
+
+
+@dataclass
+class SinkWeight:
+    node: ir.Node
+    weight: ir.Value
+    bias: ir.Value | None
+    kind: str          # "conv", "gemm" or "matmul"
+    taps: int          # columns per input position (k_h·k_w for a Conv, else 1)
+    transposed: bool   # Gemm/MatMul store (K, N): the matrix is its transpose
+
+    def matrix(self) -> np.ndarray:
+        w = self.weight.const_value.numpy()
+        if self.kind == "conv":
+            return w.reshape(w.shape[0], -1)
+        return w.T if self.transposed else w
+
+    def store(self, matrix: np.ndarray) -> None:
+        old = self.weight.const_value.numpy()
+        if self.kind == "conv":
+            new = matrix.reshape(old.shape)
+        else:
+            new = matrix.T if self.transposed else matrix
+        self.weight.const_value = ir.tensor(np.ascontiguousarray(new.astype(old.dtype)), name=self.weight.name)
+
+    def columns(self, positions: np.ndarray) -> np.ndarray:
+        return (positions[:, None] * self.taps + np.arange(self.taps)).reshape(-1)
+
+
+def sink_weight(node: ir.Node, input_index: int) -> SinkWeight | None:
+    """The weight matrix behind a sink, or None where SPA cannot compensate it (computed weights,
+    grouped convolutions, batched MatMul weights, auto_pad convolutions)."""
+    if input_index != 0:
+        return None
+    w = input_or_none(node, 1)
+    if w is None or not w.is_initializer() or w.const_value is None:
+        return None
+    if node.op_type == "Conv":
+        if attr_int(node, "group", 1) != 1 or node.attributes.get("auto_pad") is not None \
+                and node.attributes["auto_pad"].as_string() not in ("NOTSET", ""):
+            return None
+        shape = w.const_value.shape
+        return SinkWeight(node, w, input_or_none(node, 2), "conv", int(np.prod(list(shape)[2:])), False)
+    if node.op_type == "Gemm":
+        if attr_int(node, "transA", 0):
+            return None
+        bias = input_or_none(node, 2)
+        if bias is not None and (not bias.is_initializer() or len(bias.shape) > 1 and bias.shape[0] != 1):
+            return None
+        return SinkWeight(node, w, bias, "gemm", 1, not attr_int(node, "transB", 0))
+    if node.op_type == "MatMul" and len(w.const_value.shape) == 2:
+        return SinkWeight(node, w, following_bias(node, w.const_value.shape[1]), "matmul", 1, True)
+    return None
+
+
+def following_bias(node: ir.Node, width: int) -> ir.Value | None:
+    """The constant bias of a MatMul written as MatMul + Add (a Linear layer as exporters write it):
+    the only user is an Add whose other input is a [width] initializer."""
+    users = list(node.outputs[0].uses())
+    if len(users) != 1 or users[0][0].op_type != "Add" or node.outputs[0] in node.graph.outputs:
+        return None
+    add = users[0][0]
+    other = add.inputs[1 - users[0][1]]
+    if other is None or not other.is_initializer() or other.const_value is None \
+            or list(other.const_value.shape) != [width] or len(other.uses()) != 1:
+        return None
+    return other
+
+
+def conv_geometry(node: ir.Node, spatial: int) -> dict:
+    return {"kernel": list(node.inputs[1].const_value.shape)[2:],
+            "strides": attr_ints(node, "strides", [1] * spatial),
+            "dilations": attr_ints(node, "dilations", [1] * spatial),
+            "pads": attr_ints(node, "pads", [0] * (2 * spatial))}
