@@ -21,6 +21,7 @@ from pathlib import Path
 from spa.core.errors import InputError, SpaError
 from spa.core.output import commit_folder, temp_dir, temp_name
 from spa.core.progress import progress
+from spa.graph.load import model_file  # noqa: F401 (the CLI and bench/ import it from here)
 
 EXPORTERS = ("optimum", "torch")
 # Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
@@ -297,17 +298,6 @@ def read_config(folder: Path) -> dict | None:
     if not isinstance(config, dict):
         raise InputError(f"{path}: not a JSON object")
     return config
-
-
-def model_file(folder: str | os.PathLike) -> Path:
-    """The ONNX model of an exported folder (model.onnx, as optimum and `spa export hf` write it)."""
-    folder = Path(folder)
-    candidates = [folder / "model.onnx"] if (folder / "model.onnx").is_file() else sorted(folder.glob("*.onnx"))
-    if len(candidates) != 1:
-        raise InputError(f"{folder}: expected one .onnx model in the folder, found "
-                       f"{len(candidates) or 'none'}" + (" (a KV-cache export has several; export "
-                                                         "text-generation without past)" if candidates else ""))
-    return candidates[0]
 
 
 def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:

@@ -147,7 +147,7 @@ def _source_of(model):
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if os.path.isdir(path):
-            from spa.exporters.hf import model_file
+            from spa.graph.load import model_file
 
             path = str(model_file(path))
         loaded = io.load(path)  # refuses unreadable files and unsafe external data before ORT sees them

@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from spa.exporters.framework import write_atomically
 
 from spa.core.errors import SpaError, UnsupportedError
 
@@ -1012,4 +1011,17 @@ def export(module, output, source=None) -> Path:
         if tensor.name in state:
             array = state[tensor.name].astype(numpy_helper.to_array(tensor).dtype, copy=False)
             proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, tensor.name))
-    return write_atomically(proto, output)
+    return _write_checked(proto, output)
+
+
+def _write_checked(proto, output) -> Path:
+    """Check the ModelProto and write it atomically (spa.core.output): a failure leaves no partial file."""
+    import onnx
+
+    from spa.core.output import write_files
+
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # the checker raises several types
+        raise SpaError(f"the exporter wrote an invalid ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    return write_files({Path(output): lambda tmp: onnx.save(proto, str(tmp))}, what="-o")[0]
