@@ -14,6 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from spa.graph import io
+from spa.graph import save as saving
 from spa.allocation.allocate import Budget
 from spa.core.errors import SpaError
 from spa.flow.pipeline import prune
@@ -195,7 +196,7 @@ def test_save_switches_to_external_data_above_threshold(tmp_path, proto, monkeyp
     model = io.load(proto)
     io.save(model, tmp_path / "small.onnx")
     assert _listing(tmp_path) == ["small.onnx"]
-    monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD", 1000)
+    monkeypatch.setattr(saving, "EXTERNAL_DATA_THRESHOLD", 1000)
     io.save(model, tmp_path / "big.onnx")
     assert _listing(tmp_path) == ["big.onnx", "big.onnx.data", "small.onnx"]
     for got, want in zip(ort_outputs(tmp_path / "big.onnx"), ort_outputs(proto)):
@@ -211,7 +212,7 @@ def test_failing_save_leaves_nothing_behind(tmp_path, proto, monkeypatch, extern
         raise OSError("disk full")
 
     monkeypatch.setattr(ir, "save", broken_save)  # the external-data path
-    monkeypatch.setattr(io, "write_streamed", broken_save)  # the one-file path
+    monkeypatch.setattr(saving, "write_streamed", broken_save)  # the one-file path
     with pytest.raises(SpaError):
         io.save(io.load(proto), tmp_path / "out.onnx", external_data=external)
     assert _listing(tmp_path) == []
@@ -220,7 +221,7 @@ def test_failing_save_leaves_nothing_behind(tmp_path, proto, monkeypatch, extern
 def test_failing_save_keeps_previous_file(tmp_path, proto, monkeypatch):
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous")
-    monkeypatch.setattr(io, "write_streamed", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(saving, "write_streamed", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(SpaError):
         io.save(io.load(proto), out)
     assert out.read_bytes() == b"previous"
