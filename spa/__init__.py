@@ -6,7 +6,8 @@ from spa.core.errors import SpaError  # noqa: E402,F401
 from spa.allocation.plan import PruningPlan  # noqa: E402,F401
 
 
-# The public API (spa/api.py): spa.prune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …
+# The public API (spa/api.py): spa.prune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …;
+# spa.register_rule / spa.unregister_rule for custom ops (see their docstrings).
 # (no API name may equal a submodule's: importing spa.report.tables or spa.report.compare would shadow it)
 _API = ("prune", "inspect", "groups", "save", "pruning_report", "write_report", "PruneResult")
 
@@ -25,6 +26,11 @@ def __getattr__(name):
         from spa.flow import pipeline
 
         return getattr(pipeline, name)
+    if name in ("register_rule", "unregister_rule"):
+        # custom ops: teach SPA what an op does to channels (spa/analysis/rules/base.py)
+        from spa.analysis.rules import base
+
+        return getattr(base, name)
     if name == "analyze":
         from spa.analysis.groups import analyze
 

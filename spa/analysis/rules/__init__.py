@@ -2,4 +2,6 @@
 from spa.analysis.rules import (  # noqa: F401
     attention, conv, elementwise, indexing, linear, norm, offsets, pooling, quant, shape_ops,
 )
-from spa.analysis.rules.base import RULES, Block, Rule, register, rule_for  # noqa: F401
+from spa.analysis.rules.base import (  # noqa: F401
+    RULES, Block, Rule, register, register_rule, rule_for, unregister_rule,
+)

@@ -48,20 +48,97 @@ class Rule:
         return None
 
 
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def _key(op_type: str, domain: str) -> str:
+    return op_type if domain in STANDARD_DOMAINS else f"{domain}::{op_type}"
+
+
 def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator for SPA's built-in rules: one instance for each of `cls.op_types`."""
     rule = cls()
     for op in cls.op_types:
-        key = op if not cls.domain else f"{cls.domain}::{op}"
+        key = _key(op, cls.domain)
         if key in RULES:
             raise RuntimeError(f"two rules claim op {key}")
         RULES[key] = rule
     return cls
 
 
+# rules that register_rule(replace=True) displaced, newest last: unregister_rule puts them back
+_DISPLACED: dict[str, list[Rule]] = {}
+
+
+def register_rule(op_type, rule, *, domain: str = "", replace: bool = False) -> Rule:
+    """Teach SPA what an op does to channels, so that groups through it become prunable.
+
+    SPA refuses (blocks) every group that passes through an op it has no rule for: an unknown op
+    never passes channels through silently. A custom op — your own domain's, or an ONNX Runtime
+    contrib op such as `com.microsoft::FusedConv` — gets a rule here, like Torch-Pruning's
+    `register_customized_layer`:
+
+        import spa
+        from spa.analysis.rules.conv import Conv          # FusedConv reads X, W, B as Conv does
+
+        spa.register_rule("FusedConv", Conv(), domain="com.microsoft")
+        result = spa.prune("model.onnx", ratio=0.3)       # its groups are prunable now
+
+    `op_type`: an op type, or several (a tuple or list) sharing the rule. `domain`: the node's
+    domain ("" and "ai.onnx" are the ONNX standard domain). `rule`: an instance of a
+    `spa.analysis.rules.Rule` subclass (a subclass itself is instantiated with no arguments). A
+    rule's `analyze(node, ctx)` couples the node's channel spaces (`ctx.couple`, `ctx.carry`,
+    `ctx.sink`, …) or raises `spa.analysis.rules.Block` with a reason where it cannot prove what
+    the node does; `update(node, sctx)` rewrites width-carrying attributes after slicing. Reusing
+    a built-in rule (`spa.analysis.rules.elementwise.Unary` for an activation, `conv.Conv`,
+    `linear.MatMul`, …) is the common case. The pruned model still has to run in ONNX Runtime,
+    which validates it, so the op needs an ONNX Runtime kernel (contrib ops have one; a model-local
+    ONNX function is inlined by SPA and needs no rule).
+
+    An op that already has a rule (built in or registered) is refused with ValueError unless
+    `replace=True`; `unregister_rule` removes a registered rule and restores the one it replaced.
+    Returns the rule instance."""
+    import spa.analysis.rules  # noqa: F401  (the built-in rules first: a later import would clash)
+
+    if isinstance(rule, type) and issubclass(rule, Rule):
+        rule = rule()
+    if not isinstance(rule, Rule):
+        raise TypeError(f"register_rule needs a spa.analysis.rules.Rule (instance or subclass), "
+                        f"not {type(rule).__name__}")
+    ops = (op_type,) if isinstance(op_type, str) else tuple(op_type)
+    if not ops or not all(isinstance(op, str) and op for op in ops):
+        raise ValueError(f"register_rule: op_type must be a non-empty op name or names, not {op_type!r}")
+    keys = [_key(op, domain or "") for op in ops]
+    taken = [k for k in keys if k in RULES]
+    if taken and not replace:
+        raise ValueError(f"op {', '.join(taken)} already has a rule ({type(RULES[taken[0]]).__name__}); "
+                         "pass replace=True to override it")
+    for key in keys:
+        if key in RULES:
+            _DISPLACED.setdefault(key, []).append(RULES[key])
+        RULES[key] = rule
+    return rule
+
+
+def unregister_rule(op_type, *, domain: str = "") -> None:
+    """Undo `register_rule` for `op_type` (one name or several): the rule it replaced, if any, is
+    restored; otherwise the op has no rule again (and blocks). KeyError if it has no rule."""
+    ops = (op_type,) if isinstance(op_type, str) else tuple(op_type)
+    for op in ops:
+        key = _key(op, domain or "")
+        if key not in RULES:
+            raise KeyError(f"op {key} has no rule")
+        displaced = _DISPLACED.get(key)
+        if displaced:
+            RULES[key] = displaced.pop()
+            if not displaced:
+                del _DISPLACED[key]
+        else:
+            del RULES[key]
+
+
 def rule_for(node: ir.Node) -> Rule | None:
-    if node.domain in ("", "ai.onnx"):
-        return RULES.get(node.op_type)
-    return RULES.get(f"{node.domain}::{node.op_type}")
+    return RULES.get(_key(node.op_type, node.domain))
 
 
 # ---- small helpers shared by rules -------------------------------------------------------------
