@@ -4,16 +4,11 @@ Everything here is delegated to onnx-ir passes and onnxscript's optimizer; SPA a
 """
 from __future__ import annotations
 
-import copy
-import itertools
-
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
 import onnxscript.rewriter
-from onnxscript.rewriter import _basics, _matcher, _pattern_ir
-from onnxscript.rewriter.rules import common as rewrite_rules
 
 from spa.graph import rewrites as spa_rewrites
 from spa.graph import subgraphs
@@ -22,13 +17,6 @@ from spa.graph.io import EXPORTER_ANNOTATED
 from spa.graph.shape_eval import resolve_reshapes
 from spa.graph.detours import fold_merge_transpose_split
 from spa.graph.symbolic_shapes import name_symbolic_dims
-
-_BN_FUSIONS = [
-    rewrite_rules.fuse_batchnorm_into_conv_rule,
-    rewrite_rules.fuse_batchnorm_into_conv_transpose_rule,
-    rewrite_rules.fuse_batchnorm_into_gemm_rule,
-]
-
 
 def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: dict | None = None) -> ir.Model:
     """Inline functions, lift weights out of Constant nodes, fix given input shapes, fold shape
@@ -80,7 +68,7 @@ def _canonicalize(model: ir.Model, fuse_batchnorm: bool, input_shapes: dict | No
     common.InlinePass()(model)
     # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
     # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).
-    rules = _rewrite_rules(fuse_batchnorm)
+    rules = spa_rewrites.rewrite_rules(fuse_batchnorm)
     try:
         for _ in range(2):
             onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, should_fold=lambda node: _fold_small_fills(node, None if fold_bodies else model.graph))
@@ -103,78 +91,6 @@ def _canonicalize(model: ir.Model, fuse_batchnorm: bool, input_shapes: dict | No
     common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
     subgraphs.prepare(model)  # names unique across branches; branch weights where every stage looks
     return model
-
-
-def _rewrite_rules(fuse_batchnorm: bool) -> list:
-    key = bool(fuse_batchnorm)
-    if key not in _RULES:
-        # SPA's own rewrites (spa/graph/rewrites.py) first: exporters' spellings onnxscript leaves alone
-        _RULES[key] = [_op_filtered(r) for r in [*spa_rewrites.RULES, *onnxscript.rewriter._DEFAULT_REWRITE_RULES]
-                       if fuse_batchnorm or r not in _BN_FUSIONS]
-    return _RULES[key]
-
-
-_RULES: dict[bool, list] = {}
-
-
-def _op_filtered(rule):
-    """The same rule, tried only on nodes its pattern's (first) output node can match.
-
-    onnxscript tries every rule on every node; a multi-output pattern (SlicesSplit) first indexes
-    the whole graph by op type on each try, so rewriting was quadratic in the number of nodes (3.3 s
-    of 3.7 s at 2,505 nodes). Here a node whose op cannot match is skipped before any matching,
-    and a multi-output pattern whose output nodes all read the same first input looks for its other
-    nodes among that input's users only. Both are exact: the skipped candidates always fail."""
-    pattern = rule._target_pattern
-    first = pattern.output_nodes[0]
-    fast = copy.copy(rule)
-    if not pattern.has_single_output_node and isinstance(rule._matcher, _matcher.SimplePatternMatcher) \
-            and _SharedInputMatcher.applies(pattern):
-        fast._matcher = _SharedInputMatcher(pattern)
-    if first.op_identifier() is None:
-        return fast
-    op, domain, try_rewrite = first.op, first.domain, fast.try_rewrite
-
-    def filtered(model, graph_or_function, node, **kwargs):
-        if not op.matches(node.op_type) or not domain.matches(node.domain):
-            return None
-        return try_rewrite(model, graph_or_function, node, **kwargs)
-
-    fast.try_rewrite = filtered
-    return fast
-
-
-class _SharedInputMatcher(_matcher.SimplePatternMatcher):
-    """For patterns like `Slice(x, ...), Slice(x, ...)`: every output node reads the same pattern
-    variable as its first input, so the candidates for the other output nodes are the users of the
-    given node's first input (in use order), not every node of the graph."""
-
-    @staticmethod
-    def applies(pattern) -> bool:
-        nodes = pattern.output_nodes
-        x = nodes[0].inputs[0] if nodes[0].inputs else None
-        return (isinstance(x, _pattern_ir.Var) and not x.can_match_none
-                and all(n.inputs and n.inputs[0] is x and n.op_identifier() is not None for n in nodes))
-
-    def match(self, model, graph_or_function, node, *, verbose=0, remove_nodes=True, tracer=None):
-        self._tracer = tracer
-        self._graph = graph_or_function if isinstance(graph_or_function, ir.Graph) else graph_or_function.graph
-        nodes = self.pattern.output_nodes
-        x = node.inputs[0] if node.inputs else None
-        if node.op_identifier() != nodes[0].op_identifier() or x is None:
-            return _basics.MatchResult().fail("No match found.")
-        users = []
-        for user, index in x.uses():
-            if index == 0 and user.graph is self._graph and user not in users:  # not in subgraphs
-                users.append(user)
-        candidates = [[node]] + [[u for u in users if u.op_identifier() == pn.op_identifier()] for pn in nodes[1:]]
-        match = None
-        for combination in itertools.product(*candidates):
-            self._init_match(verbose)
-            match = self._multi_match(combination, check_removable=remove_nodes)
-            if match:
-                return match
-        return match if match is not None else _basics.MatchResult().fail("No match found.")
 
 
 INITIALIZER_INPUTS = "spa.initializer_inputs"
