@@ -12,14 +12,10 @@ import os
 from pathlib import Path
 
 from spa.core.errors import InputError, OutputError, SpaError, UsageError
+from spa.exporters.registry import EXPORTERS, get_exporter
 
-# extra → (modules that must import, what to install)
-EXTRAS = {
-    "tf": (("tensorflow", "tf2onnx"), "pip install 'spa-prune[tf]' (tensorflow-cpu, tf2onnx)"),
-    "jax": (("jax", "flax", "jax2onnx"), "pip install 'spa-prune[jax]' (jax, flax, jax2onnx)"),
-    "paddle": (("paddle", "paddle2onnx"), "pip install 'spa-prune[paddle]' && pip install --no-deps "
-                                          "paddle2onnx==2.1.0"),
-}
+# extra → (modules that must import, what to install), from the registry (spa.exporters.registry)
+EXTRAS = {e.extra: (e.imports, e.install) for e in EXPORTERS.values() if e.extra is not None}
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what the exporters are tested to produce and SPA to prune
 
@@ -107,7 +103,5 @@ def shapes_from_cli(input_shapes) -> list[tuple[str, list[int]]]:
 
 
 def export_framework(framework: str, source, output, *, opset: int | None = None, input_shapes=None) -> Path:
-    """`spa export tf|jax|paddle`: the framework's exporter on `source`."""
-    require(framework)
-    module = importlib.import_module(f"spa.exporters.{framework}")
-    return module.export(source, output, opset=opset, input_shapes=input_shapes)
+    """`spa export tf|jax|paddle`: the framework's exporter on `source` (spa.exporters.registry)."""
+    return get_exporter(framework).export(source, output, opset=opset, input_shapes=input_shapes)

@@ -285,6 +285,44 @@ def test_cli_missing_extra_exit_code(tmp_path):
     assert len(lines) == 1 and "'tf' extra" in lines[0] and not (tmp_path / "o.onnx").exists()
 
 
+def test_registry_owns_names_extras_and_export_functions():
+    import importlib.util
+
+    from spa.exporters import exporter_names, get_exporter
+    from spa.exporters.framework import EXTRAS
+
+    assert exporter_names() == ["hf", "tf", "jax", "paddle"]
+    assert [get_exporter(n).name for n in exporter_names()] == exporter_names()
+    assert get_exporter("hf").extra is None and get_exporter("hf").missing() is None  # core dependencies
+    extras = {get_exporter(n).extra for n in exporter_names()} - {None}
+    assert extras == set(EXTRAS) == {"tf", "jax", "paddle"}  # framework.EXTRAS is the registry's
+    for name in exporter_names():
+        exporter = get_exporter(name)
+        # the module exists and is not imported by the registry (no framework loads for a name lookup)
+        assert importlib.util.find_spec(f"spa.exporters.{exporter.module}") is not None
+        assert exporter.summary and (exporter.extra is None or exporter.install.startswith("pip install"))
+    assert callable(get_exporter("hf").export_function())
+
+
+def test_unknown_exporter_names_the_choices():
+    from spa.exporters import get_exporter
+
+    with pytest.raises(UsageError, match="unknown exporter 'onnx2'.*hf, tf, jax, paddle"):
+        get_exporter("onnx2")
+
+
+def test_registry_export_checks_the_extra_first(monkeypatch, tmp_path):
+    from spa.exporters import framework, get_exporter
+
+    monkeypatch.setitem(framework.EXTRAS, "jax", (("spa_no_such_module",), "pip install 'spa-prune[jax]'"))
+    assert "'jax' extra" in get_exporter("jax").missing()
+    with pytest.raises(SpaError, match="'jax' extra"):
+        get_exporter("jax").export("models.flax_zoo:cnn", tmp_path / "o.onnx", input_shapes={"x": [1, 2]})
+    with pytest.raises(SpaError, match="'jax' extra"):
+        framework.export_framework("jax", "models.flax_zoo:cnn", tmp_path / "o.onnx")
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_opset_out_of_range():
     from spa.exporters.framework import check_opset
 

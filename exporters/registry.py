@@ -1,0 +1,71 @@
+"""The exporters' registry: each exporter's name (`spa export NAME`), the optional extra it needs, and
+the function that runs it. Adding an exporter is a module with an `export(source, output, **options)`
+function plus one entry here (and its test); the CLI takes its choices from `exporter_names()`.
+
+Nothing here imports a framework: each exporter's module is imported when it runs, and its extra is
+checked first (`spa.exporters.framework.require`), so a missing extra is a one-line error."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from spa.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Exporter:
+    name: str                     # `spa export NAME`
+    module: str                   # spa.exporters.<module> holds export(source, output, **options)
+    summary: str                  # one line for help texts
+    extra: str | None = None      # pip extra (`pip install 'spa-prune[EXTRA]'`); None: core dependencies
+    imports: tuple[str, ...] = ()  # modules the extra provides (checked before the export runs)
+    install: str = ""             # how to install the extra
+
+    def missing(self) -> str | None:
+        """Why this exporter cannot run here (one line), or None."""
+        if self.extra is None:
+            return None
+        from spa.exporters.framework import missing_extra
+
+        return missing_extra(self.extra)
+
+    def export_function(self):
+        """The module's export function (imports the module, not the framework)."""
+        return importlib.import_module(f"spa.exporters.{self.module}").export
+
+    def export(self, source, output, **options) -> Path:
+        """Run the exporter: its extra checked first (SpaError, exit code 2, when missing)."""
+        if self.extra is not None:
+            from spa.exporters.framework import require
+
+            require(self.extra)
+        return self.export_function()(source, output, **options)
+
+
+_EXPORTERS = (
+    Exporter("hf", "hf", "a local Hugging Face model folder, through optimum (or torch.onnx)"),
+    Exporter("tf", "tf", "a Keras model, .keras/.h5 file or SavedModel folder, through tf2onnx",
+             extra="tf", imports=("tensorflow", "tf2onnx"),
+             install="pip install 'spa-prune[tf]' (tensorflow-cpu, tf2onnx)"),
+    Exporter("jax", "jax", "a JAX/Flax function or module, through jax2onnx (input shapes required)",
+             extra="jax", imports=("jax", "flax", "jax2onnx"),
+             install="pip install 'spa-prune[jax]' (jax, flax, jax2onnx)"),
+    Exporter("paddle", "paddle", "a PaddlePaddle layer or saved inference model, through paddle2onnx",
+             extra="paddle", imports=("paddle", "paddle2onnx"),
+             install="pip install 'spa-prune[paddle]' && pip install --no-deps paddle2onnx==2.1.0"),
+)
+EXPORTERS: dict[str, Exporter] = {e.name: e for e in _EXPORTERS}
+
+
+def exporter_names() -> list[str]:
+    """The names `spa export` accepts, in registry order."""
+    return list(EXPORTERS)
+
+
+def get_exporter(name: str) -> Exporter:
+    """The exporter called `name`; UsageError naming the choices when there is none."""
+    try:
+        return EXPORTERS[name]
+    except (KeyError, TypeError):
+        raise UsageError(f"unknown exporter '{name}' (choose from {', '.join(EXPORTERS)})") from None
