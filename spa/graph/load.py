@@ -118,3 +118,8 @@ def model_file(folder: str | os.PathLike) -> Path:
                          f"{len(candidates) or 'none'}" + (" (a KV-cache export has several; export "
                                                            "text-generation without past)" if candidates else ""))
     return candidates[0]
+
+
+def model_label(model) -> str:
+    """How a model is named in reports: its path, or the type of the in-memory object."""
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__

@@ -142,7 +142,7 @@ def make_feeds(inputs: list[_Input], shapes: dict[str, list[int]], seed: int = 0
 def _source_of(model):
     """(label, what ONNX Runtime loads, the onnx-ir model for its inputs)."""
     from spa.graph import io
-    from spa.report.compare import model_label
+    from spa.graph.load import model_label
 
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
