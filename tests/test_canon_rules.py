@@ -65,3 +65,23 @@ def test_slices_split_rewrites_exactly_where_onnxscripts_own_rule_does():
     model = _halves_model(True)
     onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rewrites.rewrite_rules())
     assert [n.op_type for n in model.graph] == ["Split"]
+
+
+def test_canonicalization_is_one_sequential_of_named_passes():
+    from spa.graph.canon import canonicalization
+
+    passes = canonicalization(input_shapes={"x": [1, 8]})
+    assert isinstance(passes, ir.passes.Sequential)
+    names = [type(p).__name__ for p in passes.passes]
+    assert names[0] == "SetInputShapesPass" and names[-1] == "PrepareSubgraphsPass"
+    assert "SetInputShapesPass" not in [type(p).__name__ for p in canonicalization().passes]
+
+
+def test_a_steps_own_error_comes_out_of_canonicalize_not_the_sequentials_wrapping():
+    import pytest
+
+    from spa.core.errors import UsageError
+    from spa.graph.canon import canonicalize
+
+    with pytest.raises(UsageError, match="--input-shape names 'y'"):
+        canonicalize(_halves_model(False), input_shapes={"y": [1, 8]})

@@ -1,6 +1,8 @@
 """Canonicalization: put any exporter's graph into the one shape the analysis expects.
 
-Everything here is delegated to onnx-ir passes and onnxscript's optimizer; SPA adds only the order.
+`canonicalization()` is one `onnx_ir.passes.Sequential` of named passes: onnx-ir's own, onnxscript's
+constant folding and rewrite rules, and SPA's few steps (each a small pass beside its function).
+SPA adds only the order and the fold-bodies-then-retry logic of `canonicalize`.
 """
 from __future__ import annotations
 
@@ -10,13 +12,17 @@ import onnx_ir.passes.common as common
 import onnxscript.optimizer
 import onnxscript.rewriter
 
-from spa.graph import rewrites as spa_rewrites
-from spa.graph import subgraphs
 from spa.core.errors import InputError, UnsupportedError, UsageError
+from spa.graph import rewrites as spa_rewrites
+from spa.graph.detours import FoldDetoursPass
 from spa.graph.io import EXPORTER_ANNOTATED
+from spa.graph.rewrites import (  # noqa: F401 - also importable from here, as before
+    DropReshapeAllowzeroPass, UnshareUniformConstantsPass, drop_reshape_allowzero, unshare_uniform_constants,
+)
 from spa.graph.shape_eval import resolve_reshapes
-from spa.graph.detours import fold_merge_transpose_split
-from spa.graph.symbolic_shapes import name_symbolic_dims
+from spa.graph.subgraphs import PrepareSubgraphsPass
+from spa.graph.symbolic_shapes import NameSymbolicDimsPass
+
 
 def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: dict | None = None) -> ir.Model:
     """Inline functions, lift weights out of Constant nodes, fix given input shapes, fold shape
@@ -27,14 +33,55 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     leaves a body the ONNX checker rejects (a branch the inputs never take can be inconsistent with
     shapes fixed outside it), the model is canonicalized again folding the main graph only."""
     if not _has_bodies(model):
-        return _canonicalize(model, fuse_batchnorm, input_shapes, fold_bodies=True)
+        return _run(canonicalization(fuse_batchnorm, input_shapes, fold_bodies=True), model)
     from spa.runtime.validate import copy_model
 
     spare = copy_model(model)
-    folded = _canonicalize(model, fuse_batchnorm, input_shapes, fold_bodies=True)
+    folded = _run(canonicalization(fuse_batchnorm, input_shapes, fold_bodies=True), model)
     if _bodies_valid(folded):
         return folded
-    return _canonicalize(spare, fuse_batchnorm, input_shapes, fold_bodies=False)
+    return _run(canonicalization(fuse_batchnorm, input_shapes, fold_bodies=False), spare)
+
+
+def canonicalization(fuse_batchnorm: bool = True, input_shapes: dict | None = None, *,
+                     fold_bodies: bool = True) -> ir.passes.Sequential:
+    """The passes of `canonicalize`, in order (one model's run: the output-shape pair shares state)."""
+    forget_outputs = ForgetDeclaredOutputShapesPass()
+    return ir.passes.Sequential(
+        *([SetInputShapesPass(input_shapes)] if input_shapes else []),
+        RememberOriginalNamesPass(),
+        # Old exporters list every weight as a graph input too; as inputs they could be overridden
+        # at run time, so nothing would be prunable. They are weights: keep them as initializers only.
+        common.RemoveInitializersFromInputsPass(),
+        forget_outputs,
+        common.InlinePass(),
+        OptimizePass(fuse_batchnorm, fold_bodies),
+        DropReshapeAllowzeroPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.RemoveUnusedNodesPass(),
+        UnshareUniformConstantsPass(),
+        InferShapesPass(),
+        RestoreDeclaredOutputShapesPass(forget_outputs),
+        ResolveReshapesPass(),
+        NameSymbolicDimsPass(),
+        FoldDetoursPass(),
+        common.TopologicalSortPass(),
+        common.NameFixPass(),  # rules and plans refer to nodes and values by unique names
+        PrepareSubgraphsPass(),  # names unique across branches; branch weights where every stage looks
+    )
+
+
+def _run(passes: ir.passes.PassBase, model: ir.Model) -> ir.Model:
+    """Run `passes`, raising what a step raised (Sequential wraps it in PassError), as before."""
+    try:
+        return passes(model).model
+    except ir.passes.PassError as exc:
+        cause = exc
+        while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if cause is exc:
+            raise
+        raise cause from cause.__cause__
 
 
 def _has_bodies(model: ir.Model) -> bool:
@@ -54,43 +101,109 @@ def _bodies_valid(model: ir.Model) -> bool:
     return True
 
 
-def _canonicalize(model: ir.Model, fuse_batchnorm: bool, input_shapes: dict | None, fold_bodies: bool) -> ir.Model:
-    if input_shapes:
-        set_input_shapes(model, input_shapes)
-    model.meta[ALIASES] = weight_aliases(model)
-    if EXPORTER_ANNOTATED not in model.meta:  # a second canonicalization keeps the exporter's set
-        model.meta[EXPORTER_ANNOTATED] = annotated_values(model)
-    # Old exporters list every weight as a graph input too; as inputs they could be overridden at
-    # run time, so nothing would be prunable. They are weights: keep them as initializers only.
-    model.meta[INITIALIZER_INPUTS] = [v.name for v in model.graph.inputs if v.name in model.graph.initializers]
-    common.RemoveInitializersFromInputsPass()(model)
-    declared = forget_declared_output_shapes(model)
-    common.InlinePass()(model)
-    # onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
-    # deduplicates equal initializers, which would couple unrelated groups (all-zero biases).
-    rules = spa_rewrites.rewrite_rules(fuse_batchnorm)
-    try:
-        for _ in range(2):
-            onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, should_fold=lambda node: _fold_small_fills(node, None if fold_bodies else model.graph))
-            onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
-            common.RemoveUnusedNodesPass()(model)
-    except Exception as exc:
-        raise UnsupportedError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
-    drop_reshape_allowzero(model)
-    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-    common.RemoveUnusedNodesPass()(model)
-    unshare_uniform_constants(model)
-    infer_shapes(model)
-    restore_declared_output_shapes(model, declared)
-    if resolve_reshapes(model):
-        infer_shapes(model)  # carry the recovered dims downstream
-    name_symbolic_dims(model)
-    if fold_merge_transpose_split(model):
-        common.RemoveUnusedNodesPass()(model)
-    common.TopologicalSortPass()(model)
-    common.NameFixPass()(model)  # rules and plans refer to nodes and values by unique names
-    subgraphs.prepare(model)  # names unique across branches; branch weights where every stage looks
-    return model
+# ------------------------------------------------------------------------------ SPA's passes
+
+
+class SetInputShapesPass(ir.passes.InPlacePass):
+    def __init__(self, input_shapes: dict):
+        super().__init__()
+        self.input_shapes = input_shapes
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = [v.shape for v in model.graph.inputs]
+        set_input_shapes(model, self.input_shapes)
+        return ir.passes.PassResult(model, modified=before != [v.shape for v in model.graph.inputs])
+
+
+class RememberOriginalNamesPass(ir.passes.InPlacePass):
+    """Record in `model.meta` what later stages need of the model as given: weight aliases, the
+    exporter's annotated values, the weights it also listed as inputs. The graph is unchanged."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        model.meta[ALIASES] = weight_aliases(model)
+        if EXPORTER_ANNOTATED not in model.meta:  # a second canonicalization keeps the exporter's set
+            model.meta[EXPORTER_ANNOTATED] = annotated_values(model)
+        model.meta[INITIALIZER_INPUTS] = [v.name for v in model.graph.inputs if v.name in model.graph.initializers]
+        return ir.passes.PassResult(model, modified=False)
+
+
+class ForgetDeclaredOutputShapesPass(ir.passes.InPlacePass):
+    """`forget_declared_output_shapes`, keeping them for `RestoreDeclaredOutputShapesPass`."""
+
+    def __init__(self):
+        super().__init__()
+        self.declared: dict[str, ir.Shape] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.declared = forget_declared_output_shapes(model)
+        return ir.passes.PassResult(model, modified=bool(self.declared))
+
+
+class RestoreDeclaredOutputShapesPass(ir.passes.InPlacePass):
+    def __init__(self, forgotten: ForgetDeclaredOutputShapesPass):
+        super().__init__()
+        self.forgotten = forgotten
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = {v.name: v.shape for v in model.graph.outputs}
+        restore_declared_output_shapes(model, self.forgotten.declared)
+        return ir.passes.PassResult(model, modified=any(v.shape is not before[v.name] for v in model.graph.outputs))
+
+
+class FoldConstantsPass(ir.passes.InPlacePass):
+    """onnxscript's constant folding (with ONNX shape inference) plus small ConstantOfShape fills;
+    with `fold_bodies` False, nothing inside If/Loop bodies (see canonicalize)."""
+
+    def __init__(self, fold_bodies: bool = True):
+        super().__init__()
+        self.fold_bodies = fold_bodies
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        top = None if self.fold_bodies else model.graph
+        result = onnxscript.optimizer.fold_constants_ir(
+            model, onnx_shape_inference=True, should_fold=lambda node: _fold_small_fills(node, top))
+        return ir.passes.PassResult(model, modified=result.modified)
+
+
+class OptimizePass(ir.passes.InPlacePass):
+    """onnxscript.optimizer.optimize minus two of its steps: it always fuses BatchNorm, and it
+    deduplicates equal initializers, which would couple unrelated groups (all-zero biases). Two
+    rounds of constant folding and rewriting (as `onnxscript.rewriter.rewrite` runs the rules)."""
+
+    def __init__(self, fuse_batchnorm: bool = True, fold_bodies: bool = True):
+        super().__init__()
+        one_round = [FoldConstantsPass(fold_bodies), onnxscript.rewriter.RewritePass(spa_rewrites.rewrite_rules(fuse_batchnorm)),
+                     common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass(),
+                     common.RemoveUnusedOpsetsPass(), common.RemoveUnusedNodesPass()]
+        self.rounds = ir.passes.PassManager(one_round, steps=2, early_stop=False)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            return self.rounds(model)
+        except Exception as exc:
+            while isinstance(exc, ir.passes.PassError) and exc.__cause__ is not None:
+                exc = exc.__cause__  # the step's own error, not the pass manager's wrapping
+            raise UnsupportedError(f"could not canonicalize the model: {str(exc).splitlines()[0][:200]}") from None
+
+
+class InferShapesPass(ir.passes.InPlacePass):
+    """ONNX shape inference, strict: a model it rejects is refused here (InputError)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, modified=infer_shapes(model))
+
+
+class ResolveReshapesPass(ir.passes.InPlacePass):
+    """`resolve_reshapes`, then shape inference again to carry the recovered dims downstream."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        resolved = resolve_reshapes(model)
+        if resolved:
+            infer_shapes(model)
+        return ir.passes.PassResult(model, modified=resolved > 0)
+
+
+# ------------------------------------------------------------------------------ the steps
 
 
 INITIALIZER_INPUTS = "spa.initializer_inputs"
@@ -134,53 +247,6 @@ def restore_declared_output_shapes(model: ir.Model, declared: dict[str, ir.Shape
                 [b if isinstance(b, int) and not isinstance(a, int) else a for a, b in zip(old, new)])
 
 
-def drop_reshape_allowzero(model: ir.Model) -> int:
-    """onnxscript's rewriter writes Reshape(allowzero=1) whatever the opset; before opset 14 the
-    attribute does not exist (a paddle2onnx opset-11 export then fails the checker). Without a 0
-    in the shape it changes nothing: drop it there."""
-    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 14))
-    if opset >= 14:
-        return 0
-    dropped = 0
-    for node in model.graph:
-        if node.op_type == "Reshape" and "allowzero" in node.attributes and len(node.inputs) > 1:
-            shape = node.inputs[1].const_value if node.inputs[1] is not None else None
-            if shape is None and node.inputs[1] is not None and node.inputs[1].producer() is not None:
-                producer = node.inputs[1].producer()
-                if producer.op_type == "Constant" and "value" in producer.attributes:
-                    shape = producer.attributes["value"].as_tensor()
-            if shape is not None and not (shape.numpy() == 0).any():
-                del node.attributes["allowzero"]
-                dropped += 1
-    return dropped
-
-
-def unshare_uniform_constants(model: ir.Model) -> int:
-    """Give each user its own copy of a shared weight whose elements are all equal.
-
-    Exporters deduplicate equal initializers (torch.onnx does), so every all-zero bias of a freshly
-    initialised transformer becomes one tensor read by every layer: that would couple unrelated
-    groups. Sharing a uniform constant means nothing, unlike tied weights, which stay shared."""
-    copies = 0
-    for value in list(model.graph.initializers.values()):
-        tensor = value.const_value
-        if tensor is None or tensor.size < 2 or len(value.uses()) < 2 or value.is_graph_output():
-            continue
-        if tensor.size > 1 << 20:
-            continue
-        data = tensor.numpy()
-        if not (data == data.reshape(-1)[0]).all():
-            continue
-        for node, index in list(value.uses())[1:]:
-            copies += 1
-            name = f"{value.name}_spa_copy{copies}"
-            copy = ir.Value(name=name, shape=value.shape, type=value.type,
-                            const_value=ir.tensor(data.copy(), name=name))
-            model.graph.register_initializer(copy)
-            node.replace_input_with(index, copy)
-    return copies
-
-
 def _fold_small_fills(node: ir.Node, top: ir.Graph | None) -> bool | None:
     """The optimizer keeps ConstantOfShape unfolded (it could be huge); exporters use small ones to
     build pads and shapes, which must fold for widths to be static. With `top`, nodes of other
@@ -221,9 +287,10 @@ def annotated_values(model: ir.Model) -> set[str]:
             if value.name and (value.type is not None or value.shape is not None)}
 
 
-def infer_shapes(model: ir.Model) -> None:
+def infer_shapes(model: ir.Model) -> bool:
+    """ONNX shape inference, strict; returns whether any value's type or shape changed."""
     try:
-        common.ShapeInferencePass(strict_mode=True)(model)
+        return common.ShapeInferencePass(strict_mode=True)(model).modified
     except Exception as exc:
         raise InputError(f"shape inference failed: {str(exc).splitlines()[0][:200]}") from None
 

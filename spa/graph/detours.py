@@ -8,6 +8,17 @@ no channel space can live there; as a single Transpose the heads stay visible.
 from __future__ import annotations
 
 import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+
+class FoldDetoursPass(ir.passes.InPlacePass):
+    """`fold_merge_transpose_split`, then drop the detours' nodes it left unused."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        folded = fold_merge_transpose_split(model)
+        if folded:
+            common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=folded > 0)
 
 
 def fold_merge_transpose_split(model: ir.Model) -> int:

@@ -1,7 +1,9 @@
 """The rewrite rules canonicalization runs: SPA's own (below), then onnxscript's defaults, each
 tried only on the nodes its pattern can match (`rewrite_rules`). Public onnxscript API only.
 
-Each SPA rule turns one exporter's spelling of an operation into the spelling the op rules analyse.
+Each SPA rule turns one exporter's spelling of an operation into the spelling the op rules analyse;
+two more rewrites that are not patterns run as passes after the rules (`DropReshapeAllowzeroPass`,
+`UnshareUniformConstantsPass`).
 
 - `unflatten_gemm`: jax2onnx (and other exporters) apply a Dense layer to [..., D] as
   Reshape → [prod(...), D] → Gemm → Reshape → [..., N]. Flattening merges every leading axis into
@@ -14,7 +16,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from onnxscript import ir
+import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 from onnxscript.rewriter.rules import common as onnxscript_rules
 
@@ -171,3 +173,60 @@ def _split_candidate(node: ir.Node) -> bool:
         return False
     return any(user is not node and index == 0 and user.op_type == "Slice" and user.domain == ""
                and user.graph is node.graph for user, index in node.inputs[0].uses())
+
+
+class DropReshapeAllowzeroPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, modified=drop_reshape_allowzero(model) > 0)
+
+
+class UnshareUniformConstantsPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, modified=unshare_uniform_constants(model) > 0)
+
+
+def drop_reshape_allowzero(model: ir.Model) -> int:
+    """onnxscript's rewriter writes Reshape(allowzero=1) whatever the opset; before opset 14 the
+    attribute does not exist (a paddle2onnx opset-11 export then fails the checker). Without a 0
+    in the shape it changes nothing: drop it there."""
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 14))
+    if opset >= 14:
+        return 0
+    dropped = 0
+    for node in model.graph:
+        if node.op_type == "Reshape" and "allowzero" in node.attributes and len(node.inputs) > 1:
+            shape = node.inputs[1].const_value if node.inputs[1] is not None else None
+            if shape is None and node.inputs[1] is not None and node.inputs[1].producer() is not None:
+                producer = node.inputs[1].producer()
+                if producer.op_type == "Constant" and "value" in producer.attributes:
+                    shape = producer.attributes["value"].as_tensor()
+            if shape is not None and not (shape.numpy() == 0).any():
+                del node.attributes["allowzero"]
+                dropped += 1
+    return dropped
+
+
+def unshare_uniform_constants(model: ir.Model) -> int:
+    """Give each user its own copy of a shared weight whose elements are all equal.
+
+    Exporters deduplicate equal initializers (torch.onnx does), so every all-zero bias of a freshly
+    initialised transformer becomes one tensor read by every layer: that would couple unrelated
+    groups. Sharing a uniform constant means nothing, unlike tied weights, which stay shared."""
+    copies = 0
+    for value in list(model.graph.initializers.values()):
+        tensor = value.const_value
+        if tensor is None or tensor.size < 2 or len(value.uses()) < 2 or value.is_graph_output():
+            continue
+        if tensor.size > 1 << 20:
+            continue
+        data = tensor.numpy()
+        if not (data == data.reshape(-1)[0]).all():
+            continue
+        for node, index in list(value.uses())[1:]:
+            copies += 1
+            name = f"{value.name}_spa_copy{copies}"
+            copy = ir.Value(name=name, shape=value.shape, type=value.type,
+                            const_value=ir.tensor(data.copy(), name=name))
+            model.graph.register_initializer(copy)
+            node.replace_input_with(index, copy)
+    return copies

@@ -56,6 +56,11 @@ def boundary(node: ir.Node) -> list[ir.Value]:
     return [v for v in values if v is not None]
 
 
+class PrepareSubgraphsPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, modified=prepare(model))
+
+
 def prepare(model: ir.Model) -> bool:
     """Unique names across subgraphs, subgraph weights in the main graph. Returns whether it
     changed anything (never for a model without subgraphs)."""

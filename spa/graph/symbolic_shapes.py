@@ -22,6 +22,11 @@ import onnx_ir as ir
 _KEEP_DATA_UP_TO = 4096  # elements: shape constants and small tables keep their values
 
 
+class NameSymbolicDimsPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, modified=name_symbolic_dims(model) > 0)
+
+
 def name_symbolic_dims(model: ir.Model) -> int:
     """Replace anonymous or unknown dims with ORT's symbolic results; returns values changed."""
     if not _has_unknown_dims(model):
