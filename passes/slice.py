@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from spa.graph import io
-
-from spa.graph import subgraphs
-from spa.core.errors import SpaError
-from spa.passes.cleanup import cleanup
 from spa.analysis.rules.base import rule_for
+from spa.core.errors import SpaError
+from spa.graph import io, subgraphs
+from spa.passes.cleanup import CleanupPass
+from spa.passes.contract import PlanMismatchError, check_plan
 
 
 @dataclass
@@ -110,12 +109,44 @@ class SliceContext:
         raise SpaError(message)
 
 
+@dataclass
+class SliceResult(ir.passes.PassResult):
+    report: SliceReport | None = None
+
+
+class SlicePass(ir.passes.InPlacePass):
+    """Apply `plan` (made from `analysis` of this model or of a copy of it)."""
+
+    def __init__(self, analysis, plan):
+        super().__init__()
+        self.analysis = analysis
+        self.plan = plan
+
+    def requires(self, model: ir.Model) -> None:
+        check_plan(self.plan, self.analysis)
+        try:
+            kept = kept_indices(self.analysis, self.plan)
+        except SpaError:
+            return  # the analysis contradicts itself: `call` raises that, as it always did
+        values = _all_values(model)
+        for name, _ in kept:
+            if name not in values:
+                raise PlanMismatchError(f"plan was made for another model: it narrows '{name}', "
+                                        "which this model does not have")
+
+    def call(self, model: ir.Model) -> SliceResult:
+        kept = kept_indices(self.analysis, self.plan)
+        if not kept:
+            return SliceResult(model, modified=False, report=SliceReport(modified=False))
+        return SliceResult(model, modified=True, report=_slice(model, kept))
+
+
 def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
-    """Apply `plan` (made from `analysis` of this very model) in place."""
-    plan.check_against(analysis)
-    kept = kept_indices(analysis, plan)
-    if not kept:
-        return SliceReport(modified=False)
+    """SlicePass in place; returns what it sliced."""
+    return SlicePass(analysis, plan)(model).report
+
+
+def _slice(model: ir.Model, kept: dict) -> SliceReport:
     values = _all_values(model)
     old_dims = {name: tuple(v.shape) if v.shape is not None else () for name, v in values.items()}
     report = SliceReport(modified=True, axes_changed=len(kept))
@@ -141,7 +172,7 @@ def slice_model(model: ir.Model, analysis, plan) -> SliceReport:
             for axis, idx in axes.items():
                 dims[axis] = len(idx)
             value.shape = ir.Shape(dims)
-    cleanup(model)
+    CleanupPass()(model)
     return report
 
 
