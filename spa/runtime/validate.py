@@ -15,6 +15,7 @@ import onnxruntime as ort
 from spa.runtime import examples
 from spa.core.errors import SpaError, UnsupportedError, ValidationError
 from spa.graph.io import save_with_external_data, to_proto, weight_bytes
+from spa.runtime.sessions import cannot_load, open_session, quiet_options
 
 
 # ONNX protobufs cannot exceed 2 GB; above this, models go to ONNX tools as files with external data.
@@ -78,8 +79,7 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
     """lean: for a model read from a file, keep ONNX Runtime's memory near the mapped weights —
     graph optimizations (which fold fp16 weights into fp32 copies), prepacking and the arena off.
     For checking that a model runs; never for timing it."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures come back as exceptions (one line); no C++ log on stderr
+    options = quiet_options()
     # between runs, ONNX Runtime's idle threads would spin and starve the numpy/torch work SPA does
     # on each run's outputs (statistics: 3x slower on 2 cores); timing sessions are built elsewhere
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -89,11 +89,11 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
-    try:
+    try:  # writing the model out for ONNX Runtime can fail too: the same one-line error
         with _source(model, source) as source:
-            return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+            return open_session(source, options, providers=providers, error=None)
     except Exception as exc:
-        raise ValidationError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise cannot_load(exc) from None
 
 
 def random_inputs(model: ir.Model, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
@@ -263,14 +263,7 @@ def _weightless_file(model: ir.Model):
 
 def _run_with_initializers(path: str, names: list[str], arrays: list[np.ndarray],
                            feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    try:
-        if names:
-            options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
-        sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ValidationError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:300]}") from None
+    sess = open_session(path, initializers=dict(zip(names, arrays)))
     try:
         return sess.run(None, feeds)
     except Exception as exc:
