@@ -21,127 +21,37 @@ from typing import Any
 import onnx_ir as ir
 
 from spa.allocation.allocate import Budget
+from spa.allocation.plan import PruningPlan
 from spa.analysis.groups import Analysis
 from spa.core.errors import InputError, SpaError
-from spa.allocation.plan import PruningPlan
-
-# Keys of the pruned model's metadata_props (Netron lists them under the model's properties).
-PLAN_KEY = "spa.allocation.plan"
-REPORT_KEY = "spa.report.tables"
-SUMMARY_KEY = "spa.summary"
-REPORT_FORMAT = 1
+from spa.flow.pipeline import PruneResult
+from spa.flow.record import PLAN_KEY, REPORT_FORMAT, REPORT_KEY, SUMMARY_KEY, annotate, prune_report  # noqa: F401
 
 
-@dataclass
-class PruneResult:
-    """A pruned model, the plan that made it, and a JSON-ready report (what `spa report` shows)."""
-    model: ir.Model
-    plan: PruningPlan
-    report: dict
-    original: ir.Model = field(repr=False)      # canonicalized, unpruned
-    analysis: Analysis = field(repr=False)
-    oracle: Any = None                          # spa.flow.oracle.OracleResult with verify=True
-
-    def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-        return save(self, path, external_data=external_data)
-
-    @property
-    def before(self) -> dict:
-        """Statistics of the (canonicalized) original: params, macs, bytes, nodes, ops."""
-        return self.report["before"]
-
-    @property
-    def after(self) -> dict:
-        return self.report["after"]
-
-
-def prune(model, ratio: float | Budget = 0.3, *, criterion: str = "l2", scope: str | None = None,
+def prune(model, ratio: float | Budget = 0.3, *, criterion="l2", scope: str | None = None,
           target: str = "channels", budget: Budget | None = None, plan: PruningPlan | None = None,
           compensation=None, verify: bool = False, seed: int = 0, normalizer: str | None = None,
-          reduction: str = "mean", p: float = 2.0, input_shapes: dict | None = None,
+          reduction: str | None = None, p: float = 2.0, input_shapes: dict | None = None,
           fuse_batchnorm: bool = True) -> PruneResult:
     """Prune `model` and return the pruned model, its plan and a report.
 
     ratio: share of `target` ("channels", "params" or "macs") to remove, in [0, 1); a full
     spa.Budget (global ranking, round_to, min_width, protect …) may be given as `budget` instead.
-    criterion: "l1", "l2", "lp" (with p), "random", "lamp", "fpgm", "bn_scale", or the statistics
-    criteria "obspa", "wanda", "flap". scope: which groups to prune
-    ("heads", "ffn", "hidden" or "all"; None: heads and FFN/convolution channels — the hidden
-    width is opt-in because norm statistics change). compensation: a spa.flow.pipeline.Compensation for
-    OBS sink updates. verify: also check the oracle (sliced == masked); see result.oracle."""
+    criterion: a name from spa.importance.registry.criterion_names() — weight criteria ("l1", "l2",
+    "lp" with p, "random", "lamp", "fpgm", "bn_scale"), statistics criteria ("obspa", "wanda",
+    "flap") and gradient criteria ("taylor", "snip", "grasp", "crop") — or a registered Criterion.
+    scope: which groups to prune ("heads", "ffn", "hidden" or "all"; None: heads and
+    FFN/convolution channels — the hidden width is opt-in because norm statistics change).
+    compensation: a spa.flow.compensation.Compensation (see compensation_for) for sink updates.
+    verify: also check the oracle (sliced == masked); see result.oracle."""
     from spa.flow import pipeline
 
     if isinstance(ratio, Budget):  # spa.prune(model, spa.Budget(...)), the older call form
         budget = ratio
     budget = budget or Budget(ratio=float(ratio), target=target)
-    result = pipeline.prune(model, budget, criterion=criterion, plan=plan, input_shapes=input_shapes,
-                            fuse_batchnorm=fuse_batchnorm, verify=verify, seed=seed, normalizer=normalizer,
-                            reduction=reduction, p=p, compensation=compensation, scope=scope)
-    scores, note = _scores_for_report(result)
-    report = prune_report(result.original, result.model, result.analysis, result.plan, scores, note,
-                          oracle_error=None if result.oracle is None else result.oracle.error,
-                          canonical={"fuse_batchnorm": fuse_batchnorm, "input_shapes": input_shapes or None})
-    annotate(result.model, result.analysis, result.plan, report)
-    return PruneResult(result.model, result.plan, report, result.original, result.analysis, result.oracle)
-
-
-def _scores_for_report(result) -> tuple[dict | None, str | None]:
-    """The scores the plan was ranked by, for the report's histogram (the pipeline keeps them)."""
-    if result.scores is None:
-        return None, "the plan was given, not ranked here: no scores"
-    return {k: v for k, v in result.scores.items() if k in result.plan.removed}, None
-
-
-def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan: PruningPlan,
-                 scores: dict | None = None, scores_note: str | None = None, oracle_error: float | None = None,
-                 canonical: dict | None = None) -> dict:
-    """The JSON-ready report of one pruning run (stored in the pruned model's metadata)."""
-    from spa import __version__
-    from spa.report.tables import layer_rows, model_stats, score_histogram
-
-    groups = analysis.group_by_key()
-    pruned_groups = [{"key": k, "width": groups[k].width, "kept": groups[k].width - len(v)}
-                     for k, v in sorted(plan.removed.items()) if v]
-    return {
-        "spa_report": REPORT_FORMAT, "created_by": f"spa {__version__}",
-        "criterion": plan.meta.get("criterion"),
-        "before": model_stats(original), "after": model_stats(pruned),
-        "groups_total": len(analysis.groups), "groups_prunable": len(analysis.prunable_groups()),
-        "groups": pruned_groups, "channels_removed": sum(len(v) for v in plan.removed.values()),
-        "layers": layer_rows(original, pruned),
-        "scores": None if scores is None else score_histogram(scores, plan), "scores_note": scores_note,
-        "oracle_error": oracle_error, "fidelity": None, "latency": None,
-        "canonical": canonical or {},
-    }
-
-
-def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dict) -> None:
-    """Write the plan, the report and a one-line summary into the model's metadata, and mark every
-    layer whose width changed (node metadata "spa.width", "spa.groups") so Netron shows them."""
-    from spa.report.tables import change, human
-
-    model.metadata_props[PLAN_KEY] = json.dumps(plan.to_json())
-    model.metadata_props[REPORT_KEY] = json.dumps({k: v for k, v in report.items() if k != "plan"})
-    b, a = report["before"], report["after"]
-    model.metadata_props[SUMMARY_KEY] = (
-        f"pruned by {report['created_by']} ({report['criterion']}): parameters {human(b['params'])} → "
-        f"{human(a['params'])}, MACs {human(b['macs'])} → {human(a['macs'])}; "
-        f"{len(report['groups'])} of {report['groups_prunable']} prunable groups pruned")
-    group_of_weight: dict[str, list[str]] = {}
-    for key, removed in plan.removed.items():
-        if removed:
-            for m in analysis.group_by_key()[key].params:
-                group_of_weight.setdefault(m.value, []).append(key)
-    changed = {row["layer"]: row for row in report["layers"]
-               if (row["in_before"], row["out_before"]) != (row["in_after"], row["out_after"])}
-    for node in model.graph:
-        row = changed.get(node.name)
-        if row is not None:
-            node.metadata_props["spa.width"] = (f"in {change(row['in_before'], row['in_after'])}, "
-                                                f"out {change(row['out_before'], row['out_after'])}")
-        keys = sorted({k for v in node.inputs if v is not None for k in group_of_weight.get(v.name, ())})
-        if keys:
-            node.metadata_props["spa.groups"] = ", ".join(keys)
+    return pipeline.prune(model, budget, criterion=criterion, plan=plan, input_shapes=input_shapes,
+                          fuse_batchnorm=fuse_batchnorm, verify=verify, seed=seed, normalizer=normalizer,
+                          reduction=reduction, p=p, compensation=compensation, scope=scope)
 
 
 def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:

@@ -1,14 +1,12 @@
 import numpy as np
 import pytest
 
-from spa.allocation.allocate import Budget, allocate
-from spa.analysis.groups import analyze
-from spa.graph.canon import canonicalize
-from spa.importance.criteria import score_groups
-from spa.flow.oracle import oracle
-from spa.passes.slice import slice_model
 from spa.allocation.plan import PruningPlan
-from spa.runtime.validate import copy_model, validate
+from spa.analysis.groups import analyze
+from spa.flow.oracle import oracle, oracle_plans
+from spa.flow.pipeline import apply_plan
+from spa.graph.canon import canonicalize
+from spa.runtime.validate import copy_model
 
 
 def prune_and_check(model, ratio: float = 0.3, tol: float = 1e-4, per_group: bool = True, canon: bool = True):
@@ -18,20 +16,10 @@ def prune_and_check(model, ratio: float = 0.3, tol: float = 1e-4, per_group: boo
     if canon:
         model = canonicalize(copy_model(model))
     analysis = analyze(model)
-    scores = score_groups(analysis)
-    plans = []
-    if per_group:
-        for g in analysis.prunable_groups():
-            plan = allocate(analysis, {g.key: scores[g.key]}, Budget(ratio=ratio, protect=[]))
-            plan.removed = {g.key: plan.removed.get(g.key, [])}
-            plans.append((g.key, plan))
-    plans.append(("all", allocate(analysis, scores, Budget(ratio=ratio))))
-    for label, plan in plans:
+    for label, plan in oracle_plans(analysis, ratio, per_group):
         result = oracle(model, analysis, plan)
         assert result.holds(tol), f"oracle failed for group {label}: {result.error:.3e}"
-        sliced = copy_model(model)
-        slice_model(sliced, analysis, plan)
-        validate(model, sliced)
+        apply_plan(model, analysis, plan)  # slices and validates
     return analysis
 
 

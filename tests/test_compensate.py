@@ -209,7 +209,8 @@ def test_greedy_downdate_costs_add_up_to_the_joint_cost():
     """cost({a}) + cost(b after a, from the downdated W and H⁻¹) = cost({a, b}) removed jointly."""
     import onnx_ir as ir
 
-    from spa.passes.compensate.obs import _GreedySink, system
+    from spa.passes.compensate.greedy import _GreedySink
+    from spa.passes.compensate.obs import system
     from spa.statistics.sinks import SinkWeight
 
     _, w, h = random_problem(seed=7, n=8, m=5)
@@ -360,7 +361,8 @@ def test_auto_reads_batchnorm_where_it_reaches_and_makes_inputs_for_the_rest():
 def test_default_samples_give_a_language_models_widest_consumer_enough_token_rows():
     from onnx import TensorProto, helper
 
-    from spa.passes.compensate.obs import SinkPlan, default_samples
+    from spa.statistics.sinks import SinkPlan
+    from spa.statistics.sources import default_samples
     from spa.flow.pipeline import load_canonical
 
     vocab = 20
@@ -387,7 +389,7 @@ def test_removal_cost_is_the_trace_formula_for_a_wide_head():
 
 
 def test_a_consumer_too_wide_for_dense_moments_ranks_by_l2_and_is_left_uncompensated(monkeypatch):
-    import spa.passes.compensate.obs as obs
+    import spa.statistics.sinks as sinks
     from spa.analysis.groups import analyze
     from spa.flow.pipeline import load_canonical
 
@@ -397,9 +399,9 @@ def test_a_consumer_too_wide_for_dense_moments_ranks_by_l2_and_is_left_uncompens
     b.output(b.conv(b.op("Relu", [b.conv(h, 8, 6, k=3)]), 6, 4, k=1))  # sinks of 8·9 = 72 and 6·1 columns
     model = load_canonical(b.proto())
     groups = analyze(model).prunable_groups()
-    assert len(obs.compensable_sinks(model, groups)) == 2
-    monkeypatch.setattr(obs, "MAX_COLUMNS", 50)
-    assert [sp.sink.matrix().shape[1] for sp in obs.compensable_sinks(model, groups).values()] == [6]
+    assert len(sinks.compensable_sinks(model, groups)) == 2
+    monkeypatch.setattr(sinks, "MAX_COLUMNS", 50)
+    assert [sp.sink.matrix().shape[1] for sp in sinks.compensable_sinks(model, groups).values()] == [6]
     result = prune(b.model(), Budget(ratio=0.5), criterion="obspa")  # the 72-column sink: L2 rank, no update
     assert result.plan.removed and all(result.plan.removed.values())
 
@@ -408,7 +410,7 @@ def test_a_consumer_too_wide_for_dense_moments_ranks_by_l2_and_is_left_uncompens
 def test_default_samples_read_about_the_same_pixels_whatever_the_image_size(side, samples):
     from onnx import TensorProto, helper
 
-    from spa.passes.compensate.obs import default_samples
+    from spa.statistics.sources import default_samples
     from spa.flow.pipeline import load_canonical
 
     b = GraphBuilder()

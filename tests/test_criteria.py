@@ -5,7 +5,8 @@ import pytest
 
 from spa.analysis.groups import analyze
 from spa.graph.canon import canonicalize
-from spa.importance.criteria import CRITERIA, group_importance, lamp
+from spa.importance.criteria import group_importance, lamp
+from spa.importance.registry import criterion_names
 from tests.graphs import GraphBuilder
 
 
@@ -23,7 +24,7 @@ def conv_bn_conv(weight=None, gamma=None):
     return model, group
 
 
-@pytest.mark.parametrize("criterion", [c for c in CRITERIA if c != "lp"] + ["lp"])
+@pytest.mark.parametrize("criterion", criterion_names("weights"))
 def test_every_criterion_gives_one_non_negative_score_per_channel(criterion):
     model, group = conv_bn_conv()
     scores = group_importance(group, model, criterion, p=3.0)

@@ -82,7 +82,7 @@ def test_no_batchnorm_or_no_image_input_gives_none():
 
 
 def test_the_pipeline_uses_them_for_synthetic_statistics():
-    from spa.passes.compensate.obs import statistics_feeds
+    from spa.statistics.sources import statistics_feeds
 
     model = bn_net()
     feeds = statistics_feeds(model, "synthetic", samples=3, seed=0, bn_model=model)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spa.core.errors import SpaError
-from spa.importance.gradient import GRADIENT_CRITERIA, gradient_scores
+from spa.importance.gradient import gradient_scores
+from spa.importance.registry import criterion_names
 from spa.flow.pipeline import analyze_scope, load_canonical
 from tests.graphs import GraphBuilder
 
@@ -120,7 +121,7 @@ def _image_feeds(count=6):
     return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
 
 
-@pytest.mark.parametrize("criterion", GRADIENT_CRITERIA)
+@pytest.mark.parametrize("criterion", criterion_names("gradient"))
 def test_every_group_gets_one_finite_score_per_channel(criterion):
     model, analysis = _cnn()
     groups = list(analysis.prunable_groups())
@@ -140,7 +141,7 @@ def test_a_channel_that_relu_kills_scores_zero_despite_large_weights():
     dead = 3
     model, analysis = _cnn(dead)
     group = next(g for g in analysis.prunable_groups() if g.width == 6)
-    for criterion in GRADIENT_CRITERIA:
+    for criterion in criterion_names("gradient"):
         s = gradient_scores(model, analysis, criterion, _image_feeds(), normalizer="none")[group.key]
         assert s[dead] == 0.0, criterion
         assert np.delete(np.abs(s), dead).min() > 0, criterion
@@ -176,7 +177,7 @@ def test_language_model_loss_is_next_token_cross_entropy():
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), tokens[:, 1:].reshape(-1))
     got = _loss(model, module)([logits], {"ids": tokens})
     assert float(got) == pytest.approx(float(want), rel=1e-6)
-    for criterion in GRADIENT_CRITERIA:
+    for criterion in criterion_names("gradient"):
         scores = gradient_scores(model, analysis, criterion, feeds, batch=2)
         assert all(np.isfinite(s).all() and s.shape == (g.width,)
                    for g in analysis.prunable_groups() for s in [scores[g.key]])

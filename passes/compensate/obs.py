@@ -6,15 +6,13 @@ W̃_K ← W̃_K + W̃_P H̃_PK H̃_KK⁻¹ — the bias column is always kept, s
 inputs' mean."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_ir as ir
 
-from spa.core.errors import UnsupportedError
-from spa.statistics import hessian as hess
-from spa.statistics.sinks import SinkWeight, sink_weight
 from spa.core.progress import progress
+from spa.passes.compensate.bias import can_take_bias, pruned_values, store_bias
+from spa.statistics import hessian as hess
+from spa.statistics.sinks import SinkPlan, SinkWeight, sink_weight
 
 DAMP = 0.01
 
@@ -73,107 +71,6 @@ def system(sink: SinkWeight, h: np.ndarray, with_bias: bool = True) -> tuple[np.
         return w, damped(h[:-1, :-1])
     b = np.zeros(w.shape[0]) if sink.bias is None else sink.bias.const_value.numpy().reshape(-1)
     return np.concatenate([w, b[:, None]], axis=1), damped(h)
-
-
-@dataclass
-class SinkPlan:
-    sink: SinkWeight
-    space: object      # the sink's input channel space (positions → classes)
-
-
-#: A sink reading more columns than this gets no moments (its H̃ alone would take 12·n² bytes while
-#: measured: 7.5 GB for a VGG classifier's 25088 flattened inputs); its groups rank by L2 instead.
-MAX_COLUMNS = 8192
-
-
-def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
-    nodes = {n.name: n for n in model.graph}
-    found = {}
-    for group in groups:
-        for s in group.sinks:
-            if s.node not in nodes:  # inside an If/Loop body: not probed; ranked by L2, not compensated
-                continue
-            sw = sink_weight(nodes[s.node], s.input_index)
-            if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps and sw.matrix().shape[1] <= MAX_COLUMNS:
-                found[s.node] = SinkPlan(sw, s.space)
-    return found
-
-
-HESSIAN_SOURCES = ("synthetic", "data", "bn", "weights")
-
-
-def hessians(model: ir.Model, sinks: dict[str, SinkPlan], source: str = "synthetic", samples: int = 32,
-             calib: str | None = None, seed: int = 0, bn_model: ir.Model | None = None,
-             feeds: list[dict] | None = None) -> dict[str, np.ndarray]:
-    """H̃ for every sink from `source`: "data" (the calibration file run through the model),
-    "synthetic" (inputs made without data; BatchNorm-statistics-matched ones where `bn_model` has
-    BatchNormalization nodes), "bn" (analytic moments from BatchNorm statistics) or "weights" (the
-    producer weights as a proxy). `bn_model` is the same model canonicalized without BatchNorm
-    fusion, where fusion removed statistics that these sources read."""
-    if not sinks:  # e.g. every consumer sits inside an If/Loop body: nothing to measure, nothing to probe
-        return {}
-    if source in ("bn", "weights"):
-        from spa.statistics import analytic
-
-        return analytic.hessians(bn_model if bn_model is not None else model, model,
-                                 {name: sp.sink for name, sp in sinks.items()}, source)
-    if feeds is None:
-        feeds = statistics_feeds(model, source, samples, calib, seed, bn_model)
-    return hess.collect(model, {name: sp.sink for name, sp in sinks.items()}, feeds)
-
-
-#: A statistics pass over images reads about this many pixels (32 images of 320²): each pixel is a
-#: row of every convolution's moments, so a larger image needs fewer of them (8 at 640²).
-IMAGE_PIXELS = 32 * 320 * 320
-
-
-def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
-    """How many inputs a statistics pass runs when the caller does not say: 32, or fewer large
-    images (see IMAGE_PIXELS; at least 8, for variety); a language model's text gives one row per
-    token (64 a sequence), so enough sequences for about five rows per column of its widest
-    consumer, in 32s (128 for a 1536-wide FFN; measured on SmolLM2-135M: perplexity 229 with 32
-    sequences, 139 with 128), at most 256."""
-    if hess.next_token_logits(model) is None or not sinks:
-        pixels = _largest_image_pixels(model)
-        return 32 if pixels is None else int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
-    widest = max(sp.sink.matrix().shape[1] for sp in sinks.values())
-    return int(min(256, 32 * -(-5 * widest // (64 * 32))))
-
-
-def _largest_image_pixels(model: ir.Model) -> int | None:
-    """Height × width of the largest image input, in the shapes examples are made in."""
-    from spa.runtime import examples
-
-    shapes = examples.shapes(model)
-    sizes = []
-    for spec in examples.input_specs(model):
-        dims = shapes.get(spec.name)
-        if spec.role == "image-nchw" and dims is not None:
-            sizes.append(int(dims[2]) * int(dims[3]))
-        elif spec.role == "image-nhwc" and dims is not None:
-            sizes.append(int(dims[1]) * int(dims[2]))
-    return max(sizes) if sizes else None
-
-
-def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
-                     bn_model: ir.Model | None = None) -> list[dict]:
-    """The input feeds a statistics pass runs (a list: sequential mode runs them more than once)."""
-    if source == "synthetic":
-        feeds = None
-        if bn_model is not None:
-            from spa.statistics import synthesis as distill
-
-            try:
-                feeds = distill.bn_matched_feeds(bn_model, samples, seed)
-            except UnsupportedError:  # an op the torch copy lacks: plain made-up inputs under ONNX Runtime
-                feeds = None
-        if feeds is None:
-            feeds = hess.synthetic_feeds(model, samples, seed)
-    elif source == "data":
-        feeds = hess.data_feeds(model, calib, samples)
-    else:
-        raise ValueError(source)
-    return list(progress(feeds, "collecting statistics", total=samples))  # at most `samples` feeds
 
 
 def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -270,103 +167,3 @@ def compensate_sequential(model: ir.Model, reference: ir.Model, analysis, plan, 
         done += compensate(model, analysis, plan, sinks, hs, only=set(chunk),
                            cross={name: m[1] for name, m in measured.items()})
     return done
-
-
-def greedy_selection(analysis, plan, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> None:
-    """Re-pick each group's removed channels one at a time, in place: keep the count the allocation
-    gave, but choose each next channel by its OBS cost after the previous removals were
-    compensated (W and H⁻¹ downdated), summed over the group's sinks. Joint costs of single
-    channels miss that two similar channels can stand in for each other once, not twice."""
-    groups = analysis.group_by_key()
-    for key, remove in progress(list(plan.removed.items()), "greedy selection"):
-        if not remove:
-            continue
-        group = groups[key]
-        states = [_GreedySink(plan_.sink, plan_.space, group.width, hs[s.node])
-                  for s in group.sinks if (plan_ := sinks.get(s.node)) is not None and s.node in hs]
-        if not states:
-            continue
-        chosen: list[int] = []
-        for _ in range(len(remove)):
-            costs = sum(st.costs() for st in states)
-            costs[chosen] = np.inf
-            pick = int(np.argmin(costs))
-            chosen.append(pick)
-            for st in states:
-                st.remove(pick)
-        plan.removed[key] = sorted(chosen)
-    plan.meta.update(selection="greedy")
-
-
-class _GreedySink:
-    """One sink's W̃ and H̃⁻¹ during greedy selection, with each channel's columns."""
-
-    def __init__(self, sink: SinkWeight, space, width: int, h: np.ndarray):
-        self.w, damped_h = system(sink, h)
-        self.h_inv = np.linalg.inv(damped_h)
-        self.cols = [sink.columns(np.nonzero(space.pos2class == c)[0]) for c in range(width)]
-        sizes = {len(c) for c in self.cols}
-        self.uniform = np.stack(self.cols) if len(sizes) == 1 and 0 not in sizes else None
-
-    def costs(self) -> np.ndarray:
-        """½·tr(W_P (H⁻¹_PP)⁻¹ W_Pᵀ) for every channel's column set P, with the current W and H⁻¹."""
-        if self.uniform is not None:
-            c = self.uniform
-            block = self.h_inv[c[:, :, None], c[:, None, :]]                  # (n, t, t)
-            wp = np.moveaxis(self.w[:, c], 0, -1)                               # (n, t, rows)
-            block = block + 1e-12 * np.eye(c.shape[1])
-            return 0.5 * np.einsum("ntr,ntr->n", wp, np.linalg.solve(block, wp))
-        return np.array([removal_cost(self.w, self.h_inv, c) if len(c) else 0.0 for c in self.cols])
-
-    def remove(self, channel: int) -> None:
-        p = self.cols[channel]
-        if not len(p):
-            return
-        solve = np.linalg.solve(self.h_inv[np.ix_(p, p)], self.h_inv[p, :])   # (H⁻¹_PP)⁻¹ H⁻¹_P·
-        self.w -= self.w[:, p] @ solve
-        self.h_inv -= self.h_inv[:, p] @ solve
-
-
-def pruned_values(analysis, plan) -> set[str]:
-    """Names of the values whose channels the plan narrows."""
-    groups = analysis.group_by_key()
-    return {m.value for key, remove in plan.removed.items() if remove for m in groups[key].members}
-
-
-def can_take_bias(sink: SinkWeight, narrowed: set[str]) -> bool:
-    """A sink has a bias, or one can be added (Conv/Gemm: a third input, MatMul: an Add after it)
-    — unless its output is narrowed too: the slicer would not know the new bias."""
-    return sink.bias is not None or sink.node.outputs[0].name not in narrowed
-
-
-def store_bias(model: ir.Model, sink: SinkWeight, bias: np.ndarray) -> None:
-    """Write the sink's new bias; where it has none, add one (Conv/Gemm: a third input; MatMul: an
-    Add after it)."""
-    dtype = sink.weight.const_value.numpy().dtype
-    if sink.bias is not None:
-        old = sink.bias.const_value.numpy()
-        sink.bias.const_value = ir.tensor(bias.reshape(old.shape).astype(old.dtype), name=sink.bias.name)
-        return
-    if not np.any(bias):
-        return
-    name = f"{sink.node.name}_spa_bias"
-    value = ir.Value(name=name, const_value=ir.tensor(bias.astype(dtype), name=name),
-                     shape=ir.Shape([len(bias)]), type=ir.TensorType(ir.DataType.from_numpy(dtype)))
-    model.graph.register_initializer(value)
-    if sink.kind != "matmul":
-        sink.node.resize_inputs(3)
-        sink.node.replace_input_with(2, value)
-        return
-    out = sink.node.outputs[0]
-    graph = sink.node.graph
-    biased = ir.Value(name=f"{out.name}_spa_biased", shape=out.shape, type=out.type)
-    if out in graph.outputs:  # the model's output keeps its name: it now comes from the Add
-        graph.outputs[graph.outputs.index(out)] = biased
-    ir.convenience.replace_all_uses_with(out, biased)
-    if biased in graph.outputs:
-        name = out.name
-        out.name = f"{name}_spa_unbiased"
-        biased.name = name
-    add = ir.Node("", "Add", [out, value], outputs=[biased], name=f"{sink.node.name}_spa_bias_add")
-    sink.node.graph.insert_after(sink.node, add)
-    sink.bias = value

@@ -43,17 +43,29 @@ def exempt_hidden(analysis, plan):
     return kept
 
 
+def oracle_plans(analysis, ratio: float = 0.3, per_group: bool = False, criterion: str = "l2",
+                 seed: int = 0) -> list[tuple[str, object]]:
+    """(label, plan) for the oracle checks: with per_group each prunable group pruned alone at
+    `ratio` (labelled by its key), then every prunable group together ("all"), ranked by a weight
+    criterion through the pipeline's ranking stage."""
+    from spa.allocation.allocate import Budget
+    from spa.flow.ranking import make_plan, rank
+
+    scores = rank(analysis, criterion, seed=seed)
+    plans = []
+    if per_group:
+        for group in analysis.prunable_groups():
+            plan = make_plan(analysis, Budget(ratio=ratio), criterion, seed, scores={group.key: scores[group.key]})
+            plan.removed = {group.key: plan.removed.get(group.key, [])}
+            plans.append((group.key, plan))
+    plans.append(("all", make_plan(analysis, Budget(ratio=ratio), criterion, seed, scores=scores)))
+    return plans
+
+
 def check_groups(model, analysis, ratio: float = 0.3, per_group: bool = False, criterion: str = "l2",
                  seed: int = 0) -> dict[str, float]:
     """Oracle errors for a plan pruning every prunable group at `ratio` (key "all"), and with
     per_group also for each group pruned alone (keyed by group key)."""
-    from spa.allocation.allocate import Budget, allocate
-    from spa.importance.criteria import score_groups
-
-    scores = score_groups(analysis, criterion, seed=seed)
-    errors = {"all": oracle(model, analysis, allocate(analysis, scores, Budget(ratio=ratio)), seed).error}
-    if per_group:
-        for group in analysis.prunable_groups():
-            plan = allocate(analysis, {group.key: scores[group.key]}, Budget(ratio=ratio))
-            errors[group.key] = oracle(model, analysis, plan, seed).error
-    return errors
+    errors = {label: oracle(model, analysis, plan, seed).error
+              for label, plan in oracle_plans(analysis, ratio, per_group, criterion, seed)}
+    return {"all": errors.pop("all")} | errors

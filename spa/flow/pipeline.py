@@ -1,23 +1,27 @@
-"""The stages strung together: load → canonicalize → analyze → score → allocate → slice → validate.
-The CLI and the Python API are thin layers over these functions."""
+"""The stages strung together: load → canonicalize → analyze → (measure statistics) → score →
+allocate → compensate → slice → validate → record. The CLI and the Python API are thin layers over
+`prune`; tests and the zoo checks reuse the same stages (`apply_plan`, spa.flow.oracle)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from spa.graph import io
-from spa.allocation.allocate import Budget, allocate
-from spa.analysis.groups import SCOPES, Analysis, analyze
-from spa.graph.canon import canonicalize, restore_initializer_inputs
-from spa.core.errors import UnsupportedError, UsageError
-from spa.importance.criteria import normalize, score_groups
-from spa.analysis.metrics import count
-from spa.flow.oracle import OracleResult, oracle
-from spa.passes.slice import slice_model
+from spa.allocation.allocate import Budget
 from spa.allocation.plan import PruningPlan
+from spa.analysis.groups import SCOPES, Analysis, analyze
+from spa.core.errors import UnsupportedError, UsageError
+from spa.flow.compensation import Compensation, check_feeds, compensation_for, measure, update_sinks
+from spa.flow.oracle import OracleResult, oracle
+from spa.flow.ranking import make_plan, rank, ranking_defaults
+from spa.flow.record import annotate, prune_report, report_scores
+from spa.graph import io
+from spa.graph.canon import canonicalize, restore_initializer_inputs
+from spa.importance.registry import Criterion, criteria, get_criterion
+from spa.passes.slice import slice_model
 from spa.runtime import examples
 from spa.runtime.validate import REFERENCE, copy_model, reference_run, validate
 
@@ -96,198 +100,79 @@ def _no_groups_reason(model: ir.Model) -> str:
 
 @dataclass
 class PruneResult:
-    original: ir.Model            # canonicalized, unpruned
-    model: ir.Model               # pruned
-    analysis: Analysis
+    """A pruned model, the plan that made it, and a JSON-ready report (what `spa report` shows)."""
+    model: ir.Model                             # pruned, with the plan and report in its metadata
     plan: PruningPlan
-    before: dict = field(default_factory=dict)
-    after: dict = field(default_factory=dict)
-    oracle: OracleResult | None = None
-    scores: dict | None = None    # the per-group scores the plan was ranked by (None: plan given)
+    report: dict
+    original: ir.Model = field(repr=False)      # canonicalized, unpruned
+    analysis: Analysis = field(repr=False)
+    oracle: OracleResult | None = None          # with verify=True
+    scores: dict | None = field(default=None, repr=False)  # what the plan was ranked by (None: plan given)
 
-    def save(self, path) -> None:
-        io.save(self.model, path)
+    def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+        return io.save(self.model, path, external_data=external_data)
 
+    @property
+    def before(self) -> dict:
+        """Statistics of the (canonicalized) original: params, macs, bytes, nodes, ops."""
+        return self.report["before"]
 
-def make_plan(analysis: Analysis, budget: Budget, criterion: str = "l2", seed: int = 0,
-              normalizer: str = "mean", reduction: str = "mean", p: float = 2.0,
-              scores: dict | None = None) -> PruningPlan:
-    """Allocate `budget` by `criterion`'s scores (or the given `scores`); the plan's meta says how."""
-    if scores is None:
-        scores = score_groups(analysis, criterion, normalizer, reduction, seed, p)
-    plan = allocate(analysis, scores, budget)
-    plan.meta.update(criterion=criterion, normalizer=normalizer, reduction=reduction)
-    if criterion == "lp":
-        plan.meta["p"] = p
-    return plan
+    @property
+    def after(self) -> dict:
+        return self.report["after"]
 
 
-@dataclass
-class Compensation:
-    """Sink statistics and what is done with them (see shared/docs/OBSPA.md): where the input
-    moments come from, and the sink update — "obs" (re-weight the remaining inputs and the bias),
-    "flap" (fold the removed channels' means into the bias) or "none" (statistics only rank).
-    `greedy` re-picks each group's channels one at a time with H⁻¹ downdates; `sequential`
-    measures each sink's moments on the model as compensated so far (data and synthetic sources;
-    `stages` > 0 shares one statistics pass among that many runs of sinks)."""
-    hessian: str = "auto"          # "auto", "synthetic", "bn", "weights" (no data) or "data"
-    calib: str | None = None       # .npz file or folder of .npy/.npz, for hessian="data"
-    samples: int | None = None     # None: obs.default_samples (32; more for a language model)
-    seed: int = 0
-    method: str = "obs"
-    greedy: bool = False
-    sequential: bool = False
-    stages: int | None = None
+def apply_plan(original: ir.Model, analysis: Analysis, plan: PruningPlan, compensation: Compensation | None = None,
+               stats=None) -> ir.Model:
+    """A pruned copy of `original`: the sinks compensated (before slicing: the update reads the
+    removed columns), sliced, its interface restored, and validated against the original."""
+    pruned = copy_model(original)
+    if compensation is not None:
+        update_sinks(pruned, analysis, plan, compensation, stats)
+    slice_model(pruned, analysis, plan)
+    restore_initializer_inputs(pruned)
+    with np.errstate(invalid="ignore"):  # Inf outputs (from Inf weights) compare as NaN errors, which pass
+        validate(original, pruned, same_values=not any(plan.removed.values()))
+    return pruned
 
 
-#: Criteria that rank by sink statistics, and the update each applies by default.
-STATISTICS_CRITERIA = {"obspa": "obs", "wanda": "none", "flap": "flap"}
-#: Criteria that rank by gradients through a PyTorch copy of the graph (spa.importance.gradient).
-GRADIENT_CRITERIA = ("taylor", "snip", "grasp", "crop")
-FEED_SOURCES = ("synthetic", "data")
-
-
-@dataclass
-class Statistics:
-    """What the statistics pass measured: the compensable sinks, their moments, the source they
-    came from ("auto" resolved), and the input feeds it ran (kept where a later step runs them
-    again)."""
-    sinks: dict
-    hs: dict
-    source: str
-    feeds: list | None = None
-
-
-def measure(source, original: ir.Model, analysis: Analysis, compensation: Compensation, input_shapes,
-            fuse_batchnorm: bool, keep_feeds: bool) -> Statistics:
-    """The sinks' input moments from the compensation's source. "auto" (the default) reads the
-    BatchNorm statistics for every compensable sink they reach (when no input samples are needed,
-    keep_feeds) and makes synthetic inputs for the rest — the calibration-free choice
-    bench/fidelity.py found best for each kind of model."""
-    from spa.passes.compensate import obs
-
-    wanted = compensation.hessian
-    if wanted not in obs.HESSIAN_SOURCES + ("auto",):
-        raise UsageError(f"unknown statistics source '{wanted}' (choose from auto, {', '.join(obs.HESSIAN_SOURCES)})")
-    if compensation.sequential and wanted not in FEED_SOURCES + ("auto",):
-        raise UsageError("sequential compensation re-measures the pruned prefix: it needs --hessian data or synthetic")
-    if wanted == "data" and not compensation.calib:
-        raise UsageError("--hessian data needs calibration inputs (--calib FILE.npz|DIR)")
-    sinks = obs.compensable_sinks(original, analysis.prunable_groups())
-    if compensation.samples is None:
-        compensation = replace(compensation, samples=obs.default_samples(original, sinks))
-    bn_model = (batchnorm_model(source, original, input_shapes, fuse_batchnorm)
-                if wanted in ("auto", "synthetic", "bn") else None)
-    if wanted == "auto":
-        if bn_model is not None and not keep_feeds:
-            hs = obs.hessians(original, sinks, "bn", bn_model=bn_model)
-            rest = {name: sp for name, sp in sinks.items() if name not in hs}
-            if not rest:
-                return Statistics(sinks, hs, "bn")
-            if hs:  # consumers the BatchNorm statistics do not reach get synthetic inputs' moments
-                hs |= obs.hessians(original, rest, "synthetic", compensation.samples, seed=compensation.seed,
-                                   bn_model=bn_model)
-                return Statistics(sinks, hs, "bn+synthetic")
-        wanted = "synthetic"
-    feeds = None
-    if wanted in FEED_SOURCES and keep_feeds:
-        feeds = obs.statistics_feeds(original, wanted, compensation.samples, compensation.calib,
-                                     compensation.seed, bn_model)
-    hs = obs.hessians(original, sinks, wanted, compensation.samples, compensation.calib,
-                      compensation.seed, bn_model, feeds)
-    return Statistics(sinks, hs, wanted, feeds)
-
-
-#: Criteria whose scores share one unit across groups (OBS cost: the consumers' output error): ranked
-#: globally, they compare unnormalised.
-COMPARABLE_CRITERIA = ("obspa",)
-
-
-def ranking_defaults(criterion: str, budget: Budget, normalizer: str | None) -> tuple[Budget, str]:
-    """Fill in what the caller left open: local ranking, and the normalizer — "mean" (each group's
-    scores relative to the group), or "none" for a comparable criterion ranked globally.
-    (Global raw OBS costs help EfficientNet-Lite0 and MiniLM but hurt SmolLM2's FFN: BENCHMARKS.md.)"""
-    if budget.global_rank is None:
-        budget = replace(budget, global_rank=False)
-    if normalizer is None:
-        normalizer = "none" if criterion in COMPARABLE_CRITERIA and budget.global_rank else "mean"
-    return budget, normalizer
-
-
-def rank(analysis: Analysis, criterion: str, stats: Statistics | None, normalizer: str, reduction: str,
-         seed: int, p: float) -> dict:
-    """Per-group channel scores (higher = keep) by `criterion`."""
-    if criterion in STATISTICS_CRITERIA:
-        from spa.passes.compensate import obs
-        from spa.importance.activation import activation_scores
-
-        ranked = (obs.obs_scores(analysis, stats.sinks, stats.hs) if criterion == "obspa"
-                  else activation_scores(analysis, stats.sinks, stats.hs, criterion))
-        ranked = {key: normalize(s, normalizer) for key, s in ranked.items()}
-        # groups without a compensable sink rank by L2, scaled to the typical statistics score
-        fallback = score_groups(analysis, "l2", normalizer if normalizer != "none" else "mean", reduction, seed)
-        means = [float(s.mean()) for s in ranked.values() if np.isfinite(s).all()]
-        if normalizer == "none" and means:
-            typical = float(np.median(means))
-            fallback = {key: s * typical for key, s in fallback.items()}
-        return fallback | ranked
-    if criterion in GRADIENT_CRITERIA:
-        from spa.importance.gradient import gradient_scores
-
-        return gradient_scores(analysis.model, analysis, criterion, stats.feeds, normalizer, reduction)
-    return score_groups(analysis, criterion, normalizer, reduction, seed, p)
-
-
-def update_sinks(pruned: ir.Model, analysis: Analysis, plan: PruningPlan, compensation: Compensation,
-                 stats: Statistics) -> None:
-    """Apply the compensation's sink update to `pruned` (before slicing)."""
-    from spa.passes.compensate import obs
-    from spa.importance.activation import flap_bias
-
-    if compensation.method == "obs" and compensation.sequential:
-        obs.compensate_sequential(pruned, analysis.model, analysis, plan, stats.sinks, stats.feeds,
-                                  compensation.stages)
-    elif compensation.method == "obs":
-        obs.compensate(pruned, analysis, plan, stats.sinks, stats.hs)
-    elif compensation.method == "flap":
-        flap_bias(pruned, analysis, plan, stats.sinks, stats.hs)
-
-
-def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: PruningPlan | None = None,
+def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = "l2", plan: PruningPlan | None = None,
           input_shapes: dict | None = None, fuse_batchnorm: bool = True, verify: bool = False,
-          seed: int = 0, normalizer: str | None = None, reduction: str = "mean", p: float = 2.0,
+          seed: int = 0, normalizer: str | None = None, reduction: str | None = None, p: float = 2.0,
           compensation: Compensation | None = None, scope: str | None = None) -> PruneResult:
-    """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); returns the pruned onnx-ir model.
+    """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); the result holds the pruned
+    onnx-ir model, annotated with its plan and report.
 
-    criterion "obspa" ranks channels by their OBS cost and compensates the sinks (calibration-free
-    by default); "wanda" and "flap" rank by the sinks' input statistics (FLAP also folds the removed
-    means into the sink biases); "taylor", "snip", "grasp", "crop" rank by gradients on the
+    `criterion` is a registered name (spa.importance.registry.criterion_names()) or a Criterion.
+    Statistics criteria (obspa, wanda, flap) rank by the sinks' input statistics and get their own
+    sink update by default (compensation_for); gradient criteria rank by gradients on the
     statistics inputs; `compensation` sets where statistics come from and turns the OBS update on
     for any criterion."""
+    chosen = get_criterion(criterion)
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
     analysis = analyze_scope(original, scope)
     if plan is None and (budget is None or budget.ratio > 0) and not analysis.prunable_groups():
         raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({top_reason(analysis)}); "
                                "`spa groups MODEL` lists every group and why")
     require_reference(original)
-    if compensation is None and (criterion in STATISTICS_CRITERIA or criterion in GRADIENT_CRITERIA):
-        compensation = Compensation(seed=seed, method=STATISTICS_CRITERIA.get(criterion, "none"))
-    if criterion in GRADIENT_CRITERIA and compensation.hessian not in FEED_SOURCES + ("auto",):
-        raise UsageError(f"'{criterion}' needs input samples: --hessian data or synthetic")
+    if compensation is None:
+        compensation = compensation_for(chosen, seed=seed)
+    if compensation is not None:
+        check_feeds(chosen, compensation)
     stats = scores = None
     # NaN or Inf weights make NaN scores and statistics, not warnings: allocate leaves those groups whole
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if compensation is not None:
-            keep_feeds = compensation.sequential or criterion in GRADIENT_CRITERIA and plan is None
+            keep_feeds = compensation.sequential or chosen.needs_feeds and plan is None
             stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
         if plan is None:
-            budget, normalizer = ranking_defaults(criterion, budget or Budget(), normalizer)
-            scores = rank(analysis, criterion, stats, normalizer, reduction, seed, p)
-            plan = make_plan(analysis, budget, criterion, seed, normalizer, reduction, p, scores)
+            budget, normalizer = ranking_defaults(chosen, budget or Budget(), normalizer)
+            scores = rank(analysis, chosen, stats, normalizer, reduction, seed, p)
+            plan = make_plan(analysis, budget, chosen, seed, normalizer, reduction, p, scores)
             if compensation is not None and compensation.greedy:
-                from spa.passes.compensate import obs
+                from spa.passes.compensate.greedy import greedy_selection
 
-                obs.greedy_selection(analysis, plan, stats.sinks, stats.hs)
+                greedy_selection(analysis, plan, stats.sinks, stats.hs)
         else:
             plan.check_against(analysis)
     if compensation is not None:
@@ -298,11 +183,25 @@ def prune(source, budget: Budget | None = None, *, criterion: str = "l2", plan: 
     if scope:
         plan.meta.update(scope=scope)
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
-    pruned = copy_model(original)
-    if compensation is not None:
-        update_sinks(pruned, analysis, plan, compensation, stats)
-    slice_model(pruned, analysis, plan)
-    restore_initializer_inputs(pruned)
-    with np.errstate(invalid="ignore"):  # Inf outputs (from Inf weights) compare as NaN errors, which pass
-        validate(original, pruned, same_values=not any(plan.removed.values()))
-    return PruneResult(original, pruned, analysis, plan, count(original), count(pruned), result_oracle, scores)
+    pruned = apply_plan(original, analysis, plan, compensation, stats)
+    report = prune_report(original, pruned, analysis, plan, *report_scores(scores, plan),
+                          oracle_error=None if result_oracle is None else result_oracle.error,
+                          canonical={"fuse_batchnorm": fuse_batchnorm, "input_shapes": input_shapes or None})
+    annotate(pruned, analysis, plan, report)
+    return PruneResult(pruned, plan, report, original, analysis, result_oracle, scores)
+
+
+def __getattr__(name: str):
+    """The criterion lists older callers import, derived from the registry (prefer
+    spa.importance.registry.criteria() and spa.flow.compensation.compensation_for)."""
+    if name == "STATISTICS_CRITERIA":    # name → the sink update it implies
+        return {c.name: c.compensation for c in criteria("statistics")}
+    if name == "GRADIENT_CRITERIA":
+        return tuple(c.name for c in criteria("gradient"))
+    if name == "COMPARABLE_CRITERIA":
+        return tuple(c.name for c in criteria() if c.comparable)
+    if name == "FEED_SOURCES":
+        from spa.statistics.sources import feed_source_names
+
+        return feed_source_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

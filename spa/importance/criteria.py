@@ -1,19 +1,119 @@
-"""Importance: one score per root channel of a group.
+"""Weight criteria: one score per root channel from the group's weights alone.
 
 Each parameter member is scored per position (a norm over its other axes), positions are summed
 into their root channel, each member's scores are normalised, and members are reduced to one
-score per channel. Data-free criteria read weights only."""
+score per channel (spa.importance.combine). Each criterion registers itself below."""
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 
-from spa.core.errors import SpaError
 from spa.analysis.rules.base import rule_for
+from spa.core.errors import SpaError
+from spa.importance.combine import check_combination, normalize, reduce_members
+from spa.importance.registry import Criterion, Scoring, get_criterion, register_criterion
 
-CRITERIA = ("l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale")
-NORMALIZERS = ("mean", "max", "sum", "none")
-REDUCTIONS = ("mean", "sum", "max")
 
+class WeightCriterion(Criterion):
+    """Scores each member's positions by an Lp norm (`p`; None: the caller's p), per group."""
+    kind = "weights"
+    p: ClassVar[float | None] = 2.0
+
+    def scores(self, analysis, scoring: Scoring) -> dict[str, np.ndarray]:
+        check_combination(scoring.normalizer, scoring.reduction)
+        return {g.key: self.group_scores(g, analysis.model, scoring) for g in analysis.prunable_groups()}
+
+    def members(self, group, model) -> list:
+        return group.params
+
+    def channel_scores(self, member, data: np.ndarray, width: int, p: float) -> np.ndarray:
+        """One member's score per root channel, before normalisation."""
+        return member_scores(member, data, p, width)
+
+    def group_scores(self, group, model, scoring: Scoring) -> np.ndarray:
+        p = scoring.p if self.p is None else self.p
+        if p <= 0:
+            raise SpaError(f"the Lp norm needs p > 0, got {p}")
+        members = self.members(group, model)
+        initializers = model.graph.initializers
+        real = {m.value: dequantized(initializers[m.value]) for m in members}
+        helpers = {name for _, used in real.values() for name in used}  # scales and zero points
+        if all(m.value in helpers for m in members):
+            helpers = set()
+        per_member = [normalize(self.channel_scores(m, real[m.value][0], group.width, p), scoring.normalizer)
+                      for m in members if m.value not in helpers]
+        return reduce_members(per_member, group.width, scoring.reduction)
+
+
+@register_criterion
+class L1(WeightCriterion):
+    name, summary, p = "l1", "L1 norm of the channel's weights", 1.0
+
+
+@register_criterion
+class L2(WeightCriterion):
+    name, summary, p = "l2", "L2 norm of the channel's weights", 2.0
+
+
+@register_criterion
+class Lp(WeightCriterion):
+    name, summary, p, takes_p = "lp", "Lp norm of the channel's weights (p given)", None, True
+
+
+@register_criterion
+class Random(WeightCriterion):
+    name, summary = "random", "uniform random scores (a baseline)"
+
+    def group_scores(self, group, model, scoring: Scoring) -> np.ndarray:
+        return np.random.default_rng([scoring.seed, group.id]).random(group.width)
+
+
+@register_criterion
+class Lamp(WeightCriterion):
+    name, summary, p = "lamp", "layer-adaptive magnitude (LAMP)", 2.0
+
+    def channel_scores(self, member, data, width, p):
+        return lamp(member_scores(member, data, p, width) ** 2)
+
+
+@register_criterion
+class Fpgm(WeightCriterion):
+    name, summary, p = "fpgm", "distance to the geometric median of the filters (FPGM)", 2.0
+
+    def channel_scores(self, member, data, width, p):
+        return np.bincount(member.pos2class, weights=fpgm_positions(member, data), minlength=width)
+
+
+@register_criterion
+class BnScale(WeightCriterion):
+    name, summary, p = "bn_scale", "|γ| of the group's norms (L1 where it has none)", 1.0
+
+    def members(self, group, model) -> list:
+        return norm_scale_members(group, model) or group.params
+
+
+def weight_criterion(name) -> WeightCriterion:
+    found = get_criterion(name)
+    if not isinstance(found, WeightCriterion):
+        raise SpaError(f"criterion '{found.name}' reads {found.kind}, not weights alone: rank it through "
+                       "spa.prune or spa.flow.pipeline.rank")
+    return found
+
+
+def group_importance(group, model, criterion: str = "l2", normalizer: str = "mean",
+                     reduction: str = "mean", seed: int = 0, p: float = 2.0) -> np.ndarray:
+    """One group's scores by a weight criterion."""
+    return weight_criterion(criterion).group_scores(group, model, Scoring(normalizer, reduction, seed, p))
+
+
+def score_groups(analysis, criterion="l2", normalizer="mean", reduction="mean", seed=0,
+                 p: float = 2.0) -> dict[str, np.ndarray]:
+    """Every prunable group's scores by a weight criterion."""
+    return weight_criterion(criterion).scores(analysis, Scoring(normalizer, reduction, seed, p))
+
+
+# ---------------------------------------------------------------- the scoring arithmetic
 
 def member_scores(member, data: np.ndarray, p: float, width: int) -> np.ndarray:
     """Lp norm of every position of a parameter member, summed per root channel.
@@ -83,55 +183,3 @@ def dequantized(value) -> tuple[np.ndarray, set[str]]:
             break
         current = node.outputs[0]
     return data, used
-
-
-def normalize(scores: np.ndarray, how: str) -> np.ndarray:
-    """Scale one member's (or one group's) scores so that groups compare under global ranking."""
-    if how == "none":
-        return scores
-    scale = {"mean": scores.mean(), "max": scores.max(), "sum": scores.sum()}[how]
-    return scores / scale if scale > 0 else scores
-
-
-def group_importance(group, model, criterion: str = "l2", normalizer: str = "mean",
-                     reduction: str = "mean", seed: int = 0, p: float = 2.0) -> np.ndarray:
-    if criterion not in CRITERIA:
-        raise SpaError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
-    if criterion == "random":
-        return np.random.default_rng([seed, group.id]).random(group.width)
-    p = {"l1": 1.0, "l2": 2.0, "lamp": 2.0, "fpgm": 2.0, "bn_scale": 1.0}.get(criterion, p)
-    if p <= 0:
-        raise SpaError(f"the Lp norm needs p > 0, got {p}")
-    initializers = model.graph.initializers
-    members = group.params
-    if criterion == "bn_scale":  # |γ| of the group's norms; groups without one fall back to L1
-        members = norm_scale_members(group, model) or members
-    real = {m.value: dequantized(initializers[m.value]) for m in members}
-    helpers = {name for _, used in real.values() for name in used}  # scales and zero points
-    if all(m.value in helpers for m in members):
-        helpers = set()
-    per_member = []
-    for member in members:
-        if member.value in helpers:
-            continue
-        data = real[member.value][0]
-        if criterion == "fpgm":
-            scores = np.bincount(member.pos2class, weights=fpgm_positions(member, data), minlength=group.width)
-        else:
-            scores = member_scores(member, data, p, group.width)
-        if criterion == "lamp":
-            scores = lamp(scores ** 2)
-        per_member.append(normalize(scores, normalizer))
-    if not per_member:
-        return np.zeros(group.width)
-    stacked = np.stack(per_member)
-    return {"mean": stacked.mean(0), "sum": stacked.sum(0), "max": stacked.max(0)}[reduction]
-
-
-def score_groups(analysis, criterion="l2", normalizer="mean", reduction="mean", seed=0,
-                 p: float = 2.0) -> dict[str, np.ndarray]:
-    for name, value, choices in (("normalizer", normalizer, NORMALIZERS), ("reduction", reduction, REDUCTIONS)):
-        if value not in choices:
-            raise SpaError(f"unknown {name} '{value}' (choose from {', '.join(choices)})")
-    return {g.key: group_importance(g, analysis.model, criterion, normalizer, reduction, seed, p)
-            for g in analysis.prunable_groups()}

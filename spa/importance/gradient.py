@@ -22,7 +22,7 @@ elements of every member slice that maps to it (producer rows, sink columns, bia
   contribution to the gradient flow). ≥ 0.
 
 Higher is more important for all four. Per-member scores are normalised with
-`spa.importance.criteria.normalize` and reduced over members (mean/sum/max) as the weight criteria are, so
+`spa.importance.combine.normalize` and reduced over members (mean/sum/max) as the weight criteria are, so
 global ranking compares groups.
 
 The loss needs no labels:
@@ -39,23 +39,57 @@ model accepts a larger batch; otherwise they run one by one.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import SpaError
-from spa.importance.criteria import NORMALIZERS, REDUCTIONS, normalize
+from spa.importance.combine import check_combination, normalize, reduce_members, signed_normalize
+from spa.importance.registry import Criterion, Scoring, criteria, criterion_names, register_criterion
 
-GRADIENT_CRITERIA = ("taylor", "snip", "grasp", "crop")
+
+class GradientCriterion(Criterion):
+    """A saliency w ⊙ (g or H g) summed per channel. `product`: "gradient" (g over all samples),
+    "hessian-gradient" (H g) or "taylor" (per mini-batch group sums of w ⊙ g, squared);
+    `signed`: member scores keep their sign. Needs input feeds from the statistics pass."""
+    kind = "gradient"
+    product: ClassVar[str] = "gradient"
+    signed: ClassVar[bool] = False
+
+    def scores(self, analysis, scoring: Scoring) -> dict[str, np.ndarray]:
+        return gradient_scores(analysis.model, analysis, self, scoring.statistics.feeds, scoring.normalizer,
+                               scoring.reduction)
 
 
-def gradient_scores(model: ir.Model, analysis, criterion: str, feeds, normalizer: str = "mean",
+@register_criterion
+class Taylor(GradientCriterion):
+    name, summary, product = "taylor", "first-order Taylor estimate of the loss change (Molchanov)", "taylor"
+
+
+@register_criterion
+class Snip(GradientCriterion):
+    name, summary, product = "snip", "connection sensitivity |w·g| (SNIP)", "gradient"
+
+
+@register_criterion
+class Grasp(GradientCriterion):
+    name, summary, product, signed = "grasp", "gradient-flow preservation w·Hg (GraSP)", "hessian-gradient", True
+
+
+@register_criterion
+class Crop(GradientCriterion):
+    name, summary, product = "crop", "gradient-flow magnitude |w·Hg| (CroP)", "hessian-gradient"
+
+
+def gradient_scores(model: ir.Model, analysis, criterion: str | GradientCriterion, feeds, normalizer: str = "mean",
                     reduction: str = "mean", batch: int = 8) -> dict[str, np.ndarray]:
     """One score per root channel (higher = keep) for every prunable group, keyed by group key."""
-    if criterion not in GRADIENT_CRITERIA:
-        raise SpaError(f"unknown gradient criterion '{criterion}' (choose from {', '.join(GRADIENT_CRITERIA)})")
-    for name, value, choices in (("normalizer", normalizer, NORMALIZERS), ("reduction", reduction, REDUCTIONS)):
-        if value not in choices:
-            raise SpaError(f"unknown {name} '{value}' (choose from {', '.join(choices)})")
+    found = criterion if isinstance(criterion, Criterion) else {c.name: c for c in criteria("gradient")}.get(criterion)
+    if not isinstance(found, GradientCriterion):
+        raise SpaError(f"unknown gradient criterion '{getattr(found, 'name', criterion)}' "
+                       f"(choose from {', '.join(criterion_names('gradient'))})")
+    check_combination(normalizer, reduction)
     if batch < 1:
         raise SpaError(f"the gradient batch must be at least 1, got {batch}")
     import torch
@@ -71,7 +105,7 @@ def gradient_scores(model: ir.Model, analysis, criterion: str, feeds, normalizer
         tensor = getattr(module, attr)
         if not isinstance(tensor, torch.nn.Parameter):
             continue
-        wanted = onnx_name in members or criterion in ("grasp", "crop")
+        wanted = onnx_name in members or found.product == "hessian-gradient"
         tensor.requires_grad_(wanted)
         if wanted:
             params[onnx_name] = tensor
@@ -99,7 +133,7 @@ def gradient_scores(model: ir.Model, analysis, criterion: str, feeds, normalizer
         return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, out)]
 
     with torch.enable_grad():
-        if criterion == "taylor":
+        if found.product == "taylor":
             squares = {g.key: torch.zeros(g.width, dtype=torch.float64) for g in groups}
             for inputs, _ in batches:
                 gs = dict(zip(names, grads(inputs)))
@@ -110,7 +144,7 @@ def gradient_scores(model: ir.Model, analysis, criterion: str, feeds, normalizer
         for inputs, size in batches:
             for acc, g in zip(g_total, grads(inputs)):
                 acc += g.detach() * (size / total)
-        if criterion == "snip":
+        if found.product == "gradient":
             saliency = dict(zip(names, g_total))
         else:
             saliency = {n: torch.zeros_like(t) for n, t in zip(names, tensors)}
@@ -123,7 +157,7 @@ def gradient_scores(model: ir.Model, analysis, criterion: str, feeds, normalizer
                 for n, h in zip(names, hg):
                     if h is not None:
                         saliency[n] += h.detach() * (size / total)
-        signed = criterion == "grasp"
+        signed = found.signed
         return {g.key: layout.reduce(g, saliency, signed, normalizer, reduction) for g in groups}
 
 
@@ -168,20 +202,8 @@ class _Layout:
             if m.value not in self.params:
                 continue
             scores = self.channel_sums(group, m, values[m.value], absolute=not signed).numpy()
-            per_member.append(_signed_normalize(scores, normalizer) if signed else normalize(scores, normalizer))
-        if not per_member:
-            return np.zeros(group.width)
-        stacked = np.stack(per_member)
-        return {"mean": stacked.mean(0), "sum": stacked.sum(0), "max": stacked.max(0)}[reduction]
-
-
-def _signed_normalize(scores: np.ndarray, how: str) -> np.ndarray:
-    """`normalize` with the scale read off the magnitudes, so signed scores keep their sign."""
-    if how == "none":
-        return scores
-    size = np.abs(scores)
-    scale = {"mean": size.mean(), "max": size.max(), "sum": size.sum()}[how]
-    return scores / scale if scale > 0 else scores
+            per_member.append(signed_normalize(scores, normalizer) if signed else normalize(scores, normalizer))
+        return reduce_members(per_member, group.width, reduction)
 
 
 def _loss(model: ir.Model, module):

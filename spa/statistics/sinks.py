@@ -82,3 +82,29 @@ def conv_geometry(node: ir.Node, spatial: int) -> dict:
             "strides": attr_ints(node, "strides", [1] * spatial),
             "dilations": attr_ints(node, "dilations", [1] * spatial),
             "pads": attr_ints(node, "pads", [0] * (2 * spatial))}
+
+
+@dataclass
+class SinkPlan:
+    """A compensable sink of a group: its weight matrix and its input channel space."""
+    sink: SinkWeight
+    space: object      # the sink's input channel space (positions → classes)
+
+
+#: A sink reading more columns than this gets no moments (its H̃ alone would take 12·n² bytes while
+#: measured: 7.5 GB for a VGG classifier's 25088 flattened inputs); its groups rank by L2 instead.
+MAX_COLUMNS = 8192
+
+
+def compensable_sinks(model: ir.Model, groups) -> dict[str, SinkPlan]:
+    """The groups' sinks whose weight reads their channel space as columns, by node name."""
+    nodes = {n.name: n for n in model.graph}
+    found = {}
+    for group in groups:
+        for s in group.sinks:
+            if s.node not in nodes:  # inside an If/Loop body: not probed; ranked by L2, not compensated
+                continue
+            sw = sink_weight(nodes[s.node], s.input_index)
+            if sw is not None and sw.matrix().shape[1] == s.space.size * sw.taps and sw.matrix().shape[1] <= MAX_COLUMNS:
+                found[s.node] = SinkPlan(sw, s.space)
+    return found

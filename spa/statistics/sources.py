@@ -1,0 +1,196 @@
+"""Statistics sources: where the sinks' input moments H̃ = E[x̃ x̃ᵀ] come from (`spa prune --hessian`).
+
+One registry owns each source's name, what it needs and what it yields; the pipeline, the API and
+the CLI take their choices from `statistics_source_names()`. A source turns a StatisticsRequest
+into Statistics. Sources that run input feeds through the model ("yields_feeds") also supply the
+feeds, which the gradient criteria and sequential compensation run again."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import onnx_ir as ir
+
+from spa.core.errors import UnsupportedError, UsageError
+from spa.core.progress import progress
+from spa.statistics import hessian as hess
+from spa.statistics.sinks import SinkPlan
+
+
+@dataclass
+class StatisticsRequest:
+    """What a source is asked to measure: the moments of `sinks`' inputs in `model` (canonicalized).
+    `bn_model` is the same model canonicalized without BatchNorm fusion, for the sources that read
+    BatchNorm statistics; `keep_feeds`: return the input feeds too."""
+    model: ir.Model
+    sinks: dict[str, SinkPlan]
+    samples: int = 32
+    seed: int = 0
+    calib: str | None = None
+    bn_model: ir.Model | None = None
+    keep_feeds: bool = False
+
+
+@dataclass
+class Statistics:
+    """What a statistics pass measured: the compensable sinks, their moments, the source they came
+    from ("auto" resolved, e.g. "bn+synthetic"), and the input feeds it ran when asked to keep them."""
+    sinks: dict
+    hs: dict
+    source: str
+    feeds: list | None = None
+
+
+@dataclass(frozen=True)
+class StatisticsSource:
+    name: str
+    description: str
+    measure: Callable[[StatisticsRequest], Statistics]
+    needs_data: bool = False        # calibration inputs (--calib)
+    yields_feeds: bool = False      # runs input feeds, which it can hand back
+    reads_batchnorm: bool = False   # wants the request's bn_model
+    feeds: Callable[[StatisticsRequest], object] | None = None
+
+
+_SOURCES: dict[str, StatisticsSource] = {}
+
+
+def register_statistics_source(source: StatisticsSource) -> StatisticsSource:
+    _SOURCES[source.name] = source
+    return source
+
+
+def get_statistics_source(name: str) -> StatisticsSource:
+    found = _SOURCES.get(name)
+    if found is None:
+        raise UsageError(f"unknown statistics source '{name}' (choose from {', '.join(statistics_source_names())})")
+    return found
+
+
+def statistics_sources() -> list[StatisticsSource]:
+    return list(_SOURCES.values())
+
+
+def statistics_source_names() -> tuple[str, ...]:
+    return tuple(_SOURCES)
+
+
+def feed_source_names() -> tuple[str, ...]:
+    """The concrete sources that run input feeds ("auto" resolves to one of them)."""
+    return tuple(s.name for s in _SOURCES.values() if s.yields_feeds and s.name != "auto")
+
+
+# ---------------------------------------------------------------- the sources
+
+def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
+                     bn_model: ir.Model | None = None) -> list[dict]:
+    """The input feeds a statistics pass runs (a list: sequential mode runs them more than once)."""
+    found = get_statistics_source(source)
+    if found.feeds is None:
+        raise ValueError(f"the statistics source '{source}' runs no input feeds")
+    request = StatisticsRequest(model, {}, samples, seed, calib, bn_model)
+    return list(progress(found.feeds(request), "collecting statistics", total=samples))  # at most `samples` feeds
+
+
+def _measured_on_feeds(name: str, request: StatisticsRequest) -> Statistics:
+    if not request.sinks and not request.keep_feeds:  # e.g. every consumer sits inside an If/Loop body
+        return Statistics(request.sinks, {}, name)
+    feeds = statistics_feeds(request.model, name, request.samples, request.calib, request.seed, request.bn_model)
+    hs = hess.collect(request.model, _weights(request.sinks), feeds) if request.sinks else {}
+    return Statistics(request.sinks, hs, name, feeds if request.keep_feeds else None)
+
+
+def _weights(sinks: dict[str, SinkPlan]) -> dict:
+    return {name: sp.sink for name, sp in sinks.items()}
+
+
+def _synthetic_feeds(request: StatisticsRequest):
+    """BatchNorm-statistics-matched images where the model has BatchNorm; else made-up inputs (a
+    language model's own generated text)."""
+    if request.bn_model is not None:
+        from spa.statistics import synthesis
+
+        try:
+            return synthesis.bn_matched_feeds(request.bn_model, request.samples, request.seed)
+        except UnsupportedError:  # an op the torch copy lacks: plain made-up inputs under ONNX Runtime
+            pass
+    return hess.synthetic_feeds(request.model, request.samples, request.seed)
+
+
+def _analytic(kind: str):
+    def measure(request: StatisticsRequest) -> Statistics:
+        if not request.sinks:
+            return Statistics(request.sinks, {}, kind)
+        from spa.statistics import analytic
+
+        moments_model = request.bn_model if request.bn_model is not None else request.model
+        return Statistics(request.sinks, analytic.hessians(moments_model, request.model, _weights(request.sinks), kind),
+                          kind)
+    return measure
+
+
+def measure_auto(request: StatisticsRequest) -> Statistics:
+    """The calibration-free default (bench/fidelity.py found it best for each kind of model): the
+    BatchNorm statistics for every sink they reach — unless input feeds are wanted — and synthetic
+    inputs' moments for the rest."""
+    if request.bn_model is not None and not request.keep_feeds:
+        hs = _analytic("bn")(request).hs
+        rest = {name: sp for name, sp in request.sinks.items() if name not in hs}
+        if not rest:
+            return Statistics(request.sinks, hs, "bn")
+        if hs:
+            hs |= _measured_on_feeds("synthetic", replace(request, sinks=rest, calib=None)).hs
+            return Statistics(request.sinks, hs, "bn+synthetic")
+    return _measured_on_feeds("synthetic", request)
+
+
+register_statistics_source(StatisticsSource(
+    "auto", "bn for the consumers BatchNorm statistics reach, synthetic for the rest", measure_auto,
+    yields_feeds=True, reads_batchnorm=True, feeds=_synthetic_feeds))
+register_statistics_source(StatisticsSource(
+    "synthetic", "made inputs: a language model's own text, BatchNorm-matched images",
+    lambda request: _measured_on_feeds("synthetic", request), yields_feeds=True, reads_batchnorm=True,
+    feeds=_synthetic_feeds))
+register_statistics_source(StatisticsSource(
+    "bn", "analytic moments from the BatchNorm statistics", _analytic("bn"), reads_batchnorm=True))
+register_statistics_source(StatisticsSource(
+    "weights", "the producer weights as a proxy", _analytic("weights")))
+register_statistics_source(StatisticsSource(
+    "data", "calibration inputs (--calib) run through the model",
+    lambda request: _measured_on_feeds("data", request), needs_data=True, yields_feeds=True,
+    feeds=lambda request: hess.data_feeds(request.model, request.calib, request.samples)))
+
+
+# ---------------------------------------------------------------- how many samples
+
+#: A statistics pass over images reads about this many pixels (32 images of 320²): each pixel is a
+#: row of every convolution's moments, so a larger image needs fewer of them (8 at 640²).
+IMAGE_PIXELS = 32 * 320 * 320
+
+
+def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
+    """How many inputs a statistics pass runs when the caller does not say: 32, or fewer large
+    images (see IMAGE_PIXELS; at least 8, for variety); a language model's text gives one row per
+    token (64 a sequence), so enough sequences for about five rows per column of its widest
+    consumer, in 32s (128 for a 1536-wide FFN; measured on SmolLM2-135M: perplexity 229 with 32
+    sequences, 139 with 128), at most 256."""
+    if hess.next_token_logits(model) is None or not sinks:
+        pixels = _largest_image_pixels(model)
+        return 32 if pixels is None else int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
+    widest = max(sp.sink.matrix().shape[1] for sp in sinks.values())
+    return int(min(256, 32 * -(-5 * widest // (64 * 32))))
+
+
+def _largest_image_pixels(model: ir.Model) -> int | None:
+    """Height × width of the largest image input, in the shapes examples are made in."""
+    from spa.runtime import examples
+
+    shapes = examples.shapes(model)
+    sizes = []
+    for spec in examples.input_specs(model):
+        dims = shapes.get(spec.name)
+        if spec.role == "image-nchw" and dims is not None:
+            sizes.append(int(dims[2]) * int(dims[3]))
+        elif spec.role == "image-nhwc" and dims is not None:
+            sizes.append(int(dims[1]) * int(dims[2]))
+    return max(sizes) if sizes else None
