@@ -16,6 +16,7 @@ from spa.core.errors import InputError, UnsupportedError, UsageError
 from spa.graph import rewrites as spa_rewrites
 from spa.graph.detours import FoldDetoursPass
 from spa.graph.io import EXPORTER_ANNOTATED
+from spa.graph.model_copy import copy_model
 from spa.graph.rewrites import (  # noqa: F401 - also importable from here, as before
     DropReshapeAllowzeroPass, UnshareUniformConstantsPass, drop_reshape_allowzero, unshare_uniform_constants,
 )
@@ -34,8 +35,6 @@ def canonicalize(model: ir.Model, *, fuse_batchnorm: bool = True, input_shapes: 
     shapes fixed outside it), the model is canonicalized again folding the main graph only."""
     if not _has_bodies(model):
         return _run(canonicalization(fuse_batchnorm, input_shapes, fold_bodies=True), model)
-    from spa.runtime.validate import copy_model
-
     spare = copy_model(model)
     folded = _run(canonicalization(fuse_batchnorm, input_shapes, fold_bodies=True), model)
     if _bodies_valid(folded):

@@ -15,22 +15,12 @@ import onnxruntime as ort
 from spa.runtime import examples
 from spa.core.errors import SpaError, UnsupportedError, ValidationError
 from spa.graph.io import save_with_external_data, to_proto, weight_bytes
+from spa.graph.model_copy import copy_model  # noqa: F401 - callers import it from here
 from spa.runtime.sessions import cannot_load, open_session, quiet_options
 
 
 # ONNX protobufs cannot exceed 2 GB; above this, models go to ONNX tools as files with external data.
 _IN_MEMORY_LIMIT = 1 << 30
-
-
-def copy_model(model: ir.Model) -> ir.Model:
-    """A structural copy; weight tensors are shared (passes replace tensors, never write into them),
-    so memory-mapped external data stays mapped."""
-    copy = ir.Model(model.graph.clone(), ir_version=model.ir_version, producer_name=model.producer_name,
-                    producer_version=model.producer_version, domain=model.domain,
-                    model_version=model.model_version, doc_string=model.doc_string,
-                    functions=list(model.functions.values()), metadata_props=dict(model.metadata_props))
-    copy.meta.update(model.meta)
-    return copy
 
 
 @contextmanager
