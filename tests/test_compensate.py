@@ -354,7 +354,7 @@ def test_auto_reads_batchnorm_where_it_reaches_and_makes_inputs_for_the_rest():
     b.output(b.conv(h, 8, 4, k=1))
     result = prune(b.model(), Budget(ratio=0.5), criterion="obspa")
     assert result.plan.meta["compensation"] == "bn+synthetic"
-    only_bn = prune(b.model(), Budget(ratio=0.5), criterion="obspa", compensation=Compensation(hessian="bn"))
+    only_bn = prune(b.model(), Budget(ratio=0.5), criterion="obspa", compensation=Compensation(statistics="bn"))
     assert only_bn.plan.meta["compensation"] == "bn"
 
 

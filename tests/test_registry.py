@@ -105,7 +105,7 @@ def test_statistics_sources_say_what_they_need_and_yield():
 
 
 def test_the_compensation_policy():
-    from spa.flow.pipeline import compensation_for
+    from spa.flow.pipeline import Compensation, compensation_for
 
     assert compensation_for("l2") is None
     assert compensation_for("flap").method == "flap"
@@ -113,7 +113,8 @@ def test_the_compensation_policy():
     assert compensation_for("taylor").method == "none"
     assert compensation_for("l2", obs=True).method == "obs"
     asked = compensation_for("wanda", sequential=3, statistics="data", calib="c.npz", samples=8, seed=2)
-    assert (asked.method, asked.sequential, asked.stages, asked.hessian, asked.calib, asked.samples, asked.seed) == \
+    assert (asked.method, asked.sequential, asked.stages, asked.statistics, asked.calib, asked.samples, asked.seed) == \
         ("obs", True, 3, "data", "c.npz", 8, 2)
     assert compensation_for("l2", sequential=0).stages is None  # one statistics pass per sink
     assert compensation_for("l2", greedy=True).greedy
+    assert Compensation(hessian="bn").statistics == "bn"  # the older keyword still works

@@ -4,7 +4,7 @@
 update does it make"; the CLI and the pipeline both call it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import InitVar, dataclass, replace
 
 import onnx_ir as ir
 
@@ -27,7 +27,7 @@ class Compensation:
     re-picks each group's channels one at a time with H⁻¹ downdates; `sequential` measures each
     sink's moments on the model as compensated so far (feed sources; `stages` > 0 shares one
     statistics pass among that many runs of sinks)."""
-    hessian: str = "auto"          # the statistics source (CLI --hessian)
+    statistics: str = "auto"       # the statistics source (CLI --hessian)
     calib: str | None = None       # .npz file or folder of .npy/.npz, for the "data" source
     samples: int | None = None     # None: spa.statistics.sources.default_samples
     seed: int = 0
@@ -35,6 +35,11 @@ class Compensation:
     greedy: bool = False
     sequential: bool = False
     stages: int | None = None
+    hessian: InitVar[str | None] = None  # the older keyword for `statistics` (bench/fidelity.py)
+
+    def __post_init__(self, hessian: str | None) -> None:
+        if hessian is not None:
+            self.statistics = hessian
 
 
 def compensation_for(criterion: str | Criterion, *, obs: bool = False, greedy: bool = False,
@@ -59,7 +64,7 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
     gets it canonicalized without fusion where fusion took them out."""
     from spa.flow.pipeline import batchnorm_model
 
-    found = get_statistics_source(compensation.hessian)
+    found = get_statistics_source(compensation.statistics)
     if compensation.sequential and not found.yields_feeds:
         raise UsageError("sequential compensation re-measures the pruned prefix: it needs --hessian "
                          + " or ".join(feed_source_names()))
@@ -88,5 +93,5 @@ def update_sinks(pruned: ir.Model, analysis: Analysis, plan, compensation: Compe
 
 def check_feeds(criterion: Criterion, compensation: Compensation) -> None:
     """A gradient criterion runs the statistics pass's input feeds: its source must make some."""
-    if criterion.needs_feeds and not get_statistics_source(compensation.hessian).yields_feeds:
+    if criterion.needs_feeds and not get_statistics_source(compensation.statistics).yields_feeds:
         raise UsageError(f"'{criterion.name}' needs input samples: --hessian {' or '.join(feed_source_names())}")

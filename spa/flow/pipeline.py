@@ -176,7 +176,7 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
         else:
             plan.check_against(analysis)
     if compensation is not None:
-        plan.meta.update(compensation=stats.source if stats is not None else compensation.hessian,
+        plan.meta.update(compensation=stats.source if stats is not None else compensation.statistics,
                          update=compensation.method)
         if compensation.sequential:
             plan.meta.update(sequential=compensation.stages or "per sink")
