@@ -16,6 +16,7 @@ import numpy as np
 
 from spa.importance.combine import normalize
 from spa.importance.criteria import score_groups
+from spa.importance.obs_cost import obs_scores
 from spa.importance.registry import Criterion, Scoring, register_criterion
 
 
@@ -46,8 +47,6 @@ class ObsPA(StatisticsCriterion):
     comparable, compensation = True, "obs"
 
     def sink_scores(self, analysis, sinks, hs):
-        from spa.passes.compensate.obs import obs_scores
-
         return obs_scores(analysis, sinks, hs)
 
 
