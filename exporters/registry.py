@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spa.core.errors import UsageError
+from spa.core.errors import SpaError, UsageError
 
 
 @dataclass(frozen=True)
@@ -21,30 +21,39 @@ class Exporter:
     extra: str | None = None      # pip extra (`pip install 'spa-prune[EXTRA]'`); None: core dependencies
     imports: tuple[str, ...] = ()  # modules the extra provides (checked before the export runs)
     install: str = ""             # how to install the extra
+    options: tuple[str, ...] = ("opset", "input_shapes")  # the keyword options its export takes
+    takes_folder: bool = False    # the source is a folder
 
     def missing(self) -> str | None:
-        """Why this exporter cannot run here (one line), or None."""
-        if self.extra is None:
-            return None
-        from spa.exporters.framework import missing_extra
+        """Why this exporter cannot run here (one line), or None. An extra's modules are imported
+        (a broken install shows); core dependencies are only looked up (the export imports them)."""
+        if self.extra is not None:
+            from spa.exporters.framework import missing_extra
 
-        return missing_extra(self.extra)
+            return missing_extra(self.extra)
+        for name in self.imports:
+            if not _installed(name):
+                return (f"spa export {self.name} needs {name}, which is not installed; pip install spa-prune "
+                        f"installs it ({', '.join(self.imports)})")
+        return None
 
     def export_function(self):
         """The module's export function (imports the module, not the framework)."""
         return importlib.import_module(f"spa.exporters.{self.module}").export
 
     def export(self, source, output, **options) -> Path:
-        """Run the exporter: its extra checked first (SpaError, exit code 2, when missing)."""
-        if self.extra is not None:
-            from spa.exporters.framework import require
-
-            require(self.extra)
+        """Run the exporter: what it needs checked first (SpaError, exit code 2, when missing)."""
+        if self.takes_folder and not Path(source).is_dir():
+            raise SpaError(f"{source}: not a folder (spa export {self.name} takes a local model folder)")
+        problem = self.missing()
+        if problem:
+            raise SpaError(problem)
         return self.export_function()(source, output, **options)
 
 
 _EXPORTERS = (
-    Exporter("hf", "hf", "a local Hugging Face model folder, through optimum (or torch.onnx)"),
+    Exporter("hf", "hf", "a local Hugging Face model folder, through optimum (or torch.onnx)",
+             imports=("torch", "transformers", "optimum"), options=("opset", "task", "exporter"), takes_folder=True),
     Exporter("tf", "tf", "a Keras model, .keras/.h5 file or SavedModel folder, through tf2onnx",
              extra="tf", imports=("tensorflow", "tf2onnx"),
              install="pip install 'spa-prune[tf]' (tensorflow-cpu, tf2onnx)"),
@@ -69,3 +78,12 @@ def get_exporter(name: str) -> Exporter:
         return EXPORTERS[name]
     except (KeyError, TypeError):
         raise UsageError(f"unknown exporter '{name}' (choose from {', '.join(EXPORTERS)})") from None
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError, AttributeError):  # a broken install, or an import blocked on purpose
+        return False

@@ -87,13 +87,24 @@ def test_registration_refuses_a_taken_name_and_a_bad_kind():
     assert type(get_criterion("l2")).__name__ == "L2"
 
 
-def test_the_older_lists_are_derived_from_the_registries():
-    from spa.flow import pipeline
+def test_kinds_and_defaults_come_from_the_criteria():
+    from spa.statistics.sources import feed_source_names
 
-    assert pipeline.STATISTICS_CRITERIA == {"obspa": "obs", "wanda": "none", "flap": "flap"}
-    assert pipeline.GRADIENT_CRITERIA == ("taylor", "snip", "grasp", "crop")
-    assert pipeline.COMPARABLE_CRITERIA == ("obspa",)
-    assert pipeline.FEED_SOURCES == ("synthetic", "data")
+    assert {c.name: c.compensation for c in criteria("statistics")} == {"obspa": "obs", "wanda": "none", "flap": "flap"}
+    assert criterion_names("gradient") == ("taylor", "snip", "grasp", "crop")
+    assert [c.name for c in criteria() if c.comparable] == ["obspa"]
+    assert feed_source_names() == ("synthetic", "data")
+
+
+def test_cli_choices_are_the_registries():
+    from spa.cli import args
+    from spa.exporters.registry import exporter_names
+    from spa.importance.combine import NORMALIZERS, REDUCTIONS
+
+    assert tuple(args.CRITERIA) == criterion_names()
+    assert tuple(args.STATISTICS_SOURCES) == statistics_source_names()
+    assert list(args.EXPORT_FRAMEWORKS) == exporter_names()
+    assert (tuple(args.NORMALIZERS), tuple(args.REDUCTIONS)) == (NORMALIZERS, REDUCTIONS)
 
 
 def test_statistics_sources_say_what_they_need_and_yield():

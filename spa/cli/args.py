@@ -8,12 +8,40 @@ import argparse
 
 from spa.core.errors import UsageError
 
-# The lists of choices, one place each (the registries in spa.importance, spa.statistics and
-# spa.exporters will supply them later).
-CRITERIA = ["l1", "l2", "lp", "random", "lamp", "fpgm", "bn_scale", "obspa", "wanda", "flap", "taylor", "snip",
-            "grasp", "crop"]
-HESSIAN_SOURCES = ["auto", "synthetic", "bn", "weights", "data"]
-EXPORT_FRAMEWORKS = ["hf", "tf", "jax", "paddle"]
+class RegistryChoices:
+    """An option's choices, read from its registry on first use (a value check or --help), so that
+    building the parser imports nothing: `module:function` names the registry's list of names."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self._names: tuple[str, ...] | None = None
+
+    def names(self) -> tuple[str, ...]:
+        if self._names is None:
+            import importlib
+
+            module, _, attr = self.source.partition(":")
+            found = getattr(importlib.import_module(module), attr)
+            self._names = tuple(found() if callable(found) else found)
+        return self._names
+
+    def __contains__(self, value) -> bool:
+        return value in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+# Each list of choices is its registry's.
+CRITERIA = RegistryChoices("spa.importance.registry:criterion_names")
+STATISTICS_SOURCES = RegistryChoices("spa.statistics.sources:statistics_source_names")
+NORMALIZERS = RegistryChoices("spa.importance.combine:NORMALIZERS")
+REDUCTIONS = RegistryChoices("spa.importance.combine:REDUCTIONS")
+EXPORT_FRAMEWORKS = RegistryChoices("spa.exporters.registry:exporter_names")
+
 DEVICES = ["cpu", "cuda"]
 
 
@@ -200,15 +228,15 @@ class CriterionArgs:
                        "bn_scale: |γ| of the group's norms (with --no-fuse-bn); obspa: rank by Optimal-Brain-Surgeon "
                        "cost and compensate the sinks (no data needed); wanda: input RMS × |weights|; flap: input "
                        "variance × weights², removed means folded into the biases; taylor/snip/grasp/crop: gradient "
-                       "saliencies through a PyTorch copy of the graph (statistics and samples from --hessian)")
+                       "saliencies through a PyTorch copy of the graph (statistics and samples from --statistics)")
         p.add_argument("--compensate", action="store_true", help="compensate the sinks (OBS) with any criterion")
-        p.add_argument("--hessian", choices=HESSIAN_SOURCES, default="auto",
+        p.add_argument("--statistics", "--hessian", dest="statistics", choices=STATISTICS_SOURCES, default="auto",
                        help="where the sinks' input moments come from: synthetic (made inputs: a language model's "
                             "own text, BatchNorm-matched images), bn (BatchNorm statistics), weights (producer "
                             "weights), data (needs --calib); auto: bn for the consumers BatchNorm statistics reach, "
                             "synthetic for the rest")
         p.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs: one array per model input (first "
-                       "axis = samples), or a folder of such .npz (or .npy) files")
+                       "axis = samples), or a folder of such .npz (or .npy) files; for --statistics data")
         p.add_argument("--greedy", action="store_true",
                        help="pick each group's channels one at a time by OBS cost, downdating H⁻¹ after each")
         p.add_argument("--sequential", nargs="?", type=int, const=0, default=None, metavar="STAGES",
@@ -217,8 +245,8 @@ class CriterionArgs:
         add_samples(p, None, "inputs used to estimate the moments (default 32; a language model writes enough "
                              "sequences for about 5 token rows per column of its widest layer, up to 256)")
         p.add_argument("--p", type=finite(0.0, False), default=2.0, help="the norm's exponent for --criterion lp")
-        p.add_argument("--normalizer", choices=["mean", "max", "sum", "none"], default=None,
+        p.add_argument("--normalizer", choices=NORMALIZERS, default=None,
                        help="scale each member's scores before combining (mean: relative to its group; default "
                             "mean, none for obspa ranked globally)")
-        p.add_argument("--reduction", choices=["mean", "sum", "max"], default="mean",
+        p.add_argument("--reduction", choices=REDUCTIONS, default="mean",
                        help="how member scores combine into one score per channel")

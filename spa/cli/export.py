@@ -3,14 +3,9 @@ optional extras). Each framework is imported only here, inside `run`, and only t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from spa.cli import args as cli_args
 from spa.cli.tool import Tool
-from spa.core.errors import SpaError
-
-# What `spa export hf` loads (dependencies of spa-prune, but a trimmed install may lack them).
-HF_MODULES = ("torch", "transformers", "optimum")
 
 
 class Export(Tool):
@@ -34,36 +29,13 @@ class Export(Tool):
         parser.add_argument("--opset", type=int, default=None)
 
     def run(self, args) -> int:
-        if args.framework != "hf":
-            from spa.exporters.framework import export_framework  # checks the framework's extra first
+        from spa.exporters.registry import get_exporter
 
-            path = export_framework(args.framework, args.source, args.output, opset=args.opset,
-                                    input_shapes=args.input_shape)
-            print(json.dumps({"output": str(path)}) if getattr(args, "json", False) else f"PASSED wrote {path}")
-            return 0
-        if not Path(args.source).is_dir():
-            raise SpaError(f"{args.source}: not a folder (spa export hf takes a local model folder)")
-        _require_hf()
-        from spa.exporters.hf import export
-
-        path = export(args.source, args.output, task=args.task, exporter=args.exporter, opset=args.opset)
+        exporter = get_exporter(args.framework)
+        given = {"opset": args.opset, "input_shapes": args.input_shape, "task": args.task, "exporter": args.exporter}
+        path = exporter.export(args.source, args.output, **{name: given[name] for name in exporter.options})
         print(json.dumps({"output": str(path)}) if getattr(args, "json", False) else f"PASSED wrote {path}")
         return 0
-
-
-def _require_hf() -> None:
-    """A missing package is one clear line, like the framework extras' (not an internal error).
-    Looked up, not imported: the export imports them after its cheaper checks."""
-    import importlib.util
-
-    for name in HF_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError, AttributeError):  # a broken install, or an import blocked on purpose
-            found = False
-        if not found:
-            raise SpaError(f"spa export hf needs {name}, which is not installed; pip install spa-prune installs it "
-                           f"({', '.join(HF_MODULES)})")
 
 
 TOOL = Export()

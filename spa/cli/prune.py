@@ -64,8 +64,8 @@ def _check_conflicts(args) -> None:
         given = BudgetArgs.plan_shapers_given(args)
         if given:
             raise UsageError(f"--plan applies a saved plan; {', '.join(given)} only shape a new plan")
-    if args.calib and args.hessian != "data":
-        raise UsageError("--calib is only read with --hessian data")
+    if args.calib and args.statistics != "data":
+        raise UsageError("--calib is only read with --statistics data")
 
 
 def _check_paths(args) -> tuple[Path | None, Path, list]:
@@ -95,17 +95,14 @@ def _check_paths(args) -> tuple[Path | None, Path, list]:
 
 def _compensation(args):
     """What the statistics-based criteria and compensation need (None for the weight-only criteria)."""
-    from spa.flow.pipeline import GRADIENT_CRITERIA, STATISTICS_CRITERIA, Compensation
+    from spa.flow.compensation import compensation_for
 
-    if (args.criterion in STATISTICS_CRITERIA or args.criterion in GRADIENT_CRITERIA or args.compensate
-            or args.greedy or args.sequential is not None):
-        if args.samples is not None and args.samples < 1:
-            raise SpaError("--samples must be at least 1")
-        method = "obs" if args.compensate or args.greedy or args.sequential is not None \
-            else STATISTICS_CRITERIA.get(args.criterion, "none")
-        return Compensation(args.hessian, args.calib, args.samples, args.seed, method, greedy=args.greedy,
-                            sequential=args.sequential is not None, stages=args.sequential or None)
-    return None
+    compensation = compensation_for(args.criterion, obs=args.compensate, greedy=args.greedy,
+                                    sequential=args.sequential, statistics=args.statistics, calib=args.calib,
+                                    samples=args.samples, seed=args.seed)
+    if compensation is not None and args.samples is not None and args.samples < 1:
+        raise SpaError("--samples must be at least 1")
+    return compensation
 
 
 def _summary(args, result, out) -> dict:

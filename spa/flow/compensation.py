@@ -27,7 +27,7 @@ class Compensation:
     re-picks each group's channels one at a time with H⁻¹ downdates; `sequential` measures each
     sink's moments on the model as compensated so far (feed sources; `stages` > 0 shares one
     statistics pass among that many runs of sinks)."""
-    statistics: str = "auto"       # the statistics source (CLI --hessian)
+    statistics: str = "auto"       # the statistics source (CLI --statistics)
     calib: str | None = None       # .npz file or folder of .npy/.npz, for the "data" source
     samples: int | None = None     # None: spa.statistics.sources.default_samples
     seed: int = 0
@@ -66,10 +66,10 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
 
     found = get_statistics_source(compensation.statistics)
     if compensation.sequential and not found.yields_feeds:
-        raise UsageError("sequential compensation re-measures the pruned prefix: it needs --hessian "
+        raise UsageError("sequential compensation re-measures the pruned prefix: it needs --statistics "
                          + " or ".join(feed_source_names()))
     if found.needs_data and not compensation.calib:
-        raise UsageError(f"--hessian {found.name} needs calibration inputs (--calib FILE.npz|DIR)")
+        raise UsageError(f"--statistics {found.name} needs calibration inputs (--calib FILE.npz|DIR)")
     sinks = compensable_sinks(original, analysis.prunable_groups())
     if compensation.samples is None:
         compensation = replace(compensation, samples=default_samples(original, sinks))
@@ -94,4 +94,4 @@ def update_sinks(pruned: ir.Model, analysis: Analysis, plan, compensation: Compe
 def check_feeds(criterion: Criterion, compensation: Compensation) -> None:
     """A gradient criterion runs the statistics pass's input feeds: its source must make some."""
     if criterion.needs_feeds and not get_statistics_source(compensation.statistics).yields_feeds:
-        raise UsageError(f"'{criterion.name}' needs input samples: --hessian {' or '.join(feed_source_names())}")
+        raise UsageError(f"'{criterion.name}' needs input samples: --statistics {' or '.join(feed_source_names())}")

@@ -20,7 +20,7 @@ from spa.flow.ranking import make_plan, rank, ranking_defaults
 from spa.flow.record import annotate, prune_report, report_scores
 from spa.graph import io
 from spa.graph.canon import canonicalize, restore_initializer_inputs
-from spa.importance.registry import Criterion, criteria, get_criterion
+from spa.importance.registry import Criterion, get_criterion
 from spa.passes.slice import slice_model
 from spa.runtime import examples
 from spa.runtime.validate import REFERENCE, copy_model, reference_run, validate
@@ -190,18 +190,3 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
     annotate(pruned, analysis, plan, report)
     return PruneResult(pruned, plan, report, original, analysis, result_oracle, scores)
 
-
-def __getattr__(name: str):
-    """The criterion lists older callers import, derived from the registry (prefer
-    spa.importance.registry.criteria() and spa.flow.compensation.compensation_for)."""
-    if name == "STATISTICS_CRITERIA":    # name → the sink update it implies
-        return {c.name: c.compensation for c in criteria("statistics")}
-    if name == "GRADIENT_CRITERIA":
-        return tuple(c.name for c in criteria("gradient"))
-    if name == "COMPARABLE_CRITERIA":
-        return tuple(c.name for c in criteria() if c.comparable)
-    if name == "FEED_SOURCES":
-        from spa.statistics.sources import feed_source_names
-
-        return feed_source_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

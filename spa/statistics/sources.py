@@ -1,4 +1,4 @@
-"""Statistics sources: where the sinks' input moments H̃ = E[x̃ x̃ᵀ] come from (`spa prune --hessian`).
+"""Statistics sources: where the sinks' input moments H̃ = E[x̃ x̃ᵀ] come from (`spa prune --statistics`).
 
 One registry owns each source's name, what it needs and what it yields; the pipeline, the API and
 the CLI take their choices from `statistics_source_names()`. A source turns a StatisticsRequest
