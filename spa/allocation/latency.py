@@ -21,23 +21,23 @@ UNATTRIBUTED = "<unattributed>"  # time of kernels that match no node of the mod
 def node_costs(model: ir.Model, *, device: str = "cpu", rounds: int = 10, threads: int | None = 1,
                opt_level: str = "all", seed: int = 0) -> dict[str, float]:
     """Mean milliseconds per run of each node of `model` (profiled by ONNX Runtime after warm-up)."""
-    import onnxruntime as ort
-
     from spa.runtime.benchmark import (
         _inputs,
         fixed_shapes,
         make_feeds,
+        providers_for,
         require_device,
         session_options,
     )
+    from spa.runtime.sessions import open_session
     from spa.graph.io import to_proto
 
     require_device(device)
     inputs = _inputs(model)
     feeds = make_feeds(inputs, fixed_shapes(inputs, None, None), seed)
     source = to_proto(model).SerializeToString()
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    warm = ort.InferenceSession(source, session_options(threads, opt_level), providers=providers)
+    providers = providers_for(device)
+    warm = open_session(source, session_options(threads, opt_level), providers=providers, error=None)
     for _ in range(2):
         warm.run(None, feeds)
     del warm
@@ -45,7 +45,7 @@ def node_costs(model: ir.Model, *, device: str = "cpu", rounds: int = 10, thread
         options = session_options(threads, opt_level)
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(source, options, providers=providers)
+        sess = open_session(source, options, providers=providers, error=None)
         sess.run(None, feeds)  # the first run (allocations) is left out below
         for _ in range(rounds):
             sess.run(None, feeds)

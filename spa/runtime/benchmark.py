@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import InputError, UsageError
+from spa.runtime.sessions import open_session, quiet_options
 
 BENCH_FORMAT = 1
 DEVICES = ("cpu", "cuda")
@@ -167,8 +168,7 @@ def session_options(threads: int | None, opt_level: str):
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
+    options = quiet_options()
     options.graph_optimization_level = levels[opt_level]
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
@@ -177,19 +177,19 @@ def session_options(threads: int | None, opt_level: str):
     return options
 
 
-def make_session(source, device: str, threads: int | None, opt_level: str, label: str):
-    import onnxruntime as ort
+def providers_for(device: str) -> list[str]:
+    """The execution providers for `device` (CUDA falls back to the CPU for the ops it lacks)."""
+    return [PROVIDERS[device]] + (["CPUExecutionProvider"] if device == "cuda" else [])
 
+
+def make_session(source, device: str, threads: int | None, opt_level: str, label: str):
     if device == "cuda":
         try:
             import torch  # noqa: F401  (loads the CUDA and cuDNN libraries the provider needs)
         except ImportError:
             pass
-    providers = [PROVIDERS[device]] + (["CPUExecutionProvider"] if device == "cuda" else [])
-    try:
-        return ort.InferenceSession(source, session_options(threads, opt_level), providers=providers)
-    except Exception as exc:
-        raise InputError(f"ONNX Runtime cannot load {label}: {str(exc).strip().splitlines()[0][:300]}") from None
+    return open_session(source, session_options(threads, opt_level), providers=providers_for(device), what=label,
+                        error=InputError)
 
 
 def runner(sess, feeds: dict, device: str):
