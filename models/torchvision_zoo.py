@@ -24,8 +24,6 @@ import io
 import logging
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -340,22 +338,22 @@ def cached_export(name: str, exporter: str = "dynamo", cache_dir: str | os.PathL
     """Like :func:`export`, but done once per name/exporter/opset/torch+torchvision version.
 
     The file is written into a private temporary folder inside ``cache_dir``
-    and moved into place with :func:`os.replace`, so concurrent callers never
-    see a partial file (external-data side files, if any, are moved first).
+    (spa.core.output.temp_dir: removed on exit, swept after a kill) and moved
+    into place with :func:`os.replace`, so concurrent callers never see a
+    partial file (external-data side files, if any, are moved first).
     """
+    from spa.core.output import temp_dir
+
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = cache_dir / _cache_name(name, exporter, opset)
     if final.is_file():
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    try:
+    with temp_dir(cache_dir) as tmpdir:
         tmp = export(name, tmpdir / final.name, exporter=exporter, opset=opset)
         # side files (external data) first, the .onnx last: its presence marks completion
         for f in tmpdir.iterdir():
             if f != tmp:
                 os.replace(f, cache_dir / f.name)
         os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
     return final

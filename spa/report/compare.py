@@ -5,13 +5,13 @@ Like Polygraphy's `compare`, outputs match when every element satisfies |a - b| 
 `spa diff` exits 0 then and EXIT_OUTPUTS_DIFFER when they do not (errors exit through SpaError)."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import SpaError
+from spa.graph.load import model_label
 
 # Distinct from every error code in spa.core.errors (1-8, 130): "ran fine, the outputs differ".
 EXIT_OUTPUTS_DIFFER = 10
@@ -193,8 +193,3 @@ def diff(a, b, *, inputs: str | None = None, samples: int = 1, seed: int = 0, at
     if compare:
         result.outputs = compare_outputs(*models, feeds_for(*models, inputs, samples, seed), atol, rtol)
     return result
-
-
-def model_label(model) -> str:
-    """How a model is named in reports: its path, or the type of the in-memory object."""
-    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
