@@ -23,3 +23,16 @@ def check_plan(plan, analysis) -> None:
         raise
     except PlanError as exc:
         raise PlanMismatchError(str(exc)) from None
+
+
+class PlanPass(ir.passes.InPlacePass):
+    """A pass that applies a pruning plan made from `analysis` (of this model or a copy of it);
+    `requires` refuses a plan that does not fit the analysis."""
+
+    def __init__(self, analysis, plan):
+        super().__init__()
+        self.analysis = analysis
+        self.plan = plan
+
+    def requires(self, model: ir.Model) -> None:
+        check_plan(self.plan, self.analysis)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from spa.analysis.rules.base import rule_for
-from spa.passes.contract import PlanMismatchError, check_plan
+from spa.passes.contract import PlanMismatchError, PlanPass
 
 
 @dataclass
@@ -17,16 +17,11 @@ class MaskResult(ir.passes.PassResult):
     masked_sinks: int = 0
 
 
-class MaskPass(ir.passes.InPlacePass):
+class MaskPass(PlanPass):
     """Insert the masks of `plan` (made from `analysis` of this model or a copy of it)."""
 
-    def __init__(self, analysis, plan):
-        super().__init__()
-        self.analysis = analysis
-        self.plan = plan
-
     def requires(self, model: ir.Model) -> None:
-        check_plan(self.plan, self.analysis)
+        super().requires(model)
         nodes = {n.name for n in model.graph.all_nodes()}
         for key, sink in self._sinks():
             if sink.node not in nodes:

@@ -12,7 +12,7 @@ from spa.analysis.rules.base import rule_for
 from spa.core.errors import SpaError
 from spa.graph import io, subgraphs
 from spa.passes.cleanup import CleanupPass
-from spa.passes.contract import PlanMismatchError, check_plan
+from spa.passes.contract import PlanMismatchError, PlanPass
 
 
 @dataclass
@@ -114,16 +114,11 @@ class SliceResult(ir.passes.PassResult):
     report: SliceReport | None = None
 
 
-class SlicePass(ir.passes.InPlacePass):
+class SlicePass(PlanPass):
     """Apply `plan` (made from `analysis` of this model or of a copy of it)."""
 
-    def __init__(self, analysis, plan):
-        super().__init__()
-        self.analysis = analysis
-        self.plan = plan
-
     def requires(self, model: ir.Model) -> None:
-        check_plan(self.plan, self.analysis)
+        super().requires(model)
         try:
             kept = kept_indices(self.analysis, self.plan)
         except SpaError:

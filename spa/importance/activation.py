@@ -16,7 +16,7 @@ import numpy as np
 
 from spa.importance.combine import normalize
 from spa.importance.criteria import score_groups
-from spa.importance.obs_cost import obs_scores
+from spa.importance.obs_cost import obs_scores, summed_over_sinks
 from spa.importance.registry import Criterion, Scoring, register_criterion
 
 
@@ -57,22 +57,12 @@ class ColumnCriterion(StatisticsCriterion):
         raise NotImplementedError
 
     def sink_scores(self, analysis, sinks, hs):
-        scores = {}
-        for group in analysis.prunable_groups():
-            total = np.zeros(group.width)
-            used = False
-            for s in group.sinks:
-                plan = sinks.get(s.node)
-                if plan is None or s.node not in hs:
-                    continue
-                used = True
-                h = hs[s.node]
-                per_column = self.column_scores(plan.sink.matrix().astype(np.float64), np.diag(h)[:-1], h[:-1, -1])
-                per_position = per_column.reshape(plan.space.size, plan.sink.taps).sum(1)
-                total += np.bincount(plan.space.pos2class, weights=per_position, minlength=group.width)
-            if used:
-                scores[group.key] = total
-        return scores
+        def channel_scores(plan, h, width):
+            per_column = self.column_scores(plan.sink.matrix().astype(np.float64), np.diag(h)[:-1], h[:-1, -1])
+            per_position = per_column.reshape(plan.space.size, plan.sink.taps).sum(1)
+            return np.bincount(plan.space.pos2class, weights=per_position, minlength=width)
+
+        return summed_over_sinks(analysis, sinks, hs, channel_scores)
 
 
 @register_criterion

@@ -56,23 +56,27 @@ def system(sink: SinkWeight, h: np.ndarray, with_bias: bool = True) -> tuple[np.
     return np.concatenate([w, b[:, None]], axis=1), damped(h)
 
 
-def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per group, the summed sink cost of removing each root channel alone."""
+def summed_over_sinks(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray], channel_scores) -> dict:
+    """Per prunable group with a measured sink, the sum over its sinks of
+    `channel_scores(plan, h, width)` (one score per root channel); groups without one are left out."""
     scores = {}
     for group in analysis.prunable_groups():
-        total = np.zeros(group.width)
-        used = False
-        for s in group.sinks:
-            plan = sinks.get(s.node)
-            if plan is None or s.node not in hs:
-                continue
-            used = True
-            w, h = system(plan.sink, hs[s.node])
-            h_inv = spd_inverse(h)
-            for cls in range(group.width):
-                positions = np.nonzero(plan.space.pos2class == cls)[0]
-                if len(positions):
-                    total[cls] += removal_cost(w, h_inv, plan.sink.columns(positions))
-        if used:
-            scores[group.key] = total
+        measured = [s.node for s in group.sinks if s.node in sinks and s.node in hs]
+        if measured:
+            scores[group.key] = sum(channel_scores(sinks[node], hs[node], group.width) for node in measured)
     return scores
+
+
+def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per group, the summed sink cost of removing each root channel alone."""
+    def costs(plan: SinkPlan, h: np.ndarray, width: int) -> np.ndarray:
+        w, h = system(plan.sink, h)
+        h_inv = spd_inverse(h)
+        total = np.zeros(width)
+        for cls in range(width):
+            positions = np.nonzero(plan.space.pos2class == cls)[0]
+            if len(positions):
+                total[cls] = removal_cost(w, h_inv, plan.sink.columns(positions))
+        return total
+
+    return summed_over_sinks(analysis, sinks, hs, costs)
