@@ -1,19 +1,11 @@
-"""Parameter and MAC counts, for the model as it is or as a plan would leave it."""
+"""Parameter and MAC counts, for the model as it is or as a plan would leave it. A node's MACs
+are its op rule's (`Rule.macs`: Conv, ConvTranspose, Gemm, MatMul and their integer kernels)."""
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
-from spa.analysis.rules.base import attr_int
-
-
-def _dim(d) -> int:
-    """Symbolic dims (a dynamic batch) count as 1."""
-    return d if isinstance(d, int) else 1
-
-
-def _numel(dims) -> int:
-    return int(np.prod([_dim(d) for d in dims], dtype=np.int64))
+from spa.analysis.rules import standard_rule
+from spa.analysis.rules.base import static_numel as _numel
 
 
 #: Inputs of quantized ops that hold integer weights (not zero points or shapes).
@@ -56,24 +48,13 @@ def count(model: ir.Model, dims_of=None) -> dict:
 
 
 def _node_macs(node: ir.Node, dims) -> int:
-    if node.domain not in ("", "ai.onnx") or not node.outputs:
+    rule = standard_rule(node)
+    if rule is None or not node.outputs:
         return 0
     try:
-        if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
-            w = dims(node.inputs[3 if node.op_type == "QLinearConv" else 1])
-            return _numel(dims(node.outputs[0])) * _numel(w[1:])
-        if node.op_type == "ConvTranspose":
-            w = dims(node.inputs[1])
-            return _numel(dims(node.inputs[0])) * _numel(w[1:])
-        if node.op_type == "Gemm":
-            a = dims(node.inputs[0])
-            k = a[0] if attr_int(node, "transA", 0) else a[1]
-            return _numel(dims(node.outputs[0])) * _dim(k)
-        if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
-            return _numel(dims(node.outputs[0])) * _dim(dims(node.inputs[0])[-1])
-    except (TypeError, IndexError):
+        return rule.macs(node, dims) or 0
+    except (TypeError, IndexError):  # a dim or an input missing
         return 0
-    return 0
 
 
 def planned_dims(analysis, kept: dict):

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from spa.graph.io import serialized_bytes
 from spa.analysis.metrics import count, node_macs, node_params
-from spa.analysis.rules.base import attr_int
+from spa.analysis.rules import Rule, standard_rule
 
 
 def human(n: float) -> str:
@@ -38,7 +38,7 @@ def model_stats(model: ir.Model) -> dict:
 def _with_shapes(model: ir.Model) -> ir.Model:
     """The model, or a shape-inferred copy where its compute nodes' outputs carry no shapes (SPA
     saves only the shape annotations the exporter wrote, so MACs need inference when read back)."""
-    compute = [n for n in model.graph if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    compute = [n for n in model.graph if _layer_rule(n) is not None]
     if all(n.outputs[0].shape is not None for n in compute):
         return model
     from spa.graph.canon import infer_shapes
@@ -144,28 +144,25 @@ def _params_by_dtype(before: dict, after: dict) -> list[tuple[str, str, str, str
 
 # ---------------------------------------------------------------- per-layer before→after
 
-# Ops whose weight fixes the layer's input and output widths (what a reader calls "a layer").
-_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+def _layer_rule(node: ir.Node) -> Rule | None:
+    """The op rule of a float compute layer (Conv, ConvTranspose, Gemm, MatMul: whose weight fixes
+    its input and output widths, what a reader calls "a layer"), or None."""
+    rule = standard_rule(node)
+    return None if rule is None or rule.quantized or rule.weight_input(node) is None else rule
 
 
 def _weight(node: ir.Node) -> ir.Value | None:
-    if len(node.inputs) < 2 or node.inputs[1] is None:  # the weight is input 1 of every layer op
+    rule = _layer_rule(node)
+    index = None if rule is None else rule.weight_input(node)
+    if index is None or len(node.inputs) <= index or node.inputs[index] is None:
         return None
-    w = node.inputs[1]
+    w = node.inputs[index]
     return w if w.is_initializer() and w.shape is not None and len(w.shape) >= 2 else None
 
 
 def layer_widths(node: ir.Node, w: ir.Value) -> tuple[int, int]:
     """(input channels, output channels) read from the weight's shape and the node's attributes."""
-    shape = list(w.shape)
-    group = attr_int(node, "group", 1) if node.op_type.startswith("Conv") else 1
-    if node.op_type == "Conv":
-        return shape[1] * group, shape[0]
-    if node.op_type == "ConvTranspose":
-        return shape[0], shape[1] * group
-    if node.op_type == "Gemm" and attr_int(node, "transB", 0):
-        return shape[1], shape[0]
-    return shape[-2], shape[-1]
+    return _layer_rule(node).layer_widths(node, list(w.shape))
 
 
 def block_of(name: str, weight: str = "") -> str:
@@ -185,7 +182,7 @@ def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
     def index(model):
         table = {}
         for node in model.graph:
-            w = _weight(node) if node.op_type in _LAYER_OPS else None
+            w = _weight(node)
             if w is not None:
                 table[w.name] = (node, w)
         return table

@@ -1,5 +1,6 @@
 """A sink's weight seen as a matrix: rows are outputs, columns are the flattened inputs it reads
-(for a Conv, the k_h·k_w taps of every input channel), plus where its bias lives."""
+(for a Conv, the k_h·k_w taps of every input channel), plus where its bias lives. Which ops are
+compensable sinks, and how they read their weight, their op rules say (`Rule.sink_layout`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from spa.analysis.rules.base import attr_int, attr_ints, input_or_none
+from spa.analysis.rules import standard_rule
+from spa.analysis.rules.base import attr_ints, input_or_none
+from spa.analysis.rules.linear import following_bias  # noqa: F401  (it lived here)
 
 
 @dataclass
@@ -40,41 +43,13 @@ class SinkWeight:
 def sink_weight(node: ir.Node, input_index: int) -> SinkWeight | None:
     """The weight matrix behind a sink, or None where SPA cannot compensate it (computed weights,
     grouped convolutions, batched MatMul weights, auto_pad convolutions)."""
-    if input_index != 0:
-        return None
-    w = input_or_none(node, 1)
+    rule = standard_rule(node)
+    index = None if rule is None or input_index != 0 else rule.weight_input(node)
+    w = None if index is None else input_or_none(node, index)
     if w is None or not w.is_initializer() or w.const_value is None:
         return None
-    if node.op_type == "Conv":
-        if attr_int(node, "group", 1) != 1 or node.attributes.get("auto_pad") is not None \
-                and node.attributes["auto_pad"].as_string() not in ("NOTSET", ""):
-            return None
-        shape = w.const_value.shape
-        return SinkWeight(node, w, input_or_none(node, 2), "conv", int(np.prod(list(shape)[2:])), False)
-    if node.op_type == "Gemm":
-        if attr_int(node, "transA", 0):
-            return None
-        bias = input_or_none(node, 2)
-        if bias is not None and (not bias.is_initializer() or len(bias.shape) > 1 and bias.shape[0] != 1):
-            return None
-        return SinkWeight(node, w, bias, "gemm", 1, not attr_int(node, "transB", 0))
-    if node.op_type == "MatMul" and len(w.const_value.shape) == 2:
-        return SinkWeight(node, w, following_bias(node, w.const_value.shape[1]), "matmul", 1, True)
-    return None
-
-
-def following_bias(node: ir.Node, width: int) -> ir.Value | None:
-    """The constant bias of a MatMul written as MatMul + Add (a Linear layer as exporters write it):
-    the only user is an Add whose other input is a [width] initializer."""
-    users = list(node.outputs[0].uses())
-    if len(users) != 1 or users[0][0].op_type != "Add" or node.outputs[0] in node.graph.outputs:
-        return None
-    add = users[0][0]
-    other = add.inputs[1 - users[0][1]]
-    if other is None or not other.is_initializer() or other.const_value is None \
-            or list(other.const_value.shape) != [width] or len(other.uses()) != 1:
-        return None
-    return other
+    layout = rule.sink_layout(node, w)
+    return None if layout is None else SinkWeight(node, w, *layout)
 
 
 def conv_geometry(node: ir.Node, spatial: int) -> dict:

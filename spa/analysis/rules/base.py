@@ -7,6 +7,8 @@ to a channel axis it raises `Block` with a reason; unknown ops have no rule and 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx_ir as ir
 
@@ -15,6 +17,15 @@ RULES: dict[str, "Rule"] = {}
 
 class Block(Exception):
     """The rule cannot prove what this node does to a channel axis; the message says why."""
+
+
+class SinkLayout(NamedTuple):
+    """How a compensable sink reads its weight as a matrix (rows are outputs, columns the flattened
+    inputs of input 0); spa.statistics.sinks.SinkWeight holds it with the node and the weight."""
+    bias: ir.Value | None  # the constant added to the outputs (a Conv's B, a MatMul's following Add)
+    kind: str              # "conv", "gemm" or "matmul"
+    taps: int              # columns per input position (k_h·k_w for a Conv, else 1)
+    transposed: bool       # the weight is stored (in, out): the matrix is its transpose
 
 
 class Rule:
@@ -45,6 +56,33 @@ class Rule:
 
     def zero_point(self, node: ir.Node, index: int) -> ir.Value | None:
         """The value that means a real zero at integer input `index` (None: the integer 0)."""
+        return None
+
+    # -- compute-layer hooks (conv.py, linear.py; quant.py's integer kernels inherit them), read by
+    # spa.analysis.metrics, spa.report.tables and spa.statistics.sinks through `standard_rule`.
+    # The defaults: not a compute layer, no MACs, not a compensable sink.
+
+    #: An integer kernel (ConvInteger, QLinearConv, MatMulInteger, QLinearMatMul): costed in MACs,
+    #: never compensated, and left out of the per-layer report (which lists float layers).
+    quantized: bool = False
+
+    def weight_input(self, node: ir.Node) -> int | None:
+        """The input holding the layer's weight (whose shape fixes its input and output widths), or
+        None: not a compute layer."""
+        return None
+
+    def macs(self, node: ir.Node, dims) -> int | None:
+        """Multiply-accumulates of the node, `dims(value)` giving a value's dims (count symbolic ones
+        with `static_numel`/`static_dim`), or None: none counted."""
+        return None
+
+    def layer_widths(self, node: ir.Node, shape: list[int]) -> tuple[int, int] | None:
+        """(input channels, output channels) read from the weight's `shape` and the attributes."""
+        return None
+
+    def sink_layout(self, node: ir.Node, weight: ir.Value) -> SinkLayout | None:
+        """How this node, as a sink of input 0, reads its constant `weight` (input `weight_input`)
+        as a matrix; None where SPA cannot compensate it."""
         return None
 
 
@@ -141,6 +179,13 @@ def rule_for(node: ir.Node) -> Rule | None:
     return RULES.get(_key(node.op_type, node.domain))
 
 
+def standard_rule(node: ir.Node) -> Rule | None:
+    """`rule_for`, for a node of the ONNX standard domain only: the compute-layer hooks (MACs,
+    layers, sinks) describe ONNX ops, so a contrib op that reuses a rule for its channels
+    (com.microsoft::FusedConv with Conv's) is not costed or compensated as that op."""
+    return rule_for(node) if node.domain in STANDARD_DOMAINS else None
+
+
 # ---- small helpers shared by rules -------------------------------------------------------------
 
 def attr_int(node: ir.Node, name: str, default: int | None = None) -> int | None:
@@ -176,3 +221,12 @@ def int_list_input_or_attr(node: ir.Node, index: int, attr: str) -> list[int] | 
 
 def norm_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
+
+
+def static_dim(d) -> int:
+    """Symbolic dims (a dynamic batch) count as 1."""
+    return d if isinstance(d, int) else 1
+
+
+def static_numel(dims) -> int:
+    return int(np.prod([static_dim(d) for d in dims], dtype=np.int64))

@@ -1,12 +1,15 @@
 """Conv and ConvTranspose: output channels are fresh channels tied to the weight's output axis;
 input channels are contracted by the weight's input axis (a sink). A grouped convolution
 (depthwise included) ties each group's input and output channels to one group token, so whole
-groups are removed and the `group` attribute shrinks."""
+groups are removed and the `group` attribute shrinks. Both are compute layers (MACs, widths); a
+plain ungrouped Conv is a compensable sink."""
 from __future__ import annotations
 
 import numpy as np
 
-from spa.analysis.rules.base import Block, Rule, attr_int, input_or_none, register
+from spa.analysis.rules.base import (
+    Block, Rule, SinkLayout, attr_int, input_or_none, register, static_numel,
+)
 
 
 class _ConvLike(Rule):
@@ -53,10 +56,30 @@ class _ConvLike(Rule):
         if old_c != new_c:
             sctx.set_attr_int(node, "group", new_c // (old_c // groups))
 
+    def weight_input(self, node):
+        return self.weight_index
+
+    def macs(self, node, dims):
+        # every position of the side whose channels are the weight's axis 0 (a Conv's output, a
+        # ConvTranspose's input) meets the rest of the weight once
+        side = node.outputs[0] if self.out_axis == 0 else node.inputs[0]
+        return static_numel(dims(side)) * static_numel(dims(node.inputs[self.weight_index])[1:])
+
+    def layer_widths(self, node, shape):
+        group = attr_int(node, "group", 1)  # the weight's axis 1 holds one group's channels
+        return (shape[self.in_axis] * (group if self.in_axis == 1 else 1),
+                shape[self.out_axis] * (group if self.out_axis == 1 else 1))
+
 
 @register
 class Conv(_ConvLike):
     op_types = ("Conv",)
+
+    def sink_layout(self, node, weight):
+        auto_pad = node.attributes.get("auto_pad")
+        if attr_int(node, "group", 1) != 1 or auto_pad is not None and auto_pad.as_string() not in ("NOTSET", ""):
+            return None  # grouped or auto_pad convolutions are not compensated
+        return SinkLayout(input_or_none(node, 2), "conv", int(np.prod(list(weight.const_value.shape)[2:])), False)
 
 
 @register

@@ -1,10 +1,14 @@
 """Gemm and MatMul: the contracted axis couples the two operands (a sink); the output's last axis
-is a fresh channel space tied to the weight's output axis."""
+is a fresh channel space tied to the weight's output axis. Both are compute layers (MACs, widths)
+and compensable sinks."""
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
-from spa.analysis.rules.base import Block, Rule, attr_int, input_or_none, register
+from spa.analysis.rules.base import (
+    Block, Rule, SinkLayout, attr_int, input_or_none, register, static_dim, static_numel,
+)
 from spa.analysis.rules.elementwise import keep_varying_axes_whole
 
 
@@ -35,6 +39,25 @@ class Gemm(Rule):
         m_space = ctx.get(a, (1 - a_k,))
         if m_space is not None:
             ctx.couple(m_space, ctx.output_space(y, (0,)))
+
+    def weight_input(self, node):
+        return 1
+
+    def macs(self, node, dims):
+        a = dims(node.inputs[0])
+        k = a[0] if attr_int(node, "transA", 0) else a[1]
+        return static_numel(dims(node.outputs[0])) * static_dim(k)
+
+    def layer_widths(self, node, shape):
+        return (shape[1], shape[0]) if attr_int(node, "transB", 0) else (shape[-2], shape[-1])
+
+    def sink_layout(self, node, weight):
+        if attr_int(node, "transA", 0):
+            return None
+        bias = input_or_none(node, 2)
+        if bias is not None and (not bias.is_initializer() or len(bias.shape) > 1 and bias.shape[0] != 1):
+            return None  # a computed bias, or one that varies per row
+        return SinkLayout(bias, "gemm", 1, not attr_int(node, "transB", 0))
 
 
 @register
@@ -105,6 +128,34 @@ class MatMul(Rule):
                     continue
                 if not any(set(s.axes) & set(in_axes) for s in ctx.spaces_on(value)):
                     ctx.couple(ctx.operand(value, in_axes), target)
+
+    def weight_input(self, node):
+        return self.b_index
+
+    def macs(self, node, dims):
+        return static_numel(dims(node.outputs[0])) * static_dim(dims(node.inputs[0])[-1])
+
+    def layer_widths(self, node, shape):
+        return shape[-2], shape[-1]
+
+    def sink_layout(self, node, weight):
+        if len(weight.const_value.shape) != 2:
+            return None  # a batched weight
+        return SinkLayout(following_bias(node, weight.const_value.shape[1]), "matmul", 1, True)
+
+
+def following_bias(node: ir.Node, width: int) -> ir.Value | None:
+    """The constant bias of a MatMul written as MatMul + Add (a Linear layer as exporters write it):
+    the only user is an Add whose other input is a [width] initializer."""
+    users = list(node.outputs[0].uses())
+    if len(users) != 1 or users[0][0].op_type != "Add" or node.outputs[0] in node.graph.outputs:
+        return None
+    add = users[0][0]
+    other = add.inputs[1 - users[0][1]]
+    if other is None or not other.is_initializer() or other.const_value is None \
+            or list(other.const_value.shape) != [width] or len(other.uses()) != 1:
+        return None
+    return other
 
 
 def _project(space, kept: list[int]) -> np.ndarray:

@@ -2,7 +2,8 @@
 and zero point along `axis` are sliced with the channel they belong to. A dequantized constant is
 a weight path (`source_axes`), so Conv/MatMul/Gemm reading DequantizeLinear(int8 W) find their
 groups. ConvInteger/QLinearConv and MatMulInteger/QLinearMatMul are Conv and MatMul whose weight's
-per-output-channel zero point (and scale) are sliced with the output channels."""
+per-output-channel zero point (and scale) are sliced with the output channels; as compute layers
+they count MACs like Conv and MatMul, are no compensable sinks, and are `quantized`."""
 from __future__ import annotations
 
 import numpy as np
@@ -113,6 +114,7 @@ class DynamicQuantizeLinear(Rule):
 class ConvInteger(_ConvLike):
     op_types = ("ConvInteger",)
     bias_index = None
+    quantized = True
 
     def analyze(self, node, ctx):
         _require_per_tensor(ctx, node, (2,))
@@ -136,6 +138,7 @@ class QLinearConv(_ConvLike):
     op_types = ("QLinearConv",)
     weight_index = 3
     bias_index = 8
+    quantized = True
 
     def analyze(self, node, ctx):
         _require_per_tensor(ctx, node, (1, 2, 6, 7))
@@ -161,6 +164,7 @@ class _MatMulWithZeroPoints(MatMul):
     """A @ B on integers, B's per-column constants at `per_column` (sliced with the columns)."""
     per_column: tuple[int, ...] = ()
     per_tensor: tuple[int, ...] = ()
+    quantized = True
 
     def analyze(self, node, ctx):
         _require_per_tensor(ctx, node, self.per_tensor)
@@ -169,6 +173,9 @@ class _MatMulWithZeroPoints(MatMul):
         per_column = [i for i in self.per_column if _numel(ctx, input_or_none(node, i)) > 1]
         if per_column:
             _couple_per_channel(ctx, node, tuple(per_column), ctx.operand(b, (ctx.rank(b) - 1,)))
+
+    def sink_layout(self, node, weight):
+        return None  # an integer weight is not compensated
 
 
 @register
