@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -x
 
 zoo: $(STAMP)
-	$(PY) -m pytest -q -m zoo tests/test_zoo.py
+	$(PY) -m pytest -q -m zoo tests/flow/test_zoo.py
 
 bench: $(STAMP)
 	$(PY) bench/zoo_table.py

@@ -188,7 +188,9 @@ def _poll_rss(pid: int, peak: dict, stop: threading.Event) -> None:
 
 def prune_child(model: Path, out: Path, ratio: float) -> dict:
     """Run `spa prune` in a child; peak RSS from wait4's rusage, breakdown from /proc sampling."""
-    cmd = [sys.executable, "-m", "spa.cli", "prune", str(model), "-o", str(out), "--ratio", str(ratio), "--json"]
+    # magnitude, unrounded, no latency check: what the recorded memory and time figures measured
+    cmd = [sys.executable, "-m", "spa.cli", "prune", str(model), "-o", str(out), "--ratio", str(ratio), "--json",
+           "--criterion", "l2", "--round-to", "1", "--no-latency"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
     child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

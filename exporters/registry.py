@@ -65,15 +65,38 @@ _EXPORTERS = (
              install="pip install 'spa-prune[paddle]' && pip install --no-deps paddle2onnx==2.1.0"),
 )
 EXPORTERS: dict[str, Exporter] = {e.name: e for e in _EXPORTERS}
+_discovered = False
+
+
+def register_exporter(exporter: Exporter) -> Exporter:
+    """Add an exporter: a module of spa.exporters calls this at import with its own entry, so a
+    new exporter is that one module (it is found by `_discover`)."""
+    EXPORTERS[exporter.name] = exporter
+    return exporter
+
+
+def _discover() -> None:
+    """Import every module of spa.exporters once (none imports a framework at import time)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import pkgutil
+
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{module.name}")
 
 
 def exporter_names() -> list[str]:
     """The names `spa export` accepts, in registry order."""
+    _discover()
     return list(EXPORTERS)
 
 
 def get_exporter(name: str) -> Exporter:
     """The exporter called `name`; UsageError naming the choices when there is none."""
+    _discover()
     try:
         return EXPORTERS[name]
     except (KeyError, TypeError):

@@ -1,7 +1,7 @@
 """The framework zoo (Keras, Flax, Paddle): export each model in a child process (tensorflow and
 paddle cannot share one), then the same end-to-end check as the torchvision zoo: groups found,
 oracle at ratio 0.3 for every group together and alone, `prune --ratio 0.3` validated, and an
-empty plan bit-identical. Used by tests/test_frameworks.py.
+empty plan bit-identical. Used by tests/exporters/test_frameworks.py.
 
     python -m models.framework_zoo            # every model whose extra is installed: one line each
 """

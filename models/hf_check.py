@@ -1,4 +1,4 @@
-"""End-to-end check of one Hugging Face zoo model, shared by tests/test_hf_zoo.py and
+"""End-to-end check of one Hugging Face zoo model, shared by tests/exporters/test_hf.py and
 bench/hf_zoo_table.py: export → `--scope all` analysis → oracle on every head and FFN group at
 ratio 0.3 → prune `--scope all --ratio 0.3` (validated) with finite outputs → whole heads removed
 (every member of a head group keeps the same share, in multiples of the head size, so the GQA

@@ -1,4 +1,4 @@
-"""End-to-end check of one zoo model, shared by tests/test_zoo.py and bench/zoo_table.py:
+"""End-to-end check of one zoo model, shared by tests/flow/test_zoo.py and bench/zoo_table.py:
 export → canonicalize → groups → oracle at ratio 0.3 → `prune --ratio 0.3` validated → a plan
 that removes nothing is bit-identical."""
 from __future__ import annotations

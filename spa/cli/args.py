@@ -36,7 +36,7 @@ class RegistryChoices:
 
 
 # Each list of choices is its registry's.
-CRITERIA = RegistryChoices("spa.importance.registry:criterion_names")
+CRITERIA = RegistryChoices("spa.flow.defaults:criterion_choices")
 STATISTICS_SOURCES = RegistryChoices("spa.statistics.sources:statistics_source_names")
 NORMALIZERS = RegistryChoices("spa.importance.combine:NORMALIZERS")
 REDUCTIONS = RegistryChoices("spa.importance.combine:REDUCTIONS")
@@ -194,13 +194,15 @@ class BudgetArgs:
 
     @staticmethod
     def add_shape(p) -> None:
-        p.add_argument("--global", dest="global_rank", action="store_true", default=None,
-                       help="rank channels across groups (obspa: by raw OBS cost, which shares one unit across groups)")
+        p.add_argument("--global", dest="global_rank", action=argparse.BooleanOptionalAction, default=None,
+                       help="rank channels across groups (obspa: by raw OBS cost, which shares one unit across "
+                            "groups) or not (--no-global: every group loses the same share); default: the "
+                            "criterion's (auto: by model family), else --no-global")
         p.add_argument("--round-to", type=round_to, default=None, metavar="N|auto",
-                       help="keep widths at multiples of N; auto (the default with --device): 8 on cuda (fp16 "
-                            "tensor cores), ONNX Runtime's NCHWc block on cpu (16 with AVX-512, 8 with AVX2)")
-        add_device(p, None, "the runtime the pruned model is for: sets --round-to auto and where --target "
-                            "latency measures (default: no rounding, CPU)")
+                       help="keep widths at multiples of N (1: exactly as the ratio says); auto (default): 8 on "
+                            "cuda (fp16 tensor cores), ONNX Runtime's NCHWc block on cpu (16 with AVX-512, 8 with AVX2)")
+        add_device(p, None, "the runtime the pruned model is for: what --round-to auto rounds for and where "
+                            "--target latency measures (default: cpu)")
         p.add_argument("--min-width", type=int, default=1, metavar="N", help="keep at least N channels per group")
         p.add_argument("--protect", nargs="+", default=[], metavar="NAME",
                        help="node, tensor or module names (as in the given model, also ones fused away) to leave whole")
@@ -213,8 +215,9 @@ class BudgetArgs:
     def budget(args):
         from spa.allocation.allocate import Budget, resolve_round_to
 
+        round_to = "auto" if args.round_to is None else args.round_to  # never slower by default
         return Budget(ratio=args.ratio, target=args.target, global_rank=args.global_rank,
-                      round_to=resolve_round_to(args.round_to, args.device), min_width=args.min_width,
+                      round_to=resolve_round_to(round_to, args.device or "cpu"), min_width=args.min_width,
                       protect=list(args.protect), device=args.device or "cpu")
 
 
@@ -223,8 +226,10 @@ class CriterionArgs:
 
     @staticmethod
     def add_to(p) -> None:
-        p.add_argument("--criterion", choices=CRITERIA, default="l2",
-                       help="lamp: layer-adaptive magnitude; fpgm: distance to the geometric median; "
+        p.add_argument("--criterion", choices=CRITERIA, default="auto",
+                       help="auto (default): the best calibration-free choice measured for the model's family "
+                       "(obspa; ranked across groups for CNNs with BatchNorm and transformer encoders; the summary "
+                       "says which ran and why); lamp: layer-adaptive magnitude; fpgm: distance to the geometric median; "
                        "bn_scale: |γ| of the group's norms (with --no-fuse-bn); obspa: rank by Optimal-Brain-Surgeon "
                        "cost and compensate the sinks (no data needed); wanda: input RMS × |weights|; flap: input "
                        "variance × weights², removed means folded into the biases; taylor/snip/grasp/crop: gradient "

@@ -25,6 +25,12 @@ class Prune(Tool):
         parser.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan instead of allocating")
         cli_args.add_seed(parser)
         parser.add_argument("--verify", action="store_true", help="check the oracle (sliced == masked) before writing")
+        parser.add_argument("--min-fidelity", type=cli_args.finite(0.0, True), default=None, metavar="X",
+                            help="refuse to write (exit 9) when the pruned model keeps less than X of the original's "
+                                 "behaviour on the fidelity check: top-1 / next-token agreement, else 1 - relative "
+                                 "output error")
+        parser.add_argument("--no-latency", dest="latency", action="store_false",
+                            help="skip the dense vs pruned latency check after writing")
 
     def run(self, args) -> int:
         from spa.allocation.plan import PruningPlan
@@ -42,6 +48,7 @@ class Prune(Tool):
         if result.oracle is not None and not result.oracle.holds():
             raise ValidationError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} "
                                   "(relative)")
+        fidelity = _check_fidelity(args, result)
         if args.plan_out:
             result.plan.save(args.plan_out, inputs=inputs)
         if folder is not None:
@@ -50,7 +57,8 @@ class Prune(Tool):
             write_pruned_folder(result, folder, out)
         else:
             save(result, out)  # with the plan, report and group annotations in its metadata (spa report reads them)
-        summary = _summary(args, result, out)
+        latency = _measure_latency(args, result, out) if args.latency else None
+        summary = _summary(args, result, out, fidelity, latency)
         if args.json:
             print_json(summary)
             return 0
@@ -105,13 +113,47 @@ def _compensation(args):
     return compensation
 
 
-def _summary(args, result, out) -> dict:
+def _check_fidelity(args, result):
+    """How much of the original's behaviour the pruned model kept (spa.flow.fidelity); below
+    --min-fidelity nothing is written."""
+    from spa.core.errors import FidelityError
+    from spa.flow.fidelity import measure_fidelity
+
+    fidelity = measure_fidelity(result.original, result.model, seed=args.seed)
+    if args.min_fidelity is not None and fidelity.score() < args.min_fidelity:
+        raise FidelityError(f"fidelity {fidelity.score():.3f} is below --min-fidelity {args.min_fidelity:g} "
+                            f"({fidelity.describe()}); nothing written. {REMEDY}")
+    return fidelity
+
+
+REMEDY = ("Try a smaller --ratio, --criterion obspa with --global (CNNs, encoders), calibration data "
+          "(--statistics data --calib DIR), or fine-tuning the result.")
+
+
+def _measure_latency(args, result, out) -> dict:
+    """Dense vs pruned latency on the example inputs validation ran, alternated for about a second
+    or two. The model is written by now: a failure here is reported, not raised."""
+    from spa.runtime.benchmark import quick_speedup
+    from spa.runtime.validate import REFERENCE
+
+    model_file = out / "model.onnx" if Path(out).is_dir() else out
+    reference = result.original.meta.get(REFERENCE)
+    try:
+        return quick_speedup(args.model, model_file, device=args.device or "cpu",
+                             feeds=getattr(reference, "feeds", None), input_shapes=cli_args.input_shapes(args),
+                             seed=args.seed)
+    except Exception as exc:  # noqa: BLE001 (a measurement, after the output is in place)
+        return {"error": str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}
+
+
+def _summary(args, result, out, fidelity=None, latency=None) -> dict:
     return {"input": args.model, "output": str(out), "before": result.report["before"],
             "after": result.report["after"], "groups_pruned": sum(1 for v in result.plan.removed.values() if v),
             "groups_prunable": len(result.analysis.prunable_groups()),
             "channels_removed": sum(len(v) for v in result.plan.removed.values()),
             "plan": result.plan.meta,
-            "oracle_error": None if result.oracle is None else result.oracle.error}
+            "oracle_error": None if result.oracle is None else result.oracle.error,
+            "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
 
 
 def _print_summary(args, result, summary: dict) -> None:
@@ -131,7 +173,33 @@ def _print_summary(args, result, summary: dict) -> None:
     if result.plan.meta.get("not_finite"):
         con.print(f"left whole: {len(result.plan.meta['not_finite'])} group(s) whose weights or statistics hold "
                   "NaN or Inf (their channels cannot be ranked)")
+    default = result.plan.meta.get("default")
+    if default:
+        from spa.flow.defaults import DefaultConfig
+
+        con.print(f"configuration: {DefaultConfig(**default).describe()}")
+    fidelity, latency = result_fidelity(summary), summary.get("latency")
+    if fidelity is not None:
+        con.print(f"fidelity: {fidelity.describe()}")
+        if fidelity.collapsed():
+            con.print(f"[yellow]warning:[/] the pruned model has collapsed ({fidelity.describe()}). {REMEDY}")
+    if latency and latency.get("speedup"):
+        con.print(f"latency ({latency['device']}, alternated, {latency['rounds']} rounds): dense "
+                  f"{latency['dense_ms']:.2f} ms, pruned {latency['pruned_ms']:.2f} ms → {latency['speedup']:.2f}×")
+        if latency["speedup"] < 1.0:
+            con.print("[yellow]warning:[/] the pruned model is not faster here; try --target macs or latency, "
+                      "--round-to 16 (or the block your runtime uses), or a larger --ratio")
+    elif latency and latency.get("error"):
+        con.print(f"latency not measured: {latency['error']}")
     con.print(f"[green]PASSED[/] wrote {summary['output']}")
+
+
+def result_fidelity(summary: dict):
+    from spa.flow.fidelity import Fidelity
+
+    found = summary.get("fidelity")
+    return None if found is None else Fidelity(**{k: found[k] for k in ("relative_error", "agreement", "kind",
+                                                                        "samples", "inputs")})
 
 
 TOOL = Prune()

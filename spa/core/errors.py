@@ -50,5 +50,11 @@ class PlanError(SpaError):
     exit_code = 8
 
 
+class FidelityError(SpaError):
+    """The pruned model kept less of the original's behaviour than --min-fidelity asks; nothing was written."""
+
+    exit_code = 9
+
+
 EXIT_INTERNAL = 1  # a bug in SPA: one line, a traceback only with SPA_DEBUG=1
 EXIT_INTERRUPTED = 130

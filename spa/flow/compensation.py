@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from spa.analysis.groups import Analysis
 from spa.core.errors import UsageError
+from spa.flow.defaults import AUTO
 from spa.importance.registry import Criterion, get_criterion
 from spa.statistics.sources import (Statistics, StatisticsRequest, default_samples, feed_source_names,
                                     get_statistics_source)
@@ -31,7 +32,7 @@ class Compensation:
     calib: str | None = None       # .npz file or folder of .npy/.npz, for the "data" source
     samples: int | None = None     # None: spa.statistics.sources.default_samples
     seed: int = 0
-    method: str = "obs"
+    method: str | None = "obs"  # None: the criterion's own (resolve_method)
     greedy: bool = False
     sequential: bool = False
     stages: int | None = None
@@ -49,12 +50,24 @@ def compensation_for(criterion: str | Criterion, *, obs: bool = False, greedy: b
     statistics; else the OBS update where asked for (`obs`, `greedy` or `sequential`, which are all
     OBS), or the criterion's own update ("none" for criteria that only rank by statistics or
     gradients). `sequential`: None (off), 0 (one statistics pass per sink) or a number of stages."""
-    chosen = get_criterion(criterion)
     asked = obs or greedy or sequential is not None
-    if not (chosen.needs_statistics or asked):
-        return None
-    return Compensation(statistics, calib, samples, seed, "obs" if asked else chosen.compensation,
+    if criterion == AUTO:  # the criterion is chosen once the model is loaded: its own update then
+        own = None
+    else:
+        chosen = get_criterion(criterion)
+        if not (chosen.needs_statistics or asked):
+            return None
+        own = chosen.compensation
+    return Compensation(statistics, calib, samples, seed, "obs" if asked else own,
                         greedy=greedy, sequential=sequential is not None, stages=sequential or None)
+
+
+def resolve_method(compensation: Compensation | None, criterion: Criterion) -> Compensation | None:
+    """A compensation made before the criterion was known ("auto": method None) gets the chosen
+    criterion's own update, or none at all when that criterion needs no statistics."""
+    if compensation is None or compensation.method is not None:
+        return compensation
+    return replace(compensation, method=criterion.compensation) if criterion.needs_statistics else None
 
 
 def measure(source, original: ir.Model, analysis: Analysis, compensation: Compensation, input_shapes,

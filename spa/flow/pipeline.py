@@ -4,7 +4,7 @@ allocate → compensate → slice → validate → record. The CLI and the Pytho
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +14,15 @@ from spa.allocation.allocate import Budget
 from spa.allocation.plan import PruningPlan
 from spa.analysis.groups import SCOPES, Analysis, analyze
 from spa.core.errors import UnsupportedError, UsageError
-from spa.flow.compensation import Compensation, check_feeds, compensation_for, measure, update_sinks
+from spa.flow.defaults import AUTO, default_config
+from spa.flow.compensation import (Compensation, check_feeds, compensation_for, measure, resolve_method,
+                                   update_sinks)
 from spa.flow.oracle import OracleResult, oracle
 from spa.flow.ranking import make_plan, rank, ranking_defaults
 from spa.flow.record import annotate, prune_report, report_scores
 from spa.graph import io
 from spa.graph.canon import canonicalize, restore_initializer_inputs
-from spa.importance.registry import Criterion, get_criterion
+from spa.importance.registry import Criterion, criterion_names, get_criterion
 from spa.passes.slice import slice_model
 from spa.runtime import examples
 from spa.runtime.validate import REFERENCE, copy_model, reference_run, validate
@@ -143,14 +145,26 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
     """Prune a model (path, ModelProto, onnx_ir.Model or gs.Graph); the result holds the pruned
     onnx-ir model, annotated with its plan and report.
 
-    `criterion` is a registered name (spa.importance.registry.criterion_names()) or a Criterion.
+    `criterion` is a registered name (spa.importance.registry.criterion_names()), a Criterion, or
+    "auto": the model family's default (spa.flow.defaults), recorded in the plan's meta.
     Statistics criteria (obspa, wanda, flap) rank by the sinks' input statistics and get their own
     sink update by default (compensation_for); gradient criteria rank by gradients on the
     statistics inputs; `compensation` sets where statistics come from and turns the OBS update on
     for any criterion."""
-    chosen = get_criterion(criterion)
     original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
     analysis = analyze_scope(original, scope)
+    default = None
+    if isinstance(criterion, str) and criterion == AUTO and plan is not None:
+        # re-applying a saved plan: the criterion that made it, so its sink update is made again
+        criterion = plan.meta.get("criterion") if plan.meta.get("criterion") in criterion_names() else "l2"
+    elif isinstance(criterion, str) and criterion == AUTO:  # the model family's default (spa.flow.defaults)
+        default = default_config(original, analysis)
+        criterion = default.criterion
+        budget = budget or Budget()
+        if budget.global_rank is None:
+            budget = replace(budget, global_rank=default.global_rank)
+    chosen = get_criterion(criterion)
+    compensation = resolve_method(compensation, chosen)
     if plan is None and (budget is None or budget.ratio > 0) and not analysis.prunable_groups():
         raise UnsupportedError(f"nothing to prune: no group of channels is prunable ({top_reason(analysis)}); "
                                "`spa groups MODEL` lists every group and why")
@@ -182,6 +196,8 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
             plan.meta.update(sequential=compensation.stages or "per sink")
     if scope:
         plan.meta.update(scope=scope)
+    if default is not None:
+        plan.meta.update(default=default.as_dict())
     result_oracle = oracle(original, analysis, plan, seed) if verify else None
     pruned = apply_plan(original, analysis, plan, compensation, stats)
     report = prune_report(original, pruned, analysis, plan, *report_scores(scores, plan),

@@ -95,7 +95,7 @@ rules = RewriteRuleSet(RULES)
 _r = onnxscript_rules
 #: onnxscript.rewriter's default rules (its private `_DEFAULT_REWRITE_RULES`, in the same order),
 #: by their public names, each with the op type of its pattern's (first) output node: a rule can
-#: only fire on a node of that type. tests/test_canon_rules.py checks both against onnxscript.
+#: only fire on a node of that type. tests/graph/test_canon_rules.py checks both against onnxscript.
 ONNXSCRIPT_DEFAULTS: list[tuple[str, object]] = [
     *[("Mul", rule) for rule in _r.mul_by_1_rule.commute()],
     *[("Add", rule) for rule in _r.add_0_rule.commute()],

@@ -54,6 +54,27 @@ def median_latency_ms(models: list[ir.Model], feeds: dict, rounds: int = 50, war
     return [1000.0 * float(np.median(t)) for t in times]
 
 
+def quick_speedup(model, pruned, *, device: str = "cpu", feeds: dict | None = None, input_shapes: dict | None = None,
+                  seconds: float = 1.5, seed: int = 0) -> dict:
+    """Dense vs pruned median latency, alternated in one process for about `seconds` (3 to 50
+    rounds, after one warm-up run each), with ONNX Runtime's default threads: the check a prune
+    prints. `model` and `pruned`: paths or models, as for `bench`; `feeds`: the inputs (default:
+    made like `bench`'s)."""
+    loaded = [_source_of(m) for m in (model, pruned)]
+    if feeds is None:
+        inputs = _inputs(loaded[0][2])
+        feeds = make_feeds(inputs, fixed_shapes(inputs, None, input_shapes), seed)
+    runners = [runner(make_session(source, device, None, "all", label), feeds, device) for label, source, _ in loaded]
+    start = time.perf_counter()
+    for run in runners:
+        run()
+    one_round = max(time.perf_counter() - start, 1e-6)
+    rounds = int(min(50, max(3, seconds / one_round)))
+    dense, after = (1000.0 * float(np.median(t)) for t in alternate(runners, rounds, 0, "dense vs pruned latency"))
+    return {"dense_ms": dense, "pruned_ms": after, "speedup": dense / after if after > 0 else None,
+            "rounds": rounds, "device": device}
+
+
 # ------------------------------------------------------------------------------------ spa bench
 
 

@@ -117,7 +117,8 @@ def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int 
     example inputs (spa.runtime.examples: 1/f-noise images, ids inside the embedding table, masks of ones,
     positions counting up) in the shapes the original ran on, with `sequence` for a sequence the
     default size served."""
-    if next_token_logits(model) is not None:
+    found = next_token_logits(model)
+    if found is not None and can_generate(model, found[0]):
         yield from generated_feeds(model, samples, seed, sequence)
         return
     rng = np.random.default_rng(seed)
@@ -142,6 +143,13 @@ def next_token_logits(model: ir.Model) -> tuple[str, str, int] | None:
             if out.shape is not None and len(out.shape) == 3 and out.shape[-1] == vocab:
                 return v.name, out.name, vocab
     return None
+
+
+def can_generate(model: ir.Model, ids_name: str) -> bool:
+    """Whether text can be generated with the model as it is: its ids input takes any batch and
+    sequence length (an export with fixed dims takes example inputs of those dims instead)."""
+    ids = next(v for v in model.graph.inputs if v.name == ids_name)
+    return ids.shape is not None and not any(isinstance(d, int) for d in ids.shape)
 
 
 def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 64, top_k: int = 40,

@@ -60,7 +60,26 @@ def register_statistics_source(source: StatisticsSource) -> StatisticsSource:
     return source
 
 
+_discovered = False
+
+
+def _discover() -> None:
+    """Import every module of spa.statistics once, so that a source defined in its own module
+    (`register_statistics_source(...)` at import) needs no other edit."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{module.name}")
+
+
 def get_statistics_source(name: str) -> StatisticsSource:
+    _discover()
     found = _SOURCES.get(name)
     if found is None:
         raise UsageError(f"unknown statistics source '{name}' (choose from {', '.join(statistics_source_names())})")
@@ -68,16 +87,17 @@ def get_statistics_source(name: str) -> StatisticsSource:
 
 
 def statistics_sources() -> list[StatisticsSource]:
+    _discover()
     return list(_SOURCES.values())
 
 
 def statistics_source_names() -> tuple[str, ...]:
-    return tuple(_SOURCES)
+    return tuple(s.name for s in statistics_sources())
 
 
 def feed_source_names() -> tuple[str, ...]:
     """The concrete sources that run input feeds ("auto" resolves to one of them)."""
-    return tuple(s.name for s in _SOURCES.values() if s.yields_feeds and s.name != "auto")
+    return tuple(s.name for s in statistics_sources() if s.yields_feeds and s.name != "auto")
 
 
 # ---------------------------------------------------------------- the sources
@@ -111,9 +131,11 @@ def _synthetic_feeds(request: StatisticsRequest):
         from spa.statistics import synthesis
 
         try:
-            return synthesis.bn_matched_feeds(request.bn_model, request.samples, request.seed)
+            matched = synthesis.bn_matched_feeds(request.bn_model, request.samples, request.seed)
         except UnsupportedError:  # an op the torch copy lacks: plain made-up inputs under ONNX Runtime
-            pass
+            matched = None
+        if matched is not None:  # None: not an image model it can match (see bn_matched_feeds)
+            return matched
     return hess.synthetic_feeds(request.model, request.samples, request.seed)
 
 

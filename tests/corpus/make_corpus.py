@@ -5,7 +5,7 @@
 Each case is a folder holding what it needs (a small model, data files, plans, symlinks) and the
 `spa` arguments that must fail, with the exit code and a word the one-line error must contain.
 Files are tiny (a few KB) and written fresh for every test run, so symlinks, permissions and
-hard links are real. tests/test_corpus.py runs every case through the CLI.
+hard links are real. tests/cli/test_corpus.py runs every case through the CLI.
 """
 from __future__ import annotations
 

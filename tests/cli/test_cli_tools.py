@@ -11,9 +11,9 @@ from pathlib import Path
 
 import onnx
 
-from tests.test_cli import build_cnn
+from tests.cli.test_cli import build_cnn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI_DIR = ROOT / "spa" / "cli"
 HEAVY = ("torch", "transformers", "optimum", "tensorflow", "jax", "paddle")
 COMMANDS = ["inspect", "groups", "export", "prune", "report", "diff", "bench"]

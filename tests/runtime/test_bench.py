@@ -19,7 +19,7 @@ from spa.graph.canon import canonicalize
 from spa.importance.criteria import score_groups
 from spa.graph.io import load
 from spa.allocation.latency import UNATTRIBUTED, attribute, estimate, node_costs
-from tests.test_cli import build_cnn, inits, run_cli
+from tests.cli.test_cli import build_cnn, inits, run_cli
 
 STATS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "throughput"}
 
@@ -157,8 +157,12 @@ def test_prune_device_rounds_widths(tmp_path):
     assert json.loads(r.stdout)["plan"]["round_to"] == 8
     widths = [inits(tmp_path / "p.onnx")[f"c{i}.w"].shape[0] for i in (1, 2, 3)]
     assert all(w % 8 == 0 for w in widths) and widths != [32, 48, 40]
+    from spa.allocation.allocate import cpu_block_size
+
     r = run_cli("prune", tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", "--ratio", "0.3", "--json")
-    assert json.loads(r.stdout)["plan"]["round_to"] == 1  # no --device: widths exactly as the ratio says
+    assert json.loads(r.stdout)["plan"]["round_to"] == cpu_block_size()  # no --device: rounded for this CPU
+    r = run_cli("prune", tmp_path / "m.onnx", "-o", tmp_path / "q.onnx", "--ratio", "0.3", "--json", "--round-to", "1")
+    assert json.loads(r.stdout)["plan"]["round_to"] == 1  # widths exactly as the ratio says
 
 
 def test_prune_plan_refuses_device(tmp_path):

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from models import torchvision_zoo as zoo
-from tests.test_cli import build_cnn, float_params, inits, my_macs, run_cli
+from tests.cli.test_cli import build_cnn, float_params, inits, my_macs, run_cli
 
 EXIT_OUTPUTS_DIFFER = 10  # documented in README; written here, not imported
 

@@ -17,9 +17,9 @@ import onnx
 import pytest
 
 from models import torchvision_zoo as zoo
-from tests.test_cli import build_cnn, float_params, inits, my_macs, run_cli
+from tests.cli.test_cli import build_cnn, float_params, inits, my_macs, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def resnet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resnet")
     original = zoo.cached_export("resnet18", "torchscript")
     pruned = tmp / "resnet18.pruned.onnx"
-    done = run_cli("prune", original, "-o", pruned, "--ratio", "0.3", "--quiet")
+    done = run_cli("prune", original, "-o", pruned, "--ratio", "0.3", "--quiet", "--criterion", "l2")
     assert done.returncode == 0, done.stderr
     return original, pruned
 

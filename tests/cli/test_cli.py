@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from tests.graphs import GraphBuilder
 
 SPA_SCRIPT = Path(sys.executable).parent / "spa"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The test CNN: x(1,3,16,16) → c1(16) → relu → c2(24) → relu → c3(12) → relu → GAP → Flatten → fc(10).
 # Three prunable groups (the outputs of c1, c2, c3); c-named weights keep their names through SPA.
@@ -220,10 +220,15 @@ def test_groups_json(cnn_file):
 # ---------------------------------------------------------------- prune
 
 
+# The weight-only, unrounded configuration: check_pruned_model finds the kept channels by their
+# untouched biases, which compensation (the default's obspa) changes and rounding moves.
+PLAIN_L2 = ("--criterion", "l2", "--round-to", "1")
+
+
 def test_prune_json_verify_plan_and_reapply(model, tmp_path):
     before = sha(model)
     out, plan = tmp_path / "out.onnx", tmp_path / "plan.json"
-    r = run_cli("prune", model, "-o", out, "--json", "--verify", "--plan-out", plan)
+    r = run_cli("prune", model, "-o", out, "--json", "--verify", "--plan-out", plan, *PLAIN_L2)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert {"before", "after", "groups_pruned", "output"} <= set(data)
@@ -234,7 +239,7 @@ def test_prune_json_verify_plan_and_reapply(model, tmp_path):
     assert data["before"]["params"] == float_params(model) and data["after"]["params"] == float_params(out)
     kept = check_pruned_model(model, out)
     assert data["groups_pruned"] == sum(len(k) < w for (_, _, w), k in zip(CONVS, kept.values())) == 3
-    # default: local 30% of every group's channels
+    # l2, unrounded: local 30% of every group's channels
     assert [len(k) for k in kept.values()] == [w - int(0.3 * w) for _, _, w in CONVS]
 
     # re-apply the saved plan to a fresh copy
@@ -267,7 +272,7 @@ def test_ratio_zero_keeps_the_function(model, tmp_path):
 @pytest.mark.parametrize("target", ["params", "macs"])
 def test_target_reaches_reduction(model, tmp_path, target):
     out = tmp_path / "t.onnx"
-    r = run_cli("prune", model, "-o", out, "--target", target, "--ratio", "0.3", "--json")
+    r = run_cli("prune", model, "-o", out, "--target", target, "--ratio", "0.3", "--json", *PLAIN_L2)
     assert r.returncode == 0, r.stderr
     if target == "params":
         reduction = 1 - float_params(out) / float_params(model)
@@ -303,7 +308,7 @@ def test_round_to_8_with_table_output(model, tmp_path):
 @pytest.mark.parametrize("name", ["c2.out", "C2"], ids=["tensor", "node"])
 def test_protect_keeps_that_conv_whole(model, tmp_path, name):
     out = tmp_path / "p.onnx"
-    r = run_cli("prune", model, "-o", out, "--ratio", "0.5", "--protect", name)
+    r = run_cli("prune", model, "-o", out, "--ratio", "0.5", "--protect", name, *PLAIN_L2)
     assert r.returncode == 0, r.stderr
     b = inits(out)
     assert b["c2.w"].shape[0] == 24
@@ -324,7 +329,7 @@ def test_input_shape_fixes_dynamic_batch(tmp_path):
     path = tmp_path / "dyn.onnx"
     onnx.save(build_cnn(batch="N"), str(path))
     out = tmp_path / "o.onnx"
-    r = run_cli("prune", path, "-o", out, "--input-shape", "x=2,3,16,16", "--json")
+    r = run_cli("prune", path, "-o", out, "--input-shape", "x=2,3,16,16", "--json", "--round-to", "1")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["groups_pruned"] == 3
     sess, (y,) = ort_run(out, feeds_for(batch=2))

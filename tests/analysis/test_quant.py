@@ -10,7 +10,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from graphs import GraphBuilder
+from tests.graphs import GraphBuilder
 from spa.allocation.allocate import Budget, allocate
 from spa.analysis.groups import analyze
 from spa.graph.canon import canonicalize

@@ -41,7 +41,9 @@ def test_an_image_input_gets_a_stride_friendly_size_the_original_runs_on(tmp_pat
     reference = reference_run(model, src)
     shape = reference.feeds["images"].shape
     assert shape[2] % 32 == 0 and shape[3] % 32 == 0
-    assert main(["prune", src, "-o", str(tmp_path / "out.onnx"), "--ratio", "0.3", "-q"]) == 0
+    # the shape choice is the subject here, not the criterion: the quick weight-only one
+    assert main(["prune", src, "-o", str(tmp_path / "out.onnx"), "--ratio", "0.3", "-q", "--criterion", "l2",
+                 "--no-latency"]) == 0
 
 
 def test_a_model_that_runs_on_no_made_up_input_is_refused_up_front(tmp_path, capsys):

@@ -158,7 +158,7 @@ def _zoo_llama() -> Path | None:
     return path if path.is_file() else None
 
 
-@pytest.mark.skipif(_zoo_llama() is None, reason="the tiny llama export is not cached (tests/test_hf.py builds it)")
+@pytest.mark.skipif(_zoo_llama() is None, reason="the tiny llama export is not cached (tests/exporters/test_hf.py builds it)")
 def test_a_language_model_is_measured_on_its_own_text_and_masked_positions():
     result = spa.prune(str(_zoo_llama()), ratio=0.3)
     f = measure_fidelity(result.original, result.model, samples=4)

@@ -14,7 +14,7 @@ from spa.allocation.allocate import Budget
 from spa.core.errors import UnsupportedError
 from spa.runtime.to_torch import export, to_torch
 from spa.flow.pipeline import prune
-from tests.test_frameworks import keras_like_cnn, mlp_with_functions
+from tests.exporters.test_frameworks import keras_like_cnn, mlp_with_functions
 
 TOL = 1e-4
 

@@ -16,7 +16,7 @@ from spa.passes.cleanup import CleanupPass, cleanup
 from spa.passes.mask import MaskPass, mask_model
 from spa.passes.slice import SlicePass, SliceReport, slice_model
 from spa.runtime.validate import copy_model
-from tests.test_plan import chain
+from tests.allocation.test_plan import chain
 
 
 @pytest.fixture(scope="module")

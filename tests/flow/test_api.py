@@ -14,7 +14,7 @@ import pytest
 
 import spa
 from spa.core import progress as progress_module
-from tests.test_cli import build_cnn, float_params, inits, my_macs
+from tests.cli.test_cli import build_cnn, float_params, inits, my_macs
 
 
 def test_prune_returns_model_plan_and_report(tmp_path):

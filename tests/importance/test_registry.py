@@ -101,7 +101,7 @@ def test_cli_choices_are_the_registries():
     from spa.exporters.registry import exporter_names
     from spa.importance.combine import NORMALIZERS, REDUCTIONS
 
-    assert tuple(args.CRITERIA) == criterion_names()
+    assert tuple(args.CRITERIA) == ("auto", *criterion_names())
     assert tuple(args.STATISTICS_SOURCES) == statistics_source_names()
     assert list(args.EXPORT_FRAMEWORKS) == exporter_names()
     assert (tuple(args.NORMALIZERS), tuple(args.REDUCTIONS)) == (NORMALIZERS, REDUCTIONS)

@@ -5,7 +5,7 @@ ONNX Runtime, same interface — the pipeline checks that before returning) and 
 (sliced == masked), or it refuses with a SpaError that is not a validation failure (SPA may refuse
 what it cannot prove; it may never produce a broken model).
 
-`make test` runs FAST_EXAMPLES deterministic examples; `pytest -m slow tests/test_fuzz.py` runs
+`make test` runs FAST_EXAMPLES deterministic examples; `pytest -m slow tests/flow/test_fuzz.py` runs
 SLOW_EXAMPLES. Crashes found by the fuzzer are kept below as explicit regression cases.
 """
 from __future__ import annotations
