@@ -112,6 +112,12 @@ def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str
     return list(progress(found.feeds(request), "collecting statistics", total=samples))  # at most `samples` feeds
 
 
+def measured_on(name: str) -> Callable[[StatisticsRequest], Statistics]:
+    """The `measure` of a source that runs its feeds (StatisticsSource.feeds) through the model:
+    the sinks' input moments on them."""
+    return lambda request: _measured_on_feeds(name, request)
+
+
 def _measured_on_feeds(name: str, request: StatisticsRequest) -> Statistics:
     if not request.sinks and not request.keep_feeds:  # e.g. every consumer sits inside an If/Loop body
         return Statistics(request.sinks, {}, name)
@@ -171,7 +177,7 @@ register_statistics_source(StatisticsSource(
     yields_feeds=True, reads_batchnorm=True, feeds=_synthetic_feeds))
 register_statistics_source(StatisticsSource(
     "synthetic", "made inputs: a language model's own text, BatchNorm-matched images",
-    lambda request: _measured_on_feeds("synthetic", request), yields_feeds=True, reads_batchnorm=True,
+    measured_on("synthetic"), yields_feeds=True, reads_batchnorm=True,
     feeds=_synthetic_feeds))
 register_statistics_source(StatisticsSource(
     "bn", "analytic moments from the BatchNorm statistics", _analytic("bn"), reads_batchnorm=True))
@@ -179,7 +185,7 @@ register_statistics_source(StatisticsSource(
     "weights", "the producer weights as a proxy", _analytic("weights")))
 register_statistics_source(StatisticsSource(
     "data", "calibration inputs (--calib) run through the model",
-    lambda request: _measured_on_feeds("data", request), needs_data=True, yields_feeds=True,
+    measured_on("data"), needs_data=True, yields_feeds=True,
     feeds=lambda request: hess.data_feeds(request.model, request.calib, request.samples)))
 
 
