@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spa.core.errors import SpaError, UsageError
+from spa.core.plugins import import_submodules
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,6 @@ _EXPORTERS = (
              install="pip install 'spa-prune[paddle]' && pip install --no-deps paddle2onnx==2.1.0"),
 )
 EXPORTERS: dict[str, Exporter] = {e.name: e for e in _EXPORTERS}
-_discovered = False
 
 
 def register_exporter(exporter: Exporter) -> Exporter:
@@ -77,15 +77,7 @@ def register_exporter(exporter: Exporter) -> Exporter:
 
 def _discover() -> None:
     """Import every module of spa.exporters once (none imports a framework at import time)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import pkgutil
-
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    import_submodules(__package__)
 
 
 def exporter_names() -> list[str]:

@@ -75,3 +75,12 @@ class GraphBuilder:
     def _name(self, prefix: str) -> str:
         self._n += 1
         return f"{prefix}{self._n}"
+
+
+def conv_relu_conv(seed: int = 3) -> onnx.ModelProto:
+    """Conv(3→8, 3×3) → Relu → Conv(8→4, 1×1) on a 1×3×8×8 input: one prunable group, a feature-map output."""
+    b = GraphBuilder(seed=seed)
+    x = b.input("x", (1, 3, 8, 8))
+    h = b.op("Relu", [b.conv(x, 3, 8, k=3)])
+    b.output(b.conv(h, 8, 4, k=1))
+    return b.proto()

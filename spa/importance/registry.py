@@ -7,14 +7,13 @@ of this package is imported on the first query, so a new criterion module needs 
 The pipeline, the Python API and the CLI take their choices from `criterion_names()`."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from spa.core.errors import UsageError
+from spa.core.plugins import import_submodules
 
 #: What a criterion reads: the weights only, the sinks' input statistics, or gradients.
 KINDS = ("weights", "statistics", "gradient")
@@ -71,7 +70,6 @@ class Criterion:
 
 
 _CRITERIA: dict[str, Criterion] = {}
-_discovered = False
 
 
 def register_criterion(criterion, *, replace: bool = False):
@@ -116,10 +114,4 @@ def criterion_names(kind: str | None = None) -> tuple[str, ...]:
 
 def _discover() -> None:
     """Import every module of spa.importance once, so that their criteria register."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    import_submodules(__package__)

@@ -12,6 +12,7 @@ from typing import Callable
 import onnx_ir as ir
 
 from spa.core.errors import UnsupportedError, UsageError
+from spa.core.plugins import import_submodules
 from spa.core.progress import progress
 from spa.statistics import hessian as hess
 from spa.statistics.sinks import SinkPlan
@@ -60,22 +61,10 @@ def register_statistics_source(source: StatisticsSource) -> StatisticsSource:
     return source
 
 
-_discovered = False
-
-
 def _discover() -> None:
     """Import every module of spa.statistics once, so that a source defined in its own module
     (`register_statistics_source(...)` at import) needs no other edit."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import importlib
-    import pkgutil
-
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    import_submodules(__package__)
 
 
 def get_statistics_source(name: str) -> StatisticsSource:

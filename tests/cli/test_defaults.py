@@ -16,7 +16,7 @@ from spa.allocation.allocate import cpu_block_size
 from spa.flow.defaults import default_config, model_family
 from spa.flow.pipeline import analyze_scope, load_canonical
 from tests.cli.test_cli import build_cnn, run_cli
-from tests.graphs import GraphBuilder
+from tests.graphs import GraphBuilder, conv_relu_conv
 
 
 def mlp() -> onnx.ModelProto:
@@ -77,18 +77,9 @@ def test_plain_prune_says_what_ran_and_how_much_changed(tmp_path):
     assert "fidelity: top-1 agreement" in text and "latency (cpu, alternated" in text
 
 
-def feature_map_model() -> onnx.ModelProto:
-    """Not a classifier: its fidelity score is 1 - the relative output error."""
-    b = GraphBuilder(seed=3)
-    x = b.input("x", (1, 3, 8, 8))
-    h = b.op("Relu", [b.conv(x, 3, 16, k=3)])
-    b.output(b.conv(h, 16, 4, k=1))
-    return b.proto()
-
-
 def test_min_fidelity_refuses_to_write(tmp_path):
     path, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
-    onnx.save(feature_map_model(), str(path))
+    onnx.save(conv_relu_conv(), str(path))  # not a classifier: score = 1 - error
     args = ("prune", path, "-o", out, "--ratio", "0.5", "--round-to", "1", "--no-latency")
     r = run_cli(*args, "--min-fidelity", "0", "--json")
     assert r.returncode == 0, r.stderr

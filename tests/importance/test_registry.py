@@ -8,15 +8,7 @@ from spa.importance.criteria import WeightCriterion
 from spa.importance.registry import (Criterion, criteria, criterion_names, get_criterion, register_criterion,
                                      unregister_criterion)
 from spa.statistics.sources import get_statistics_source, statistics_source_names
-from tests.graphs import GraphBuilder
-
-
-def conv_relu_conv():
-    b = GraphBuilder(seed=3)
-    x = b.input("x", (1, 3, 8, 8))
-    h = b.op("Relu", [b.conv(x, 3, 8, k=3)])
-    b.output(b.conv(h, 8, 4, k=1))
-    return b.proto()
+from tests.graphs import conv_relu_conv
 
 
 class LastChannelsFirst(WeightCriterion):
