@@ -124,13 +124,23 @@ class PruneResult:
         return self.report["after"]
 
 
-def apply_plan(original: ir.Model, analysis: Analysis, plan: PruningPlan, compensation: Compensation | None = None,
-               stats=None) -> ir.Model:
-    """A pruned copy of `original`: the sinks compensated (before slicing: the update reads the
-    removed columns), sliced, its interface restored, and validated against the original."""
-    pruned = copy_model(original)
+def compensated_copy(original: ir.Model, analysis: Analysis, plan: PruningPlan,
+                     compensation: Compensation | None = None, stats=None) -> ir.Model:
+    """A copy of `original` with its sinks compensated for `plan` (the update reads the removed
+    columns, so it comes before slicing); a plain copy without compensation."""
+    model = copy_model(original)
     if compensation is not None:
-        update_sinks(pruned, analysis, plan, compensation, stats)
+        update_sinks(model, analysis, plan, compensation, stats)
+    return model
+
+
+def apply_plan(original: ir.Model, analysis: Analysis, plan: PruningPlan, compensation: Compensation | None = None,
+               stats=None, *, compensated: ir.Model | None = None) -> ir.Model:
+    """A pruned copy of `original`: the sinks compensated (or `compensated`, made by
+    compensated_copy, which is sliced in place), sliced, its interface restored, and validated
+    against the original."""
+    pruned = compensated if compensated is not None else compensated_copy(original, analysis, plan, compensation,
+                                                                          stats)
     slice_model(pruned, analysis, plan)
     restore_initializer_inputs(pruned)
     with np.errstate(invalid="ignore"):  # Inf outputs (from Inf weights) compare as NaN errors, which pass
@@ -198,8 +208,10 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
         plan.meta.update(scope=scope)
     if default is not None:
         plan.meta.update(default=default.as_dict())
-    result_oracle = oracle(original, analysis, plan, seed) if verify else None
-    pruned = apply_plan(original, analysis, plan, compensation, stats)
+    compensated = compensated_copy(original, analysis, plan, compensation, stats)
+    # the oracle checks what is written: the compensated model, sliced vs masked
+    result_oracle = oracle(compensated, analysis, plan, seed) if verify else None
+    pruned = apply_plan(original, analysis, plan, compensated=compensated)
     report = prune_report(original, pruned, analysis, plan, *report_scores(scores, plan),
                           oracle_error=None if result_oracle is None else result_oracle.error,
                           canonical={"fuse_batchnorm": fuse_batchnorm, "input_shapes": input_shapes or None})

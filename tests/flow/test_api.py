@@ -132,3 +132,24 @@ def test_cli_quiet_flag_is_accepted_everywhere(tmp_path):
     assert progress_module._quiet
     assert main(["groups", str(tmp_path / "cnn.onnx"), "--json"]) == 0
     assert not progress_module._quiet  # a new command starts unquiet
+
+
+def test_verify_checks_the_compensated_model_that_is_written(monkeypatch):
+    from spa.flow import oracle as oracle_module, pipeline
+    from spa.runtime.validate import random_inputs, run
+
+    checked = []
+    monkeypatch.setattr(pipeline, "oracle", lambda model, *a, **k: checked.append(model) or oracle_module.oracle(
+        model, *a, **k))
+    result = spa.prune(build_cnn(bn=True), 0.5, criterion="obspa", verify=True)
+    assert result.plan.meta["update"] == "obs"
+    assert result.oracle.masked_sinks > 0 and result.oracle.holds()
+    # the oracle was given the compensated weights (a sink's weight differs from the original's)
+    before = {k: v.const_value.numpy() for k, v in result.original.graph.initializers.items()}
+    after = {k: v.const_value.numpy() for k, v in checked[0].graph.initializers.items()}
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k in after)
+    # what was checked and written is compensated: the plain slice of the same plan differs from it
+    plain = spa.prune(build_cnn(bn=True), plan=result.plan, criterion="l2")
+    feeds = random_inputs(result.original, seed=5)
+    (written,), (sliced,) = run(result.model, feeds), run(plain.model, feeds)
+    assert np.abs(written - sliced).max() > 1e-3 * np.abs(sliced).max()
