@@ -36,6 +36,36 @@ PHOTOS: dict[str, str] = {
 }
 
 
+#: More independent photos for evaluation (distinct scenes, not crops of :data:`PHOTOS`' ones):
+#: further scikit-image photos, scikit-learn's two sample images and matplotlib's sample photo,
+#: all shipped inside those wheels. ``package:file`` names a file outside scikit-image's folder.
+MORE_PHOTOS: dict[str, str] = {
+    "retina.jpg": "retina fundus photo",
+    "moon.png": "lunar surface (gray)",
+    "ihc.png": "stained tissue micrograph",
+    "brick.png": "brick wall (gray)",
+    "grass.png": "grass (gray)",
+    "gravel.png": "gravel (gray)",
+    "clock_motion.png": "wall clock, motion blurred (gray)",
+    "sklearn:china.jpg": "Chinese temple",
+    "sklearn:flower.jpg": "flower",
+    "matplotlib:grace_hopper.jpg": "Grace Hopper portrait",
+}
+
+
+def _package_file(name: str) -> str:
+    package, _, filename = name.partition(":")
+    if package == "sklearn":
+        import sklearn.datasets
+
+        return os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", filename)
+    if package == "matplotlib":
+        import matplotlib
+
+        return os.path.join(matplotlib.get_data_path(), "sample_data", filename)
+    raise FileNotFoundError(f"{name}: unknown package")
+
+
 def _data_dir() -> str:
     import skimage.data
 
@@ -46,7 +76,7 @@ def load_photo(filename: str) -> np.ndarray:
     """``filename`` from the scikit-image data folder as HxWx3 uint8 RGB."""
     import skimage.io
 
-    path = os.path.join(_data_dir(), filename)
+    path = _package_file(filename) if ":" in filename else os.path.join(_data_dir(), filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{filename} is not shipped with this scikit-image ({path})")
     img = np.asarray(skimage.io.imread(path))
