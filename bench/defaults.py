@@ -33,12 +33,31 @@ CONFIGS = {
 SEEDLESS = {"l2 --target macs (magnitude)"}  # magnitude does not depend on the seed
 
 
-def held_out_views():
+#: --calibrated: OBS with calibration data from photos disjoint from the ones scored
+CALIBRATED = {
+    "obspa --statistics data --target macs": ["--target", "macs", "--criterion", "obspa", "--statistics", "data"],
+    "obspa --statistics data --global --target macs": ["--target", "macs", "--criterion", "obspa", "--statistics",
+                                                       "data", "--global"],
+}
+
+
+def held_out_views(calibrated: bool = False):
+    """The scored views: every photo, or — when calibration data is used — only PHOTOS (8), while
+    calibration crops come from MORE_PHOTOS (10 other photos)."""
     from models import efficientnet_lite, photos
 
-    names = list(photos.PHOTOS) + list(photos.MORE_PHOTOS)
+    names = list(photos.PHOTOS) + ([] if calibrated else list(photos.MORE_PHOTOS))
     views = photos.imagenet_batch(crops_per_image=2, seed=1234, photos=names)
     return efficientnet_lite.preprocess(views), len(names)
+
+
+def calibration_file() -> Path:
+    from models import efficientnet_lite, photos
+
+    out = WORK / "calib_more_photos.npz"
+    views = photos.imagenet_batch(crops_per_image=12, seed=7, photos=list(photos.MORE_PHOTOS))
+    np.savez(out, input=efficientnet_lite.preprocess(views)[:128])
+    return out
 
 
 def prune(dense: Path, out: Path, options: list[str], seed: int) -> dict:
@@ -63,6 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="rewrite the BENCHMARKS.md block")
+    parser.add_argument("--calibrated", action="store_true", help="OBS with 128 crops of 10 other photos as "
+                        "calibration data, scored on the 8 PHOTOS (block defaults-calibrated)")
     args = parser.parse_args()
 
     from models import efficientnet_lite, photos
@@ -71,12 +92,16 @@ def main() -> None:
     dense = WORK / "efficientnet_lite0_bn.onnx"
     if not dense.exists():
         efficientnet_lite.export(dense, exporter="torchscript", dynamic_batch=False, batch=1, keep_batchnorm=True)
-    images, sources = held_out_views()
+    images, sources = held_out_views(args.calibrated)
     reference = logits(dense, images)
+    configs = CONFIGS
+    if args.calibrated:
+        calib = calibration_file()
+        configs = {label: options + ["--calib", str(calib)] for label, options in CALIBRATED.items()}
     rows = []
-    for label, options in CONFIGS.items():
+    for label, options in configs.items():
         runs = []
-        for seed in range(1 if label in SEEDLESS else args.seeds):
+        for seed in range(1 if label in SEEDLESS or args.calibrated else args.seeds):
             out = WORK / f"pruned_{len(rows)}_{seed}.onnx"
             summary = prune(dense, out, options, seed)
             got = logits(out, images)
@@ -88,15 +113,15 @@ def main() -> None:
                          "round_to": summary["plan"]["round_to"]})
             print(json.dumps({"config": label, **runs[-1]}), flush=True)
         rows.append((label, runs))
-    table = render(rows, sources, len(images))
+    table = render(rows, sources, len(images), args.calibrated)
     print(table)
     if args.record:
         from sweep import write_block
 
-        write_block("defaults", table.splitlines())
+        write_block("defaults-calibrated" if args.calibrated else "defaults", table.splitlines())
 
 
-def render(rows, sources: int, views: int) -> str:
+def render(rows, sources: int, views: int, calibrated: bool = False) -> str:
     def spread(values, fmt):
         values = [v for v in values if v is not None]
         if not values:
@@ -105,10 +130,13 @@ def render(rows, sources: int, views: int) -> str:
             return fmt.format(values[0])
         return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
-    lines = [f"Command: `{COMMAND}`. EfficientNet-Lite0 at `--ratio 0.3`; top-1 agreement and KL with the "
-             f"dense model on {views} views of {sources} independent photos (none seen by the method: it uses "
-             "no data); mean (min–max) over seeds; speedup: the prune's own alternated latency check "
-             "(ONNX Runtime, CPU, default threads, batch 1).", "",
+    seen = ("calibration: 128 crops of 10 other photos (models.photos.MORE_PHOTOS), one seed" if calibrated
+            else "none seen by the method: it uses no data")
+    command = COMMAND.replace("--seeds 5", "--calibrated") if calibrated else COMMAND
+    lines = [f"Command: `{command}`. EfficientNet-Lite0 at `--ratio 0.3`; top-1 agreement and KL with the "
+             f"dense model on {views} views of {sources} independent photos ({seen}); mean (min–max) over "
+             "seeds; speedup: the prune's own alternated latency check (ONNX Runtime, CPU, default threads, "
+             "batch 1).", "",
              "| command after `spa prune MODEL -o OUT --ratio 0.3` | seeds | MACs removed | top-1 agreement | KL | "
              "speedup |", "|---|---|---|---|---|---|"]
     for label, runs in rows:
