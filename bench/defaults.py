@@ -35,6 +35,7 @@ SEEDLESS = {"l2 --target macs (magnitude)"}  # magnitude does not depend on the 
 
 #: --calibrated: OBS with calibration data from photos disjoint from the ones scored
 CALIBRATED = {
+    "plain --target macs (no data)": ["--target", "macs"],
     "obspa --statistics data --target macs": ["--target", "macs", "--criterion", "obspa", "--statistics", "data"],
     "obspa --statistics data --global --target macs": ["--target", "macs", "--criterion", "obspa", "--statistics",
                                                        "data", "--global"],
@@ -97,12 +98,13 @@ def main() -> None:
     configs = CONFIGS
     if args.calibrated:
         calib = calibration_file()
-        configs = {label: options + ["--calib", str(calib)] for label, options in CALIBRATED.items()}
+        configs = {label: options + (["--calib", str(calib)] if "data" in options else [])
+                   for label, options in CALIBRATED.items()}
     rows = []
     for label, options in configs.items():
         runs = []
         for seed in range(1 if label in SEEDLESS or args.calibrated else args.seeds):
-            out = WORK / f"pruned_{len(rows)}_{seed}.onnx"
+            out = WORK / f"pruned_{'calibrated_' if args.calibrated else ''}{len(rows)}_{seed}.onnx"
             summary = prune(dense, out, options, seed)
             got = logits(out, images)
             runs.append({"seed": seed, "top1": photos.top1_agreement(reference, got),
