@@ -3,7 +3,6 @@ models run with ONNX Runtime directly and compared with numpy, never against SPA
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -149,16 +148,13 @@ def test_collapsed_and_score():
         "top-1 agreement 87.5% and relative output error 0.21 on 8 example inputs"
 
 
-def _zoo_llama() -> Path | None:
-    root = Path(__file__).resolve()
-    while root != root.parent and not (root / "pyproject.toml").is_file():
-        root = root.parent
-    cache = Path(os.environ.get("SPA_ZOO_CACHE", root / "build" / "hf_zoo"))
-    path = cache / "llama-torch" / "model.onnx"
-    return path if path.is_file() else None
+def _zoo_llama() -> Path:
+    """The tiny Llama of the Hugging Face zoo through torch.onnx (built once, then cached)."""
+    from models import hf_zoo
+
+    return hf_zoo.cached_export("llama", "torch") / "model.onnx"
 
 
-@pytest.mark.skipif(_zoo_llama() is None, reason="the tiny llama export is not cached (tests/exporters/test_hf.py builds it)")
 def test_a_language_model_is_measured_on_its_own_text_and_masked_positions():
     result = spa.prune(str(_zoo_llama()), ratio=0.3)
     f = measure_fidelity(result.original, result.model, samples=4)
