@@ -62,7 +62,7 @@ class Prune(Tool):
         if args.json:
             print_json(summary)
             return 0
-        _print_summary(args, result, summary)
+        _print_summary(args, result, summary, fidelity)
         return 0
 
 
@@ -146,7 +146,7 @@ def _measure_latency(args, result, out) -> dict:
         return {"error": str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}
 
 
-def _summary(args, result, out, fidelity=None, latency=None) -> dict:
+def _summary(args, result, out, fidelity, latency) -> dict:
     return {"input": args.model, "output": str(out), "before": result.report["before"],
             "after": result.report["after"], "groups_pruned": sum(1 for v in result.plan.removed.values() if v),
             "groups_prunable": len(result.analysis.prunable_groups()),
@@ -156,7 +156,7 @@ def _summary(args, result, out, fidelity=None, latency=None) -> dict:
             "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
 
 
-def _print_summary(args, result, summary: dict) -> None:
+def _print_summary(args, result, summary: dict, fidelity) -> None:
     from rich.table import Table
 
     from spa.report.tables import before_after
@@ -178,7 +178,7 @@ def _print_summary(args, result, summary: dict) -> None:
         from spa.flow.defaults import DefaultConfig
 
         con.print(f"configuration: {DefaultConfig(**default).describe()}")
-    fidelity, latency = result_fidelity(summary), summary.get("latency")
+    latency = summary["latency"]
     if fidelity is not None:
         con.print(f"fidelity: {fidelity.describe()}")
         if fidelity.collapsed():
@@ -192,14 +192,6 @@ def _print_summary(args, result, summary: dict) -> None:
     elif latency and latency.get("error"):
         con.print(f"latency not measured: {latency['error']}")
     con.print(f"[green]PASSED[/] wrote {summary['output']}")
-
-
-def result_fidelity(summary: dict):
-    from spa.flow.fidelity import Fidelity
-
-    found = summary.get("fidelity")
-    return None if found is None else Fidelity(**{k: found[k] for k in ("relative_error", "agreement", "kind",
-                                                                        "samples", "inputs")})
 
 
 TOOL = Prune()

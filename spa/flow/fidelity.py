@@ -119,8 +119,10 @@ def _language_model(model: ir.Model) -> tuple[str, str, int] | None:
 
 
 def _sampled_text(model: ir.Model, samples: int, seed: int) -> list[dict] | None:
-    from spa.statistics.hessian import generated_feeds
+    from spa.statistics.hessian import can_generate, generated_feeds, next_token_logits
 
+    if not can_generate(model, next_token_logits(model)[0]):  # fixed dims: example inputs instead
+        return None
     try:
         return list(generated_feeds(model, samples, seed, length=SEQUENCE))
     except Exception:  # noqa: BLE001 - ONNX Runtime refuses the made-up extra inputs
