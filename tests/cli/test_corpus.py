@@ -210,21 +210,7 @@ def test_open_is_not_called_on_refused_location(tmp_path, monkeypatch):
 
 def _wide_cnn(width: int) -> onnx.ModelProto:
     """cnn()'s shape with wide layers: a save that takes long enough to be interrupted."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits, nodes, h, c_in = [], [], "x", 3
-    for i, c_out in enumerate((width, width, 4), start=1):
-        inits.append(numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("Conv", [h, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4))
-        h, c_in = f"c{i}", c_out
-        if i < 3:
-            nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
-            h = f"r{i}"
-    nodes[-1].output[0] = "y"
-    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return cnn(seed=0, widths=(width, width, 4), side=4, bias=False)
 
 
 def _spa(folder: Path, *args, popen=False, tmpdir: Path | None = None):

@@ -36,21 +36,24 @@ class Case:
 # ---------------------------------------------------------------- small models
 
 
-def cnn(opset: int = 18, seed: int = 0) -> onnx.ModelProto:
-    """x(1,3,8,8) → conv 8 → relu → conv 6 → relu → conv 4 (y): two prunable groups."""
+def cnn(opset: int = 18, seed: int = 0, widths=(8, 6, 4), side: int = 8, bias: bool = True) -> onnx.ModelProto:
+    """x(1,3,side,side) → conv 8 → relu → conv 6 → relu → conv 4 (y): two prunable groups."""
     rng = np.random.default_rng(seed)
     inits, nodes, h, c_in = [], [], "x", 3
-    for i, c_out in enumerate((8, 6, 4), start=1):
-        inits += [numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), f"b{i}")]
-        nodes.append(helper.make_node("Conv", [h, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4))
+    for i, c_out in enumerate(widths, start=1):
+        inits.append(numpy_helper.from_array(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32), f"w{i}"))
+        if bias:
+            inits.append(numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Conv", [h, f"w{i}"] + ([f"b{i}"] if bias else []), [f"c{i}"], name=f"conv{i}",
+                                      pads=[1] * 4))
         h, c_in = f"c{i}", c_out
-        if i < 3:
+        if i < len(widths):
             nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
             h = f"r{i}"
     nodes[-1].output[0] = "y"
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, widths[-1], side, side])],
+                              inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
