@@ -7,7 +7,7 @@ functions included:
 
 Layers, bottom to top (spa/__init__.py is the facade and exempt; `import spa` resolves to it):
 spa.core < spa.graph < spa.runtime < spa.analysis < spa.statistics < spa.importance < spa.passes
-(passes/) < spa.allocation < spa.report < spa.flow < spa.api < spa.exporters (exporters/) < spa.cli."""
+(passes/) < spa.allocation < spa.report < spa.flow < spa.training < spa.api < spa.exporters (exporters/) < spa.cli."""
 from __future__ import annotations
 
 import ast
@@ -17,7 +17,8 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["spa.core", "spa.graph", "spa.runtime", "spa.analysis", "spa.statistics", "spa.importance", "spa.passes",
-          "spa.allocation", "spa.report", "spa.flow", "spa.api", "spa.exporters", "spa.cli"]
+          "spa.allocation", "spa.report", "spa.flow",
+          "spa.training", "spa.api", "spa.exporters", "spa.cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 # source folder → package name (pyproject's package-dir)
 FOLDERS = {"spa": "spa", "passes": "spa.passes", "exporters": "spa.exporters"}

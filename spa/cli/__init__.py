@@ -1,4 +1,4 @@
-"""The `spa` command: inspect, groups, export, prune, report, diff, bench, one module each (a `Tool`
+"""The `spa` command: inspect, groups, export, prune, finetune, report, diff, bench, one module each (a `Tool`
 in spa/cli/<command>.py; the options they share are declared once in spa/cli/args.py). Every
 failure is one line on stderr and a non-zero exit code; nothing is written unless the pruned model
 validated."""
@@ -8,13 +8,13 @@ import logging
 import os
 import sys
 
-from spa.cli import bench, diff, export, groups, inspect, prune, report
+from spa.cli import bench, diff, export, finetune, groups, inspect, prune, report
 from spa.cli.args import Parser
 from spa.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, SpaError
 
 # in the order `spa --help` lists them
-TOOLS = {tool.name: tool for tool in (inspect.TOOL, groups.TOOL, export.TOOL, prune.TOOL, report.TOOL, diff.TOOL,
-                                      bench.TOOL)}
+TOOLS = {tool.name: tool for tool in (inspect.TOOL, groups.TOOL, export.TOOL, prune.TOOL, finetune.TOOL, report.TOOL,
+                                      diff.TOOL, bench.TOOL)}
 
 
 def build_parser() -> Parser:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from spa.cli import args as cli_args
 from spa.cli.args import BudgetArgs, CriterionArgs, ModelArgs
+from spa.cli.finetune import add_training_options, check_result, check_training_paths, config_from, describe, \
+    positive_int, training_data
 from spa.cli.tool import Tool, console, print_json
 from spa.core.errors import SpaError, UsageError, ValidationError
 
@@ -31,6 +33,10 @@ class Prune(Tool):
                                  "output error")
         parser.add_argument("--no-latency", dest="latency", action="store_false",
                             help="skip the dense vs pruned latency check after writing")
+        parser.add_argument("--finetune", type=positive_int, default=None, metavar="STEPS",
+                            help="fine-tune the pruned model by distillation from the original for STEPS steps "
+                                 "before writing (as `spa finetune`; its options below)")
+        add_training_options(parser.add_argument_group("fine-tuning (with --finetune)"), steps=False)
 
     def run(self, args) -> int:
         from spa.allocation.plan import PruningPlan
@@ -48,6 +54,7 @@ class Prune(Tool):
         if result.oracle is not None and not result.oracle.holds():
             raise ValidationError(f"oracle failed: sliced and masked models differ by {result.oracle.error:.2e} "
                                   "(relative)")
+        tuned = _finetune(args, result, folder) if args.finetune else None
         fidelity = _check_fidelity(args, result)
         if args.plan_out:
             result.plan.save(args.plan_out, inputs=inputs)
@@ -59,11 +66,24 @@ class Prune(Tool):
             save(result, out)  # with the plan, report and group annotations in its metadata (spa report reads them)
         latency = _measure_latency(args, result, out) if args.latency else None
         summary = _summary(args, result, out, fidelity, latency)
+        summary["finetune"] = None if tuned is None else tuned.as_dict()
         if args.json:
             print_json(summary)
             return 0
-        _print_summary(args, result, summary, fidelity)
+        _print_summary(args, result, summary, fidelity, tuned)
         return 0
+
+
+def _finetune(args, result, folder):
+    """Distil the original into the pruned model in place (spa.training), before the fidelity check."""
+    from spa.training.distill import finetune
+
+    config = config_from(args)
+    config.steps = args.finetune
+    data = training_data(args, result.original, [folder])
+    tuned = finetune(result.model, result.original, data, config)
+    check_result(tuned, None)
+    return tuned
 
 
 def _check_conflicts(args) -> None:
@@ -98,6 +118,8 @@ def _check_paths(args) -> tuple[Path | None, Path, list]:
     if args.plan_out:
         io.check_output_path(args.plan_out, inputs=inputs, what="--plan-out")
         check_distinct([(out, "-o"), (str(out) + ".data", "-o's external data"), (args.plan_out, "--plan-out")])
+    if args.finetune:
+        check_training_paths(args, inputs, out)
     return folder, out, inputs
 
 
@@ -156,7 +178,7 @@ def _summary(args, result, out, fidelity, latency) -> dict:
             "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
 
 
-def _print_summary(args, result, summary: dict, fidelity) -> None:
+def _print_summary(args, result, summary: dict, fidelity, tuned=None) -> None:
     from rich.table import Table
 
     from spa.report.tables import before_after
@@ -179,6 +201,9 @@ def _print_summary(args, result, summary: dict, fidelity) -> None:
 
         con.print(f"configuration: {DefaultConfig(**default).describe()}")
     latency = summary["latency"]
+    if tuned is not None:
+        for line in describe(tuned):
+            con.print(f"fine-tuning: {line}")
     if fidelity is not None:
         con.print(f"fidelity: {fidelity.describe()}")
         if fidelity.collapsed():

@@ -66,15 +66,15 @@ class Fidelity:
 
 
 def measure_fidelity(original: ir.Model, pruned: ir.Model, *, samples: int = 8, seed: int = 0,
-                     feeds: list[dict] | None = None) -> Fidelity:
+                     feeds: list[dict] | None = None, inputs: str | None = None) -> Fidelity:
     """Run `original` (dense) and `pruned` (same inputs and outputs) on the same inputs and compare
     (see the module doc). `feeds`: the inputs to use instead of made-up ones (one dict of arrays per
-    run); `samples` and `seed` then play no part."""
+    run), described by `inputs`; `samples` and `seed` then play no part."""
     lm = _language_model(original)
     dense = session(original)
     names = [v.name for v in original.graph.outputs]
     if feeds is not None:
-        feeds, inputs = list(feeds), "given token ids" if lm else "given inputs"
+        feeds, inputs = list(feeds), inputs or ("given token ids" if lm else "given inputs")
     elif lm is not None:
         feeds, inputs = _sampled_text(original, samples, seed), "the model's own sampled text"
         if feeds is None:  # the model cannot be sampled from as it is (a cache input): example inputs
@@ -82,11 +82,19 @@ def measure_fidelity(original: ir.Model, pruned: ir.Model, *, samples: int = 8, 
     else:
         feeds, inputs = _example_feeds(original, dense, samples, seed), "example inputs"
     small = session(pruned)
+    runs = ((feed, dense.run(names, feed), small.run(names, feed)) for feed in feeds)
+    return compare_runs(original, names, runs, inputs)
+
+
+def compare_runs(original: ir.Model, names: list[str], runs, inputs: str) -> Fidelity:
+    """The Fidelity of (feed, dense outputs, pruned outputs) triples — outputs as arrays in the
+    order of `names`, the original's outputs — however they were computed (ONNX Runtime here,
+    the fine-tuning loop's torch copy there)."""
+    lm = _language_model(original)
     error = _Error()
     agree = total = rows_seen = 0
     classifier = None
-    for feed in feeds:
-        outs_d, outs_p = dense.run(names, feed), small.run(names, feed)
+    for feed, outs_d, outs_p in runs:
         for d, p in zip(outs_d, outs_p):
             error.add(d, p)
         if lm is not None:

@@ -74,6 +74,7 @@ def _module_class():
             self.input_names = [n for n in self.input_names if n not in inits]
             self.output_names = [o.name for o in graph.output]
             self.nodes = list(graph.node)
+            self._node_attrs = [_attrs(node) for node in self.nodes]  # parsed once, not on every forward
             for node in self.nodes:
                 if node.domain not in ("", "ai.onnx"):
                     raise UnsupportedError(f"to_torch: {node.domain}::{node.op_type} '{node.name}' is not an ONNX "
@@ -120,9 +121,9 @@ def _module_class():
             values.update({name: getattr(self, attr) for attr, name in self.onnx_names.items()})
             for name, x in zip(self.input_names, inputs):
                 values[name] = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-            for node in self.nodes:
+            for node, attrs in zip(self.nodes, self._node_attrs):
                 args = [values[i] if i else None for i in node.input]
-                out = _OPS[node.op_type](self, node, _attrs(node), args, values)
+                out = _OPS[node.op_type](self, node, dict(attrs), args, values)
                 outs = out if isinstance(out, (list, tuple)) else [out]
                 for name, v in zip(node.output, outs):
                     if name:
