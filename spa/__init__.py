@@ -6,10 +6,10 @@ from spa.core.errors import SpaError  # noqa: E402,F401
 from spa.allocation.plan import PruningPlan  # noqa: E402,F401
 
 
-# The public API (spa/api.py): spa.prune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …;
+# The public API (spa/api.py): spa.prune, spa.finetune, spa.inspect, spa.groups, spa.save, spa.pruning_report, …;
 # spa.register_rule / spa.unregister_rule for custom ops (see their docstrings).
 # (no API name may equal a submodule's: importing spa.report.tables or spa.report.compare would shadow it)
-_API = ("prune", "inspect", "groups", "save", "pruning_report", "write_report", "PruneResult")
+_API = ("prune", "finetune", "inspect", "groups", "save", "pruning_report", "write_report", "PruneResult")
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@
     spa.groups("model.onnx").rows           # one dict per coupled channel group
     spa.pruning_report("small.onnx", original="model.onnx")  # dict; spa.write_report(it, "r.html")
     spa.diff("model.onnx", "small.onnx")    # spa.report.compare.DiffResult: structural deltas, output comparison
+    tuned = spa.finetune(result, "model.onnx", data="photos/", max_minutes=5)  # distil the dense model back in
 
 Models may be paths, onnx.ModelProto, onnx_ir.Model or onnx-graphsurgeon Graphs; inputs are never
 modified. Failures raise spa.SpaError with a one-line message."""
@@ -52,6 +53,38 @@ def prune(model, ratio: float | Budget = 0.3, *, criterion="l2", scope: str | No
     return pipeline.prune(model, budget, criterion=criterion, plan=plan, input_shapes=input_shapes,
                           fuse_batchnorm=fuse_batchnorm, verify=verify, seed=seed, normalizer=normalizer,
                           reduction=reduction, p=p, compensation=compensation, scope=scope)
+
+
+def finetune(pruned, teacher, *, data=None, steps: int | None = None, max_minutes: float | None = None,
+             batch: int = 8, lr: float | None = None, temperature: float = 2.0, device: str = "cpu", seed: int = 0,
+             sequence: int = 128, pool: int | None = None, tokenizer=None, mean=None, std=None,
+             checkpoint: str | None = None, resume: bool = False):
+    """Fine-tune `pruned` (a PruneResult, path or model) toward `teacher` (the model it was pruned
+    from) by distillation; returns a spa.training.distill.FinetuneResult whose `.model` holds the
+    best held-out weights (spa.save writes it). `data`: a folder of images, a text file or folder
+    (with `tokenizer`, a transformers tokenizer), an .npz of input arrays, or None for inputs made
+    from the teacher. Without steps or max_minutes it trains for 5 minutes."""
+    from spa.graph import io
+    from spa.training.data import from_path
+    from spa.training.data_free import data_free
+    from spa.training.distill import FinetuneConfig
+    from spa.training.distill import finetune as distil
+
+    from spa.graph.model_copy import copy_model
+
+    def model_of(obj, result_field):
+        if isinstance(obj, PruneResult):
+            obj = getattr(obj, result_field)
+        elif isinstance(obj, (str, os.PathLike)) and Path(obj).is_dir():  # a Hugging Face folder
+            obj = io.model_file(obj)
+        return copy_model(obj) if isinstance(obj, ir.Model) else io.load(obj)  # the caller's model stays as it was
+
+    student, dense = model_of(pruned, "model"), model_of(teacher, "original")
+    source = (data_free(dense, seed=seed, sequence=sequence, pool=pool) if data is None else
+              from_path(dense, data, tokenizer=tokenizer, sequence=sequence, mean=mean, std=std))
+    config = FinetuneConfig(steps=steps, max_minutes=max_minutes, batch=batch, lr=lr, temperature=temperature,
+                            device=device, seed=seed, checkpoint=checkpoint, resume=resume)
+    return distil(student, dense, source, config)
 
 
 def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:

@@ -17,7 +17,7 @@ class State:
     step: int
     seconds: float
     samples: int
-    best_score: float
+    best_score: list          # rank() of the best step: [held-out score, -held-out loss]
     best_step: int
     history: list = field(default_factory=list)
 

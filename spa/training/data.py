@@ -24,6 +24,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 TEXT_SUFFIXES = (".txt", ".md", ".cor", ".text")
 #: Share of sources (files, documents, samples) set aside for held-out evaluation, at least one.
 HELD_OUT_SHARE = 0.2
+#: Views of each held-out image: the centred one and random crops fixed by seed.
+HELD_OUT_VIEWS = 4
 #: ImageNet's per-channel mean and standard deviation on 0..1 pixels: the normalisation used when
 #: neither the user nor the model's metadata gives one.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -160,12 +162,25 @@ def image_files(model: ir.Model, folder: Path, mean=None, std=None, preprocessor
         return out
 
     fixed = np.random.default_rng(0)
-    held = [feed(crop(decode(p, longest), height, width, None), fixed) for p in held_files]
+    held = []
+    for path in held_files:  # the centred view and fixed random crops: a finer score than one view per file
+        image = decode(path, longest)
+        held += [feed(crop(image, height, width, None if i == 0 else fixed), fixed) for i in range(HELD_OUT_VIEWS)]
     return DistillData(f"{len(train_files)} images of {folder} (random crops and flips; normalised with {where} "
-                       f"mean/std)", held, f"held-out images (centred views of {len(held_files)} files set aside)",
+                       f"mean/std)", held, f"held-out views ({HELD_OUT_VIEWS} of each of {len(held_files)} images set aside)",
                        [str(p) for p in train_files], [str(p) for p in held_files],
-                       lambda rng: feed(crop(train_images[int(rng.integers(len(train_images)))], height, width, rng),
-                                        rng))
+                       lambda rng: feed(mixed_view(train_images, height, width, rng), rng))
+
+
+def mixed_view(images: list[np.ndarray], height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A random crop, blended half of the time with a crop of another image (weight up to 0.5):
+    the teacher labels the blend too, so the student learns the teacher's function between the
+    few images a user has rather than their labels (Beyer et al. 2022, "function matching")."""
+    view = crop(images[int(rng.integers(len(images)))], height, width, rng)
+    if rng.random() < 0.5:
+        share = rng.uniform(0.0, 0.5)
+        view = (1 - share) * view + share * crop(images[int(rng.integers(len(images)))], height, width, rng)
+    return view
 
 
 # ----------------------------------------------------------------- text

@@ -22,7 +22,7 @@ def test_finetune_on_a_folder_of_photos_writes_a_model_at_least_as_faithful(tmp_
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["steps"] == 30 and summary["after"]["score"] >= summary["before"]["score"]
-    assert "held-out images" in summary["after"]["inputs"]
+    assert "held-out views" in summary["after"]["inputs"]
     assert "fine-tuning: step 30/30" in done.stderr  # a plain progress line when stderr is not a terminal
     after = tree(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before  # inputs unchanged

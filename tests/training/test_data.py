@@ -35,6 +35,7 @@ def test_an_image_folder_holds_out_whole_files_and_normalises_with_the_given_mea
     pixels = np.asarray(Image.open(held_file).convert("RGB"), dtype=np.float32) / 255.0
     expected = ((pixels - 0.5) / 0.25).mean()  # 40×30 → centred 30×30, then resized: the mean barely moves
     assert abs(float(data.held_out[0]["x"].mean()) - expected) < 0.15
+    assert len(data.held_out) == sources.HELD_OUT_VIEWS * len(data.held_out_sources)
 
 
 def test_text_holds_out_whole_documents(tmp_path):
