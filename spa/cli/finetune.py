@@ -36,7 +36,8 @@ def add_training_options(p, *, steps: bool) -> None:
                    "metadata or preprocessor_config.json, else ImageNet's)")
     p.add_argument("--std", metavar="R,G,B", help="image normalisation std on 0..1 pixels")
     p.add_argument("--tokenizer", metavar="FOLDER", help="a Hugging Face folder with the tokenizer for text --data")
-    p.add_argument("--train-device", dest="train_device", choices=["auto", "cpu", "cuda"], default="auto",
+    flags = ["--device", "--train-device"] if steps else ["--train-device"]  # prune's --device is the target runtime
+    p.add_argument(*flags, dest="train_device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where torch trains (default: cuda when torch sees one, else cpu)")
     p.add_argument("--checkpoint", metavar="FILE", help="save resumable training state here every 2 minutes")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")

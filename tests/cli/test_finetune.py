@@ -60,3 +60,20 @@ def test_bad_finetune_requests_are_refused_with_nothing_written(tmp_path):
                    "--checkpoint", pruned)
     assert done.returncode != 0 and "--checkpoint" in done.stderr
     assert tree(tmp_path) == before
+
+
+def test_a_hugging_face_folder_is_fine_tuned_into_a_folder_with_its_side_files(tmp_path):
+    from tests.flow.test_fidelity import _zoo_llama
+
+    dense = _zoo_llama().parent
+    pruned = tmp_path / "pruned"
+    done = run_cli("prune", dense, "-o", pruned, "--ratio", 0.3, "--criterion", "l2", "--no-latency", "-q")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "tuned"
+    done = run_cli("finetune", pruned, "--teacher", dense, "-o", out, "--steps", 3, "--sequence", 16, "--pool", 4,
+                   "--batch", 2, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["after"]["kind"] == "language model" and "wrote itself" in summary["data"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in pruned.iterdir())
+    assert (out / "config.json").read_text() == (pruned / "config.json").read_text()

@@ -120,3 +120,14 @@ def test_a_language_model_learns_from_its_own_text(tmp_path):
     tuned = finetune(result.model, dense, data, FinetuneConfig(steps=12, lr=3e-3, batch=4))
     assert tuned.after.kind == "language model"
     assert tuned.after.relative_error < tuned.before.relative_error
+
+
+def test_the_api_fine_tunes_a_prune_result_and_leaves_it_as_it_was(tmp_path):
+    import spa
+
+    dense, _ = pruned_pair(tmp_path)
+    result = spa.prune(str(dense), ratio=0.5, criterion="l2")
+    before = initializers(result.model)
+    tuned = spa.finetune(result, result, steps=3, lr=1e-2)
+    assert tuned.steps == 3 and tuned.model is not result.model
+    assert all(np.array_equal(before[k], v) for k, v in initializers(result.model).items())
