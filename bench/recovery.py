@@ -163,8 +163,10 @@ def render() -> list[str]:
     for line in RESULTS.read_text().splitlines():
         row = json.loads(line)
         rows[(row["model"], row["minutes"], row.get("data"))] = row
-    lines = ["Command: `.venv/bin/python bench/recovery.py --model efficientnet --minutes 1,5,15 --data both` and "
-             "`… --model smollm2 --minutes 1,5,15 --data free`, then `--render` (this block). Each cell is one "
+    lines = ["Commands: `.venv/bin/python bench/recovery.py --model efficientnet --minutes 2,5 --data both`; "
+             "`… --model smollm2 --minutes 3 --data free`; `… --model smollm2 --minutes 15 --data free --lr 1e-4 "
+             "--option=--sequence --option=64`; `… --model smollm2 --minutes 15 --data data --lr 1e-4`; then "
+             "`… --render` (this block; settings column: what differs from the defaults). Each cell is one "
              "`spa finetune PRUNED --teacher DENSE -o OUT --max-minutes M` in a fresh process on the 2 shared CPU "
              "cores; data-free inputs are made before the clock starts (their time is in the wall column).", ""]
     if any(k[0] == "efficientnet" for k in rows):
@@ -172,32 +174,41 @@ def render() -> list[str]:
                   "(centred + 2 random crops) of the 8 photos of models.photos.PHOTOS, none seen in training; "
                   "with data = 18 other photos shipped in wheels (MORE_PHOTOS + EXTRA_PHOTOS; 15 trained on, 3 held "
                   "out for the best step); without data = 8 BatchNorm-matched images, varied. One seed each.", "",
-                  "| model | budget | data | steps (samples) | top-1 agreement | KL | wall |", "|---|---|---|---|---|---|---|"]
+                  "| model | budget | data | settings | steps (samples) | top-1 agreement | KL | wall |",
+                  "|---|---|---|---|---|---|---|---|"]
         base = rows.get(("efficientnet", 0, None))
         if base:
-            lines.append(f"| pruned, not fine-tuned | – | – | – | {base['pruned']['top1']:.1%} | "
+            lines.append(f"| pruned, not fine-tuned | – | – | – | – | {base['pruned']['top1']:.1%} | "
                          f"{base['pruned']['kl']:.2f} | – |")
         for (model, minutes, data), row in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
             if model == "efficientnet" and minutes:
                 lines.append(f"| + spa finetune | {minutes:g} min | {'photos' if data else 'none (BN-matched)'} | "
-                             f"{row['steps']} ({row['samples']}) | {row['top1']:.1%} | {row['kl']:.2f} | "
+                             f"{settings(row)} | {row['steps']} ({row['samples']}) | {row['top1']:.1%} | {row['kl']:.2f} | "
                              f"{row['wall_s']:.0f} s |")
         lines.append("")
     if any(k[0] == "smollm2" for k in rows):
         lines += ["**SmolLM2-135M-Instruct**, plain `spa prune --ratio 0.2 --target params`. Perplexity on 8×512 tokens "
-                  "of gensim's Lee background news (dense 33.06); without data it trains on 32 sequences of 128 "
-                  "tokens it wrote itself and picks the best step on 8 others.", "",
-                  "| model | budget | data | steps (samples) | perplexity | × dense | wall |", "|---|---|---|---|---|---|---|"]
+                  "of gensim's Lee background news (dense 33.06); with data = gensim's lee.cor, 50 other news documents "
+                  "(no sentence shared with the scored text; 40 trained on, 10 held out), tokenized with the model's "
+                  "tokenizer; without data = 32 sequences of `--sequence` tokens it wrote itself (best step picked "
+                  "on 8 others). One seed each.", "",
+                  "| model | budget | data | settings | steps (samples) | perplexity | × dense | wall |",
+                  "|---|---|---|---|---|---|---|---|"]
         base = rows.get(("smollm2", 0, None))
         if base:
             ppl = base["pruned"]["perplexity"]
-            lines.append(f"| pruned, not fine-tuned | – | – | – | {ppl:.1f} | {ppl / DENSE_PPL:.2f} | – |")
+            lines.append(f"| pruned, not fine-tuned | – | – | – | – | {ppl:.1f} | {ppl / DENSE_PPL:.2f} | – |")
         for (model, minutes, data), row in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
             if model == "smollm2" and minutes:
-                lines.append(f"| + spa finetune | {minutes:g} min | {'text' if data else 'none (own text)'} | "
-                             f"{row['steps']} ({row['samples']}) | {row['perplexity']:.1f} | "
+                lines.append(f"| + spa finetune | {minutes:g} min | {'lee.cor text' if data else 'none (own text)'} | "
+                             f"{settings(row)} | {row['steps']} ({row['samples']}) | {row['perplexity']:.1f} | "
                              f"{row['perplexity'] / DENSE_PPL:.2f} | {row['wall_s']:.0f} s |")
     return lines
+
+
+def settings(row: dict) -> str:
+    parts = ([f"--lr {row['lr']:g}"] if row.get("lr") else []) + [" ".join(row.get("options") or [])]
+    return " ".join(p for p in parts if p) or "defaults"
 
 
 DENSE_PPL = 33.06  # SmolLM2-135M-Instruct, the same 8×512 Lee windows (bench/transformer_fidelity.py)
