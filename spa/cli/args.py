@@ -138,6 +138,14 @@ def add_rounds(p, help: str) -> None:
     p.add_argument("--rounds", type=int, default=50, help=help)
 
 
+def add_batch(p, help: str, default=None, type=str, metavar: str = "B") -> None:
+    p.add_argument("--batch", default=default, type=type, metavar=metavar, help=help)
+
+
+def add_min_fidelity(p, help: str) -> None:
+    p.add_argument("--min-fidelity", type=finite(0.0, True), default=None, metavar="X", help=help)
+
+
 def add_device(p, default: str | None, help: str) -> None:
     p.add_argument("--device", choices=DEVICES, default=default, help=help)
 

@@ -15,8 +15,8 @@ class Bench(Tool):
         parser.add_argument("--against", metavar="PRUNED",
                             help="a pruned copy to time alongside it (speedup = dense/pruned)")
         cli_args.add_device(parser, "cpu", "ONNX Runtime's execution provider")
-        parser.add_argument("--batch", default=None, metavar="B1,B2,...",
-                            help="batch sizes (the first input dim; default: the model's own, or 1 when dynamic)")
+        cli_args.add_batch(parser, "batch sizes (the first input dim; default: the model's own, or 1 when dynamic)",
+                           metavar="B1,B2,...")
         parser.add_argument("--threads", type=int, default=None, metavar="N",
                             help="intra-op threads (default: ONNX Runtime's)")
         parser.add_argument("--opt-level", choices=["all", "extended", "basic", "disable"], default="all",

@@ -24,7 +24,7 @@ def add_training_options(p, *, steps: bool) -> None:
                        "--max-minutes allows)")
     p.add_argument("--max-minutes", type=cli_args.finite(0.0, False), default=None, metavar="M",
                    help="wall-clock budget for the training (default 5 when no step count is given)")
-    p.add_argument("--batch", type=positive_int, default=8, help="samples per step (default 8)")
+    cli_args.add_batch(p, "samples per step (default 8)", default=8, type=positive_int)
     p.add_argument("--lr", type=cli_args.finite(0.0, False), default=None,
                    help="AdamW learning rate (default 2e-5 for language models, 1e-4 otherwise)")
     p.add_argument("--temperature", type=cli_args.finite(0.0, False), default=2.0,
@@ -72,11 +72,13 @@ def training_data(args, teacher, folders: list):
     from spa.training.data_free import data_free
 
     if not args.data:
-        return data_free(teacher, seed=args.seed, sequence=args.sequence, pool=args.pool)
+        return data_free(teacher, seed=args.seed, sequence=args.sequence, pool=args.pool,
+                         input_shapes=cli_args.input_shapes(args))
     mean = data_sources.parse_triple(args.mean, "--mean")
     std = data_sources.parse_triple(args.std, "--std")
     return data_sources.from_path(teacher, args.data, tokenizer=_tokenizer(args, folders), sequence=args.sequence,
-                                  mean=mean, std=std, preprocessor=_preprocessor(folders))
+                                  mean=mean, std=std, preprocessor=_preprocessor(folders),
+                                  input_shapes=cli_args.input_shapes(args))
 
 
 def _tokenizer(args, folders: list):
@@ -147,8 +149,9 @@ class Finetune(Tool):
                             help="the model it was pruned from (.onnx or folder)")
         cli_args.add_output(parser, "where to write the fine-tuned model (a folder when the model is one)")
         add_training_options(parser, steps=True)
-        parser.add_argument("--min-fidelity", type=cli_args.finite(0.0, True), default=None, metavar="X",
-                            help="refuse to write (exit 9) below X held-out agreement (else 1 - relative error)")
+        cli_args.add_min_fidelity(parser, "refuse to write (exit 9) below X held-out agreement (else 1 - relative "
+                                          "error)")
+        cli_args.add_input_shape(parser, "fix an input's shape for made-up inputs (models with dynamic dims)")
         cli_args.add_seed(parser)
         cli_args.add_json(parser)
 

@@ -27,10 +27,9 @@ class Prune(Tool):
         parser.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan instead of allocating")
         cli_args.add_seed(parser)
         parser.add_argument("--verify", action="store_true", help="check the oracle (sliced == masked) before writing")
-        parser.add_argument("--min-fidelity", type=cli_args.finite(0.0, True), default=None, metavar="X",
-                            help="refuse to write (exit 9) when the pruned model keeps less than X of the original's "
-                                 "behaviour on the fidelity check: top-1 / next-token agreement, else 1 - relative "
-                                 "output error")
+        cli_args.add_min_fidelity(parser, "refuse to write (exit 9) when the pruned model keeps less than X of the "
+                                          "original's behaviour on the fidelity check: top-1 / next-token agreement, "
+                                          "else 1 - relative output error")
         parser.add_argument("--no-latency", dest="latency", action="store_false",
                             help="skip the dense vs pruned latency check after writing")
         parser.add_argument("--finetune", type=positive_int, default=None, metavar="STEPS",

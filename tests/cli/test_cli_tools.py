@@ -16,7 +16,7 @@ from tests.cli.test_cli import build_cnn
 ROOT = Path(__file__).resolve().parents[2]
 CLI_DIR = ROOT / "spa" / "cli"
 HEAVY = ("torch", "transformers", "optimum", "tensorflow", "jax", "paddle")
-COMMANDS = ["inspect", "groups", "export", "prune", "report", "diff", "bench"]
+COMMANDS = ["inspect", "groups", "export", "prune", "finetune", "report", "diff", "bench"]
 
 
 def _child(code: str) -> subprocess.CompletedProcess:
