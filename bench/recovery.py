@@ -169,41 +169,41 @@ def render() -> list[str]:
              "`… --render` (this block; settings column: what differs from the defaults). Each cell is one "
              "`spa finetune PRUNED --teacher DENSE -o OUT --max-minutes M` in a fresh process on the 2 shared CPU "
              "cores; data-free inputs are made before the clock starts (their time is in the wall column).", ""]
-    if any(k[0] == "efficientnet" for k in rows):
-        lines += ["**EfficientNet-Lite0**, plain `spa prune --ratio 0.3 --target macs` (−30% MACs). Scored on 24 views "
-                  "(centred + 2 random crops) of the 8 photos of models.photos.PHOTOS, none seen in training; "
-                  "with data = 18 other photos shipped in wheels (MORE_PHOTOS + EXTRA_PHOTOS; 15 trained on, 3 held "
-                  "out for the best step); without data = 8 BatchNorm-matched images, varied. One seed each.", "",
-                  "| model | budget | data | settings | steps (samples) | top-1 agreement | KL | wall |",
-                  "|---|---|---|---|---|---|---|---|"]
-        base = rows.get(("efficientnet", 0, None))
-        if base:
-            lines.append(f"| pruned, not fine-tuned | – | – | – | – | {base['pruned']['top1']:.1%} | "
-                         f"{base['pruned']['kl']:.2f} | – |")
-        for (model, minutes, data), row in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
-            if model == "efficientnet" and minutes:
-                lines.append(f"| + spa finetune | {minutes:g} min | {'photos' if data else 'none (BN-matched)'} | "
-                             f"{settings(row)} | {row['steps']} ({row['samples']}) | {row['top1']:.1%} | {row['kl']:.2f} | "
-                             f"{row['wall_s']:.0f} s |")
-        lines.append("")
-    if any(k[0] == "smollm2" for k in rows):
-        lines += ["**SmolLM2-135M-Instruct**, plain `spa prune --ratio 0.2 --target params`. Perplexity on 8×512 tokens "
-                  "of gensim's Lee background news (dense 33.06); with data = gensim's lee.cor, 50 other news documents "
-                  "(no sentence shared with the scored text; 40 trained on, 10 held out), tokenized with the model's "
-                  "tokenizer; without data = 32 sequences of `--sequence` tokens it wrote itself (best step picked "
-                  "on 8 others). One seed each.", "",
-                  "| model | budget | data | settings | steps (samples) | perplexity | × dense | wall |",
-                  "|---|---|---|---|---|---|---|---|"]
-        base = rows.get(("smollm2", 0, None))
-        if base:
-            ppl = base["pruned"]["perplexity"]
-            lines.append(f"| pruned, not fine-tuned | – | – | – | – | {ppl:.1f} | {ppl / DENSE_PPL:.2f} | – |")
-        for (model, minutes, data), row in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
-            if model == "smollm2" and minutes:
-                lines.append(f"| + spa finetune | {minutes:g} min | {'lee.cor text' if data else 'none (own text)'} | "
-                             f"{settings(row)} | {row['steps']} ({row['samples']}) | {row['perplexity']:.1f} | "
-                             f"{row['perplexity'] / DENSE_PPL:.2f} | {row['wall_s']:.0f} s |")
+    lines += table(rows, "efficientnet", [
+        "**EfficientNet-Lite0**, plain `spa prune --ratio 0.3 --target macs` (−30% MACs). Scored on 24 views "
+        "(centred + 2 random crops) of the 8 photos of models.photos.PHOTOS, none seen in training; "
+        "with data = 18 other photos shipped in wheels (MORE_PHOTOS + EXTRA_PHOTOS; 15 trained on, 3 held "
+        "out for the best step); without data = 8 BatchNorm-matched images, varied. One seed each."],
+        ("top-1 agreement", "KL"), ("photos", "none (BN-matched)"),
+        lambda m: (f"{m['top1']:.1%}", f"{m['kl']:.2f}"))
+    lines += table(rows, "smollm2", [
+        "**SmolLM2-135M-Instruct**, plain `spa prune --ratio 0.2 --target params`. Perplexity on 8×512 tokens "
+        "of gensim's Lee background news (dense 33.06); with data = gensim's lee.cor, 50 other news documents "
+        "(no sentence shared with the scored text; 40 trained on, 10 held out), tokenized with the model's "
+        "tokenizer; without data = 32 sequences of `--sequence` tokens it wrote itself (best step picked "
+        "on 8 others). One seed each."],
+        ("perplexity", "× dense"), ("lee.cor text", "none (own text)"),
+        lambda m: (f"{m['perplexity']:.1f}", f"{m['perplexity'] / DENSE_PPL:.2f}"))
+    while lines and not lines[-1]:
+        lines.pop()
     return lines
+
+
+def table(rows: dict, model: str, intro: list[str], metrics: tuple, data_labels: tuple, cells) -> list[str]:
+    """One model's rows: the pruned model, then each fine-tuning cell by budget."""
+    if not any(k[0] == model for k in rows):
+        return []
+    lines = intro + ["", f"| model | budget | data | settings | steps (samples) | {' | '.join(metrics)} | wall |",
+                     "|---|---|---|---|---|---|---|---|"]
+    base = rows.get((model, 0, None))
+    if base:
+        lines.append(f"| pruned, not fine-tuned | – | – | – | – | {' | '.join(cells(base['pruned']))} | – |")
+    for (name, minutes, data), row in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
+        if name == model and minutes:
+            lines.append(f"| + spa finetune | {minutes:g} min | {data_labels[0] if data else data_labels[1]} | "
+                         f"{settings(row)} | {row['steps']} ({row['samples']}) | {' | '.join(cells(row))} | "
+                         f"{row['wall_s']:.0f} s |")
+    return lines + [""]
 
 
 def settings(row: dict) -> str:
