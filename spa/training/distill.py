@@ -20,7 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import InputError, UsageError
-from spa.flow.fidelity import Fidelity, compare_runs
+from spa.flow.fidelity import Fidelity, compare_runs, measure_fidelity
 from spa.training.data import DistillData
 from spa.training.losses import LM_LOGITS, distillation_loss, output_losses
 from spa.training.runners import StudentRunner, Teacher
@@ -158,8 +158,6 @@ def finetune(student: ir.Model, teacher: ir.Model, data: DistillData, config: Fi
     seconds = time.monotonic() - start
     module.load_state_dict(best_weights)
     write_weights(student, module)
-    from spa.flow.fidelity import measure_fidelity
-
     after = measure_fidelity(teacher, student, feeds=data.held_out, inputs=data.held_out_description)
     return FinetuneResult(student, before, after, state.step, state.best_step, seconds, state.samples,
                           data.description, data.held_out_description, state.history)

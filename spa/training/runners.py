@@ -2,6 +2,8 @@
 student as a torch module, each fed lists of one-sample feeds (spa.training.data)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx_ir as ir
 
@@ -95,7 +97,7 @@ class StudentRunner:
         def tensors(arrays):
             return [torch.as_tensor(a).to(self.device) for a in arrays]
 
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else _nothing()
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else contextlib.nullcontext()
         if self.batched:
             joined_targets = [np.concatenate(parts) for parts in zip(*targets)]
             joined_feed = {k: torch.as_tensor(np.concatenate([f[k] for f in feeds])) for k in feeds[0]}
@@ -112,10 +114,3 @@ class StudentRunner:
             loss.backward()
             total += float(loss.detach())
         return total
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
-
