@@ -45,6 +45,22 @@ def main(argv: list[str] | None = None) -> int:
             return exc.code
 
 
+def console_main() -> int:
+    """The installed `spa` command and `python -m spa.cli`: `main`, and after an interrupted run's
+    clean-up the process ends by SIGINT itself (the convention Python follows after an uncaught
+    Ctrl-C): a calling shell loop stops too, `$?` reads 130, and the exit status does not depend on
+    whether a library swallowed the KeyboardInterrupt on its way up."""
+    import signal
+
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code
+
+
 def _main(argv: list[str] | None) -> int:
     from spa.core.output import Terminated
 

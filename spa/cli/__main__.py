@@ -1,5 +1,5 @@
 import sys
 
-from spa.cli import main
+from spa.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())
