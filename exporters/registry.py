@@ -24,6 +24,7 @@ class Exporter:
     install: str = ""             # how to install the extra
     options: tuple[str, ...] = ("opset", "input_shapes")  # the keyword options its export takes
     takes_folder: bool = False    # the source is a folder
+    file_suffixes: tuple[str, ...] = ()  # … or a file with one of these suffixes
 
     def missing(self) -> str | None:
         """Why this exporter cannot run here (one line), or None. An extra's modules are imported
@@ -44,8 +45,9 @@ class Exporter:
 
     def export(self, source, output, **options) -> Path:
         """Run the exporter: what it needs checked first (SpaError, exit code 2, when missing)."""
-        if self.takes_folder and not Path(source).is_dir():
-            raise SpaError(f"{source}: not a folder (spa export {self.name} takes a local model folder)")
+        if self.takes_folder and not Path(source).is_dir() and not str(source).lower().endswith(self.file_suffixes):
+            also = f" or a {' / '.join(self.file_suffixes)} file" if self.file_suffixes else ""
+            raise SpaError(f"{source}: not a folder (spa export {self.name} takes a local model folder{also})")
         problem = self.missing()
         if problem:
             raise SpaError(problem)
@@ -53,8 +55,9 @@ class Exporter:
 
 
 _EXPORTERS = (
-    Exporter("hf", "hf", "a local Hugging Face model folder, through optimum (or torch.onnx)",
-             imports=("torch", "transformers", "optimum"), options=("opset", "task", "exporter"), takes_folder=True),
+    Exporter("hf", "hf", "a local Hugging Face model folder or .gguf file, through optimum (or torch.onnx)",
+             imports=("torch", "transformers", "optimum"), options=("opset", "task", "exporter"), takes_folder=True,
+             file_suffixes=(".gguf",)),
     Exporter("tf", "tf", "a Keras model, .keras/.h5 file or SavedModel folder, through tf2onnx",
              extra="tf", imports=("tensorflow", "tf2onnx"),
              install="pip install 'spa-prune[tf]' (tensorflow-cpu, tf2onnx)"),

@@ -81,6 +81,7 @@ def test_pruned_llm_folder_generates_and_keeps_the_gqa_ratio(tmp_path):
     assert config["intermediate_size"] < original["intermediate_size"]
     assert config["hidden_size"] < original["hidden_size"]
     assert config["head_dim"] == original["hidden_size"] // original["num_attention_heads"]
+    assert original["use_cache"] is True and config["use_cache"] is False  # the graph takes no KV cache
     model = ORTModelForCausalLM.from_pretrained(pruned, use_cache=False, use_io_binding=False)
     ids = torch.tensor([[1, 5, 7, 9]])
     generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
