@@ -7,8 +7,9 @@ Use one function:
     for feed in progress(feeds, "collecting statistics", total=samples):
         ...
 
-The bar goes to stderr (stdout stays clean for `--json`), and is silent — the iterable is returned
-untouched — when stderr is not a terminal or when `set_quiet(True)` was called (`spa --quiet`).
+The bar goes to stderr (stdout stays clean for `--json`). When stderr is not a terminal (a log
+file, CI), work that lasts longer than LOG_EVERY_S prints a plain line that often instead, and one
+at its end; shorter work prints nothing. `set_quiet(True)` (`spa --quiet`) silences both.
 """
 from __future__ import annotations
 
@@ -38,7 +39,12 @@ def progress(iterable: Iterable[T], description: str, total: int | None = None) 
     `total` is the number of items when `len(iterable)` does not exist (a generator); without it
     the bar shows a spinner and a count instead of a percentage."""
     if not enabled():
-        yield from iterable
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        with Meter(description, total=total, unit="item", final_if_short=False) as meter:
+            for item in iterable:
+                yield item
+                meter.update(1)
         return
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -70,8 +76,11 @@ class Meter:
             meter.update(1, "loss 0.41, 12.0 samples/s")
     """
 
-    def __init__(self, description: str, total: int | None = None, unit: str = "step", every_s: float | None = None):
+    def __init__(self, description: str, total: int | None = None, unit: str = "step", every_s: float | None = None,
+                 final_if_short: bool = True):
         self.description, self.total, self.unit = description, total, unit
+        self.final_if_short = final_if_short  # False: no closing line unless a periodic one was printed
+        self._printed = False
         self.every_s = LOG_EVERY_S if every_s is None else every_s
         self.done, self.status = 0, ""
         self._bar = self._task = None
@@ -102,6 +111,7 @@ class Meter:
             self._bar.update(self._task, advance=advance, status=self.status)
         elif not _quiet and time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
+            self._printed = True
             print(self.line(), file=sys.stderr, flush=True)
 
     def line(self) -> str:
@@ -115,5 +125,5 @@ class Meter:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif not _quiet and exc[0] is None and self.done:
+        elif not _quiet and exc[0] is None and self.done and (self.final_if_short or self._printed):
             print(self.line(), file=sys.stderr, flush=True)
