@@ -173,6 +173,7 @@ def _summary(args, result, out, fidelity, latency) -> dict:
             "groups_prunable": len(result.analysis.prunable_groups()),
             "channels_removed": sum(len(v) for v in result.plan.removed.values()),
             "head_groups_untouched": len(untouched_head_groups(result)),
+            "seconds": {stage: round(s, 3) for stage, s in result.seconds.items()},
             "plan": result.plan.meta,
             "oracle_error": None if result.oracle is None else result.oracle.error,
             "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
@@ -232,6 +233,11 @@ def _print_summary(args, result, summary: dict, fidelity, tuned=None) -> None:
                       "--round-to 16 (or the block your runtime uses), or a larger --ratio")
     elif latency and latency.get("error"):
         con.print(f"latency not measured: {latency['error']}")
+    from spa.core.timing import describe as describe_seconds
+
+    stages = describe_seconds(summary["seconds"])
+    if stages:
+        con.print(f"time: {stages}")
     con.print(f"[green]PASSED[/] wrote {summary['output']}")
 
 

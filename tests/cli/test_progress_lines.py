@@ -30,3 +30,25 @@ def test_short_or_quiet_work_prints_nothing_off_a_terminal(monkeypatch):
     finally:
         progress_module.set_quiet(False)
     assert log.getvalue() == ""
+
+
+def test_prune_reports_the_seconds_of_each_stage(tmp_path, capsys):
+    import json
+    import time
+
+    import onnx
+
+    from spa.cli import main
+    from tests.graphs import conv_relu_conv
+
+    onnx.save(conv_relu_conv(), tmp_path / "m.onnx")
+    start = time.perf_counter()
+    assert main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--ratio", "0.5",
+                 "--criterion", "obspa", "--json"]) == 0
+    wall = time.perf_counter() - start
+    seconds = json.loads(capsys.readouterr().out)["seconds"]
+    assert {"load", "analysis", "statistics", "ranking", "compensation", "slicing and validation"} <= set(seconds)
+    assert all(s >= 0 for s in seconds.values()) and sum(seconds.values()) <= wall
+    assert main(["prune", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "l.onnx"), "--ratio", "0.5",
+                 "--criterion", "l2", "--json"]) == 0
+    assert "statistics" not in json.loads(capsys.readouterr().out)["seconds"]  # l2 measures nothing
