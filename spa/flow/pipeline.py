@@ -14,6 +14,7 @@ from spa.allocation.allocate import Budget
 from spa.allocation.plan import PruningPlan
 from spa.analysis.groups import SCOPES, Analysis, analyze
 from spa.core.errors import UnsupportedError, UsageError
+from spa.core.timing import Stopwatch
 from spa.flow.defaults import AUTO, default_config
 from spa.flow.compensation import (Compensation, check_feeds, compensation_for, measure, resolve_method,
                                    update_sinks)
@@ -110,6 +111,7 @@ class PruneResult:
     analysis: Analysis = field(repr=False)
     oracle: OracleResult | None = None          # with verify=True
     scores: dict | None = field(default=None, repr=False)  # what the plan was ranked by (None: plan given)
+    seconds: dict = field(default_factory=dict, repr=False)  # wall-clock seconds per stage (spa.core.timing)
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
         return io.save(self.model, path, external_data=external_data)
@@ -122,6 +124,23 @@ class PruneResult:
     @property
     def after(self) -> dict:
         return self.report["after"]
+
+    def __repr__(self) -> str:  # short: the model itself prints thousands of lines
+        from spa.graph.external_data import SOURCE_FILES
+        from spa.report.tables import human
+
+        files = sorted(f for f in self.original.meta.get(SOURCE_FILES, ()) if Path(f).suffix == ".onnx")
+        name = "/".join(Path(files[0]).parts[-2:]) if files else self.model.graph.name or "model"
+        meta = self.plan.meta
+        share = "plan given" if meta.get("ratio") is None else f"ratio {meta['ratio']:g} of {meta.get('target', '?')}"
+        before, after = self.report.get("before") or {}, self.report.get("after") or {}
+        sizes = ", ".join(f"{label} {human(before[key])} → {human(after[key])}" for key, label in
+                          (("params", "params"), ("macs", "MACs")) if key in before and key in after)
+        pruned = sum(1 for removed in self.plan.removed.values() if removed)
+        criterion = self.report.get("criterion") or meta.get("criterion")
+        return (f"PruneResult({name!r}, {f'criterion {criterion}, ' if criterion else ''}{share}, {pruned} of "
+                f"{len(self.analysis.prunable_groups())} prunable groups pruned "
+                f"({sum(len(v) for v in self.plan.removed.values())} channels), {sizes})")
 
 
 def compensated_copy(original: ir.Model, analysis: Analysis, plan: PruningPlan,
@@ -161,8 +180,11 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
     sink update by default (compensation_for); gradient criteria rank by gradients on the
     statistics inputs; `compensation` sets where statistics come from and turns the OBS update on
     for any criterion."""
-    original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
-    analysis = analyze_scope(original, scope)
+    watch = Stopwatch()
+    with watch("load"):
+        original = load_canonical(source, input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, reference=True)
+    with watch("analysis"):
+        analysis = analyze_scope(original, scope)
     default = None
     if isinstance(criterion, str) and criterion == AUTO and plan is not None:
         # re-applying a saved plan: the criterion that made it, so its sink update is made again
@@ -188,15 +210,17 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if compensation is not None:
             keep_feeds = compensation.sequential or chosen.needs_feeds and plan is None
-            stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
+            with watch("statistics"):
+                stats = measure(source, original, analysis, compensation, input_shapes, fuse_batchnorm, keep_feeds)
         if plan is None:
-            budget, normalizer = ranking_defaults(chosen, budget or Budget(), normalizer)
-            scores = rank(analysis, chosen, stats, normalizer, reduction, seed, p)
-            plan = make_plan(analysis, budget, chosen, seed, normalizer, reduction, p, scores)
-            if compensation is not None and compensation.greedy:
-                from spa.passes.compensate.greedy import greedy_selection
+            with watch("ranking"):
+                budget, normalizer = ranking_defaults(chosen, budget or Budget(), normalizer)
+                scores = rank(analysis, chosen, stats, normalizer, reduction, seed, p)
+                plan = make_plan(analysis, budget, chosen, seed, normalizer, reduction, p, scores)
+                if compensation is not None and compensation.greedy:
+                    from spa.passes.compensate.greedy import greedy_selection
 
-                greedy_selection(analysis, plan, stats.sinks, stats.hs)
+                    greedy_selection(analysis, plan, stats.sinks, stats.hs)
         else:
             plan.check_against(analysis)
     if compensation is not None:
@@ -208,13 +232,16 @@ def prune(source, budget: Budget | None = None, *, criterion: str | Criterion = 
         plan.meta.update(scope=scope)
     if default is not None:
         plan.meta.update(default=default.as_dict())
-    compensated = compensated_copy(original, analysis, plan, compensation, stats)
+    with watch("compensation"):
+        compensated = compensated_copy(original, analysis, plan, compensation, stats)
     # the oracle checks what is written: the compensated model, sliced vs masked
-    result_oracle = oracle(compensated, analysis, plan, seed) if verify else None
-    pruned = apply_plan(original, analysis, plan, compensated=compensated)
+    with watch("oracle"):
+        result_oracle = oracle(compensated, analysis, plan, seed) if verify else None
+    with watch("slicing and validation"):
+        pruned = apply_plan(original, analysis, plan, compensated=compensated)
     report = prune_report(original, pruned, analysis, plan, *report_scores(scores, plan),
                           oracle_error=None if result_oracle is None else result_oracle.error,
                           canonical={"fuse_batchnorm": fuse_batchnorm, "input_shapes": input_shapes or None})
     annotate(pruned, analysis, plan, report)
-    return PruneResult(pruned, plan, report, original, analysis, result_oracle, scores)
+    return PruneResult(pruned, plan, report, original, analysis, result_oracle, scores, watch.seconds)
 
