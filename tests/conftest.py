@@ -1,5 +1,11 @@
+import os
+
 import numpy as np
 import pytest
+
+# `--round-to auto` follows this CPU's NCHWc block (8 with AVX2, 16 with AVX-512): the suite plans for
+# one block on every machine, and the CLI runs it starts inherit the setting
+os.environ["SPA_CPU_BLOCK"] = "16"
 
 from spa.allocation.plan import PruningPlan
 from spa.analysis.groups import analyze

@@ -37,9 +37,18 @@ class Budget:
             raise SpaError("--round-to and --min-width must be at least 1")
 
 
+#: Plan for another CPU than this one (the deployment target's NCHWc block: 8 or 16).
+CPU_BLOCK_ENV = "SPA_CPU_BLOCK"
+
+
 def cpu_block_size() -> int:
-    """ONNX Runtime's NCHWc channel block on this CPU (MLAS): 16 with AVX-512, 8 with AVX2. Conv
-    channel counts off the block leave the blocked layout (shared/docs/PRIOR_ART.md)."""
+    """ONNX Runtime's NCHWc channel block on this CPU (MLAS): 16 with AVX-512, 8 with AVX2, or
+    $SPA_CPU_BLOCK. Conv channel counts off the block leave the blocked layout (shared/docs/PRIOR_ART.md)."""
+    import os
+
+    given = os.environ.get(CPU_BLOCK_ENV, "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     try:
         with open("/proc/cpuinfo") as handle:
             flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
@@ -76,14 +85,18 @@ def eligible_groups(analysis, protect: list[str]):
     names.update(analysis.model.graph.initializers)
     names.update(v.name for v in analysis.model.graph.inputs)
     aliases = analysis.model.meta.get("spa.weight_aliases", {})
-    protected = set()
+    protected, whole = set(), set()
     for name in protect:
+        group = analysis.group_named(name)  # a group key as `spa groups` prints it (or older versions did)
         found = {name} if name in names else _protected_aliases(name, aliases, names)
-        if not found:
-            raise SpaError(f"--protect names {name!r}, which is neither a node, a tensor nor a module of the model")
+        if not found and group is None:
+            raise SpaError(f"--protect names {name!r}, which is neither a group, a node, a tensor nor a module "
+                           "of the model (`spa groups` lists the group keys)")
         protected |= found
+        if group is not None:
+            whole.add(id(group))
     return [g for g in analysis.prunable_groups()
-            if not protected & ({m.value for m in g.members} | set(g.nodes))]
+            if id(g) not in whole and not protected & ({m.value for m in g.members} | set(g.nodes))]
 
 
 def _protected_aliases(name: str, aliases: dict[str, list[str]], names: set[str]) -> set[str]:
