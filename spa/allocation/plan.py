@@ -72,7 +72,9 @@ class PruningPlan:
         return cls.from_json(data)
 
     def check_against(self, analysis) -> None:
-        """Refuse a plan that does not fit this model's groups."""
+        """Refuse a plan that does not fit this model's groups. A plan saved before groups had
+        readable keys names them by a member (`onnx::MatMul_8677:0`): those keys are renamed."""
+        self.rename_old_keys(analysis)
         groups = analysis.group_by_key()
         for key, remove in self.removed.items():
             if not remove:
@@ -88,6 +90,20 @@ class PruningPlan:
                 raise PlanError(f"plan removes channel indices outside group '{key}' (width {group.width})")
             if len(set(remove)) >= group.width:
                 raise PlanError(f"plan removes every channel of group '{key}'")
+
+    def rename_old_keys(self, analysis) -> None:
+        """Key this plan's groups by the analysis' keys where it uses a group's old key."""
+        current = analysis.group_by_key()
+        renames = {}
+        for key in self.removed:
+            group = None if key in current else analysis.group_named(key)
+            if group is not None:
+                renames[key] = group.key
+        for old, new in renames.items():
+            if new in self.removed or list(renames.values()).count(new) > 1:
+                raise PlanError(f"plan lists group '{new}' twice (also as '{old}')")
+        self.removed = {renames.get(k, k): v for k, v in self.removed.items()}
+        self.widths = {renames.get(k, k): v for k, v in self.widths.items()}
 
 
 def _is_int(x) -> bool:

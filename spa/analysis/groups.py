@@ -24,12 +24,13 @@ from spa.graph import subgraphs
 @dataclass
 class Group:
     id: int
-    key: str                      # stable name: the smallest member key
+    key: str                      # stable, readable name: the module path of its layers (`layers.3.mlp`)
     members: list[Space]
     width: int                    # number of root channels (classes)
     sinks: list[Sink]
     reason: str | None = None     # why it may not be pruned
     nodes: list[str] = field(default_factory=list)
+    old_key: str = ""             # the key before readable names (a member's key): older plans use it
 
     @property
     def prunable(self) -> bool:
@@ -65,6 +66,11 @@ class Analysis:
 
     def group_by_key(self) -> dict[str, Group]:
         return {g.key: g for g in self.groups}
+
+    def group_named(self, key: str) -> Group | None:
+        """The group with this key, or with this key as SPA named groups before readable keys."""
+        found = self.group_by_key().get(key)
+        return found if found is not None else next((g for g in self.groups if g.old_key == key), None)
 
     def prunable_groups(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
@@ -163,6 +169,7 @@ def _build_groups(model: ir.Model, ctx: Context, graph: nx.Graph) -> list[Group]
         nodes = sorted({n for m in members if m.value for n in users.get(m.value, ())})
         groups.append(Group(gid, _group_key(members), members, width,
                             [s for k in keys for s in sinks_by_space.get(k, [])], reason, nodes))
+    _name_groups(model, groups)
     return groups
 
 
@@ -188,9 +195,76 @@ def _whole_axis_conflict(members: list[Space], whole_axes) -> str | None:
 
 
 def _group_key(members: list[Space]) -> str:
-    """A readable, stable name: the first weight whose output axis is a member, else the first member."""
+    """The name used before readable keys (and still where the model has no usable names): the
+    first weight whose output axis is a member, else the first member."""
     weights = [m.key for m in members if m.kind == "param" and m.axes == (0,)]
     return min(weights) if weights else members[0].key
+
+
+def _name_groups(model: ir.Model, groups: list[Group]) -> None:
+    """Readable keys: the common module path of the layers that write a group's channels
+    (`layers.3.mlp`, `layers.3.self_attn`, `conv1`), from the exporter's scoped node names
+    (`/model/layers.3/mlp/gate_proj/MatMul`) or else its weight names (`features.0.0.weight`).
+    A root module every layer shares (`model.`) is left out; a key two groups would share gets
+    `#2`, `#3` in group order; a group without such names keeps the member key (`old_key`)."""
+    writers, order = {}, {}
+    for i, node in enumerate(subgraphs.all_nodes(model.graph)):
+        order[id(node)] = i
+        writers.update((v.name, node) for v in node.outputs if v.name)
+    paths = _drop_root([_module_path(g, writers, order) for g in groups])
+    used: dict[str, int] = {}
+    for g, path in zip(groups, paths):
+        g.old_key = g.key
+        if path:
+            base = ".".join(path)
+            used[base] = used.get(base, 0) + 1
+            g.key = base if used[base] == 1 else f"{base}#{used[base]}"
+
+
+def _module_path(group: Group, writers: dict[str, ir.Node], order: dict[int, int]) -> list[str] | None:
+    """The module path (split at dots) shared by the nodes that write the group's channels and read
+    its weights (else by all its writers); where they share none, the first one's."""
+    params = {m.value for m in group.members if m.kind == "param"}
+    found = {id(n): n for m in group.members if m.kind == "act" and (n := writers.get(m.value)) is not None}
+    producers = sorted(found.values(), key=lambda n: order[id(n)])
+    weighted = [n for n in producers if any(v is not None and v.name in params for v in n.inputs)]
+    paths = [p for p in (_node_path(n, params) for n in weighted) if p] \
+        or [p for p in (_node_path(n, params) for n in producers) if p]
+    if not paths:
+        return None
+    common = paths[0]
+    for p in paths[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(common, p)) if a != b), min(len(common), len(p)))
+        common = common[:n]
+    return common or paths[0]
+
+
+def _node_path(node: ir.Node, params: set[str]) -> list[str] | None:
+    """`/layer1/layer1.0/conv1/Conv` → layer1.0.conv1 (TorchScript scopes repeat the parent's
+    path in a list's items); a node without scopes: the module of the group weight it reads."""
+    path: list[str] = []
+    for scope in [s for s in (node.name or "").split("/") if s][:-1]:
+        parts, k = scope.split("."), scope.count(".")
+        repeats = 0 < k <= len(path) and parts[:-1] == path[len(path) - k:]
+        path = path[:len(path) - k] + parts if repeats else path + parts
+    if not path:
+        weight = next((v.name for v in node.inputs if v is not None and v.name in params and "." in v.name), "")
+        path = weight.split(".")[:-1]
+    return path if path and all(p and _READABLE.issuperset(p) for p in path) else None
+
+
+_READABLE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _drop_root(paths: list[list[str] | None]) -> list[list[str] | None]:
+    """Leave out a first module every longer path shares (HF's `model.`), unless that makes paths
+    start with a list index or merge."""
+    long = [p for p in paths if p and len(p) > 1]
+    if len(long) < 2 or len({p[0] for p in long}) != 1 or any(p[1].isdigit() for p in long):
+        return paths
+    stripped = [p[1:] if p and len(p) > 1 else p for p in paths]
+    distinct = {tuple(p) for p in paths if p}
+    return stripped if len({tuple(p) for p in stripped if p}) == len(distinct) else paths
 
 
 def _value_users(model: ir.Model) -> dict[str, set[str]]:

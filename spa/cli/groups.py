@@ -17,7 +17,7 @@ class Groups(Tool):
         parser.add_argument("--png", metavar="OUT.png", help="also render that graph to PNG (needs Graphviz's dot)")
 
     def run(self, args) -> int:
-        from rich.table import Table
+        from rich.table import Column, Table
 
         from spa.api import groups
 
@@ -29,7 +29,10 @@ class Groups(Tool):
         if args.json:
             print_json(rows)
             return 0
-        table = Table("id", "group (key)", "kind", "width", "members", "sinks", "constraints", "status")
+        # keys are what --protect and plans take: never cut short; a long one folds onto more lines
+        widest = max((len(r["key"]) for r in rows), default=0)
+        key_column = Column("group (key)", overflow="fold", min_width=min(widest, 48))
+        table = Table("id", key_column, "kind", "width", "members", "sinks", "constraints", "status")
         for r in rows:
             table.add_row(str(r["id"]), r["key"], r["kind"], str(r["width"]),
                           f"{len(r['params'])} params / {len(r['members'])}", str(len(r["sinks"])),

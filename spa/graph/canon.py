@@ -18,7 +18,8 @@ from spa.graph.detours import FoldDetoursPass
 from spa.graph.io import EXPORTER_ANNOTATED
 from spa.graph.model_copy import copy_model
 from spa.graph.rewrites import (  # noqa: F401 - also importable from here, as before
-    DropReshapeAllowzeroPass, UnshareUniformConstantsPass, drop_reshape_allowzero, unshare_uniform_constants,
+    DropReshapeAllowzeroPass, RememberNodeNamesPass, RestoreNodeNamesPass, UnshareUniformConstantsPass,
+    drop_reshape_allowzero, unshare_uniform_constants,
 )
 from spa.graph.shape_eval import resolve_reshapes
 from spa.graph.subgraphs import PrepareSubgraphsPass
@@ -46,9 +47,11 @@ def canonicalization(fuse_batchnorm: bool = True, input_shapes: dict | None = No
                      fold_bodies: bool = True) -> ir.passes.Sequential:
     """The passes of `canonicalize`, in order (one model's run: the output-shape pair shares state)."""
     forget_outputs = ForgetDeclaredOutputShapesPass()
+    node_names = RememberNodeNamesPass()
     return ir.passes.Sequential(
         *([SetInputShapesPass(input_shapes)] if input_shapes else []),
         RememberOriginalNamesPass(),
+        node_names,
         # Old exporters list every weight as a graph input too; as inputs they could be overridden
         # at run time, so nothing would be prunable. They are weights: keep them as initializers only.
         common.RemoveInitializersFromInputsPass(),
@@ -65,6 +68,7 @@ def canonicalization(fuse_batchnorm: bool = True, input_shapes: dict | None = No
         NameSymbolicDimsPass(),
         FoldDetoursPass(),
         common.TopologicalSortPass(),
+        RestoreNodeNamesPass(node_names),  # the exporter's names where a node was re-created, not `node_Conv_0`
         common.NameFixPass(),  # rules and plans refer to nodes and values by unique names
         PrepareSubgraphsPass(),  # names unique across branches; branch weights where every stage looks
     )

@@ -230,3 +230,64 @@ def unshare_uniform_constants(model: ir.Model) -> int:
             model.graph.register_initializer(copy)
             node.replace_input_with(index, copy)
     return copies
+
+
+class RememberNodeNamesPass(ir.passes.InPlacePass):
+    """Record the node names and which node wrote each value (its name, op type and inputs), for
+    `RestoreNodeNamesPass`."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+        self.writers: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.names = {node.name for node in ir.traversal.RecursiveGraphIterator(model.graph) if node.name}
+        self.writers = {out.name: (node.name, node.op_type, tuple(v.name for v in node.inputs if v is not None))
+                        for node in ir.traversal.RecursiveGraphIterator(model.graph) if node.name
+                        for out in node.outputs if out.name}
+        return ir.passes.PassResult(model, modified=False)
+
+
+class RestoreNodeNamesPass(ir.passes.InPlacePass):
+    """Give the exporter's node names back to the nodes folding and rewriting re-created. A
+    replaced node's outputs keep their names but the new node gets a made-up one (`node_Conv_0`):
+    it takes the name of the node of its op type that wrote that output, or wrote
+    what that node read, a few steps up (a Conv fused with its BatchNormalization writes the
+    BatchNormalization's output and takes the Conv's name). A name still in use is not taken."""
+
+    def __init__(self, remembered: RememberNodeNamesPass, depth: int = 4):
+        super().__init__()
+        self.remembered = remembered
+        self.depth = depth
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
+        taken = {node.name for node in nodes if node.name}
+        restored = 0
+        for node in nodes:
+            if node.name in self.remembered.names:
+                continue
+            name = self._origin(node, taken)
+            if name is not None:
+                node.name = name
+                taken.add(name)
+                restored += 1
+        return ir.passes.PassResult(model, modified=restored > 0)
+
+    def _origin(self, node: ir.Node, taken: set[str]) -> str | None:
+        writers = self.remembered.writers
+        frontier = [out.name for out in node.outputs if out.name]
+        seen: set[str] = set()
+        for _ in range(self.depth):
+            following = []
+            for value in frontier:
+                writer = writers.get(value)
+                if writer is None or writer[0] in seen:
+                    continue
+                seen.add(writer[0])
+                if writer[1] == node.op_type and writer[0] not in taken:
+                    return writer[0]
+                following.extend(writer[2])
+            frontier = following
+        return None

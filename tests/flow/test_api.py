@@ -67,8 +67,8 @@ def test_inspect_and_groups(tmp_path):
     assert sorted(r["width"] for r in found.rows if r["prunable"]) == [12, 16, 24]
     assert any(not r["prunable"] and "graph output" in r["reason"] for r in found.rows)
     dot = found.to_dot()
-    for key in by_key:
-        assert f'"{key}"' in dot
+    for key, r in by_key.items():
+        assert f'"group {r["id"]}: {key}\\n' in dot  # each group's cluster is labelled with its key
 
 
 def test_pruning_report_and_write_report(tmp_path):
