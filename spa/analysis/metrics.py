@@ -1,9 +1,15 @@
 """Parameter and MAC counts, for the model as it is or as a plan would leave it. A node's MACs
-are its op rule's (`Rule.macs`: Conv, ConvTranspose, Gemm, MatMul and their integer kernels)."""
+are its op rule's (`Rule.macs`: Conv, ConvTranspose, Gemm, MatMul and their integer kernels).
+
+MACs are counted at fixed input sizes: a model with open (symbolic) input dims is costed at what
+`spa bench` feeds it (batch 1, every other open dim spa.runtime.benchmark.DEFAULT_SEQUENCE), or at
+the given input shapes (`--input-shape`); the open dims inside the graph are resolved from those
+(spa.graph.concrete_shapes). `count` says which sizes it assumed ("macs_at")."""
 from __future__ import annotations
 
 import onnx_ir as ir
 
+from spa.graph.concrete_shapes import Resolver
 from spa.analysis.rules import standard_rule
 from spa.analysis.rules.base import static_numel as _numel
 
@@ -32,19 +38,76 @@ def is_weight(value: ir.Value) -> bool:
     return False
 
 
-def count(model: ir.Model, dims_of=None) -> dict:
-    """{'params', 'macs', 'params_by_dtype'}; `dims_of(value)` may override a value's dims (to cost
-    a plan). Params are float weights plus integer (quantized) ones."""
-    dims = dims_of or _own_dims
+def count(model: ir.Model, dims_of=None, *, input_shapes: dict | None = None) -> dict:
+    """{'params', 'macs', 'params_by_dtype', 'macs_at'}; `dims_of(value)` may override a value's
+    dims (to cost a plan). Params are float weights plus integer (quantized) ones. MACs are at the
+    input sizes in 'macs_at' (symbol → size; {} when every input dim is fixed): `input_shapes`
+    (input name → dims) where given, else batch 1 and DEFAULT_SEQUENCE for the other open dims."""
+    own = dims_of or _own_dims
     by_dtype: dict[str, int] = {}
     for v in model.graph.initializers.values():
         if is_weight(v):
             key = v.dtype.name.lower()
-            by_dtype[key] = by_dtype.get(key, 0) + _numel(dims(v))
+            by_dtype[key] = by_dtype.get(key, 0) + _numel(own(v))
+    dims = MacsDims(model, dims_of, input_shapes)
     macs = 0
     for node in model.graph:
         macs += _node_macs(node, dims)
-    return {"params": sum(by_dtype.values()), "macs": macs, "params_by_dtype": dict(sorted(by_dtype.items()))}
+    return {"params": sum(by_dtype.values()), "macs": macs, "params_by_dtype": dict(sorted(by_dtype.items())),
+            "macs_at": dims.at()}
+
+
+class MacsDims:
+    """A dims function for `Rule.macs`: `dims_of` (default: the values' own dims) with the open
+    dims resolved at the input sizes MACs are counted at (see `count`); `at()` tells the sizes
+    the dims asked so far depended on (symbol → size, an unnamed dim as 'input[axis]')."""
+
+    def __init__(self, model: ir.Model, dims_of=None, input_shapes: dict | None = None):
+        self.own = dims_of or _own_dims
+        shapes = macs_input_shapes(model, input_shapes)
+        self.resolver = Resolver(model, shapes) if shapes else None
+        self.assumed = assumed_sizes(model, shapes) if shapes else {}
+
+    def __call__(self, value):
+        dims = self.own(value)
+        return dims if self.resolver is None else self.resolver.resolve(value, dims)
+
+    def at(self) -> dict[str, int]:
+        if self.resolver is None:
+            return {}
+        if self.resolver.fixed_used:
+            return dict(self.assumed)
+        return {k: v for k, v in self.assumed.items() if k in self.resolver.used}
+
+
+def macs_input_shapes(model: ir.Model, input_shapes: dict | None = None) -> dict[str, list[int]]:
+    """The input shapes MACs are counted at; {} when every input dim is fixed and none are given."""
+    from spa.runtime.benchmark import default_shapes
+
+    inputs = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+    if not input_shapes and all(v.shape is not None and all(isinstance(d, int) for d in v.shape) for v in inputs):
+        return {}
+    return default_shapes(model, input_shapes)
+
+
+def assumed_sizes(model: ir.Model, shapes: dict[str, list[int]]) -> dict[str, int]:
+    """The size each open input dim is counted at: symbol name → size (an unnamed dim as
+    'input[axis]'), in input order."""
+    at: dict[str, int] = {}
+    for v in model.graph.inputs:
+        shape = shapes.get(v.name)
+        if v.shape is None or shape is None or len(shape) != len(v.shape):
+            continue
+        for axis, (d, n) in enumerate(zip(v.shape, shape)):
+            if not isinstance(d, int):
+                name = getattr(d, "value", None)
+                at.setdefault(name if isinstance(name, str) and name else f"{v.name}[{axis}]", int(n))
+    return at
+
+
+def sizes_text(at: dict | None) -> str:
+    """' (batch_size 1, sequence_length 128)': the sizes MACs were counted at; '' for none."""
+    return f" ({', '.join(f'{k} {v}' for k, v in at.items())})" if at else ""
 
 
 def _node_macs(node: ir.Node, dims) -> int:
@@ -75,9 +138,10 @@ def _own_dims(value):
     return tuple(value.shape) if value.shape is not None else None
 
 
-def node_macs(node: ir.Node) -> int:
-    """Multiply-accumulates of one node, from the model's own shapes."""
-    return _node_macs(node, _own_dims)
+def node_macs(node: ir.Node, dims=None) -> int:
+    """Multiply-accumulates of one node, from the model's own shapes or `dims` (a dims function
+    a MacsDims, which resolves open dims)."""
+    return _node_macs(node, dims or _own_dims)
 
 
 def node_params(node: ir.Node) -> int:

@@ -109,6 +109,15 @@ def round_to(text: str) -> int | str:
 
 # ---------------------------------------------------------------- single options with per-command wording
 
+MODEL_FORMS = "an .onnx file, or a Hugging Face folder holding model.onnx"
+
+
+def add_model(p, dest: str = "model", help: str | None = None) -> None:
+    """A positional model path: every command that reads a model takes a file or a Hugging Face
+    folder (spa.graph.load.model_path finds the folder's model file when the model is loaded)."""
+    p.add_argument(dest, help=f"{help}: {MODEL_FORMS}" if help else MODEL_FORMS)
+
+
 def add_input_shape(p, help="fix an input's shape (for models with dynamic dims)") -> None:
     p.add_argument("--input-shape", action="append", type=input_shape, default=[], metavar="NAME=D1,D2,...",
                    help=help)
@@ -172,7 +181,7 @@ class ModelArgs:
 
     @staticmethod
     def add_to(p) -> None:
-        p.add_argument("model", help="an .onnx file, or a Hugging Face folder holding model.onnx")
+        add_model(p)
         add_input_shape(p)
         p.add_argument("--no-fuse-bn", action="store_true", help="keep BatchNormalization nodes")
         p.add_argument("--scope", choices=["heads", "ffn", "hidden", "all"], default=None,

@@ -10,8 +10,8 @@ class Diff(Tool):
     help = "compare two models: ops, params, MACs, shapes, outputs (exit 0 = match)"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("a", help="first .onnx (the reference)")
-        parser.add_argument("b", help="second .onnx")
+        cli_args.add_model(parser, "a", "the first model (the reference)")
+        cli_args.add_model(parser, "b", "the second model")
         parser.add_argument("--inputs", metavar="FILE.npz", help="input arrays (first axis = samples); default random")
         cli_args.add_samples(parser, 1, "inputs to compare on")
         cli_args.add_seed(parser)

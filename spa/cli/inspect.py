@@ -16,6 +16,7 @@ class Inspect(Tool):
         from rich.table import Table
 
         from spa.api import inspect
+        from spa.analysis.metrics import sizes_text
         from spa.report.tables import human
 
         summary = inspect(args.model, **ModelArgs.load_options(args))
@@ -29,7 +30,8 @@ class Inspect(Tool):
             for v in summary[kind]:
                 io_table.add_row(kind[:-1], v["name"], v["dtype"], str(v["shape"]))
         con.print(io_table)
-        con.print(f"parameters {human(summary['params'])}   MACs {human(summary['macs'])}   nodes {summary['nodes']}")
+        con.print(f"parameters {human(summary['params'])}   MACs {human(summary['macs'])}"
+                  f"{sizes_text(summary.get('macs_at'))}   nodes {summary['nodes']}")
         con.print("ops: " + ", ".join(f"{k} {v}" for k, v in summary["ops"].items()))
         g = summary["groups"]
         con.print(f"groups: {g['total']} total, {g['prunable']} prunable ({g['prunable_channels']} channels)")

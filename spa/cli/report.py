@@ -10,10 +10,11 @@ class Report(Tool):
     help = "a pruned model's report: widths before→after, plots, plan (.html or .md)"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("model", help="a model written by spa prune (any .onnx works, with less to say)")
+        cli_args.add_model(parser, help="a model written by spa prune (any model works, with less to say)")
         cli_args.add_output(parser, "where to write the report", metavar="REPORT.html|.md")
         parser.add_argument("--original", metavar="MODEL",
-                            help="the unpruned model: adds per-layer widths before→after")
+                            help="the unpruned model (an .onnx file or a Hugging Face folder): adds per-layer "
+                                 "widths before→after")
         parser.add_argument("--measure", action="store_true",
                             help="with --original: output fidelity on random inputs and CPU latency of both")
         cli_args.add_samples(parser, 4, "random inputs for --measure")

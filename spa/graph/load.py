@@ -29,7 +29,7 @@ def load(model) -> ir.Model:
         check_unique_names(model)
         loaded = _deserialize(model, "the ModelProto")
     elif isinstance(model, (str, os.PathLike)):
-        loaded = _load_path(Path(model))
+        loaded = _load_path(model_path(model))
     elif type(model).__module__.startswith("onnx_graphsurgeon"):
         import onnx_graphsurgeon as gs
 
@@ -109,14 +109,28 @@ def first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def model_path(path: str | os.PathLike) -> Path:
+    """The ONNX file a model path stands for: the path itself, or the model file of a Hugging Face
+    folder (model_file). Every command and API function that reads a model resolves it here."""
+    if not os.fspath(path):
+        raise InputError("the model path is empty")
+    return model_file(path) if os.path.isdir(path) else Path(path)  # isdir: False, not an error, for odd paths
+
+
 def model_file(folder: str | os.PathLike) -> Path:
     """The ONNX model of an exported folder (model.onnx, as optimum and `spa export hf` write it)."""
     folder = Path(folder)
-    candidates = [folder / "model.onnx"] if (folder / "model.onnx").is_file() else sorted(folder.glob("*.onnx"))
+    if (folder / "model.onnx").is_file():
+        return folder / "model.onnx"
+    try:
+        candidates = sorted(p for p in folder.glob("*.onnx") if p.is_file())
+    except OSError as exc:
+        raise InputError(f"{folder}: the model folder cannot be read ({exc.strerror or exc})") from None
     if len(candidates) != 1:
-        raise InputError(f"{folder}: expected one .onnx model in the folder, found "
-                         f"{len(candidates) or 'none'}" + (" (a KV-cache export has several; export "
-                                                           "text-generation without past)" if candidates else ""))
+        raise InputError(f"{folder}: expected one .onnx model in the folder (model.onnx, as optimum and `spa "
+                         f"export hf` write), found {len(candidates) or 'none'}"
+                         + (" (a KV-cache export has several; export text-generation without past)"
+                            if candidates else ""))
     return candidates[0]
 
 

@@ -79,7 +79,8 @@ def structure(a: ir.Model, b: ir.Model) -> dict:
     shapes = [{"name": name, "kind": ta[name][0], "a": ta[name][1], "b": tb[name][1]}
               for name in ta if name in tb and ta[name][1] != tb[name][1]]
     weights_a, weights_b = set(a.graph.initializers), set(b.graph.initializers)
-    return {**totals, "ops": ops, "shapes": shapes, "ops_a": sa["ops"], "ops_b": sb["ops"],
+    return {**totals, "macs_at": sa.get("macs_at") or sb.get("macs_at") or {},
+            "ops": ops, "shapes": shapes, "ops_a": sa["ops"], "ops_b": sb["ops"],
             "only_in_a": len(weights_a - weights_b), "only_in_b": len(weights_b - weights_a)}
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spa.core.errors import InputError
-from spa.report.tables import before_after, block_rows, change, human, number
+from spa.report.tables import before_after, block_rows, change, human, macs_label, number
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md"}
 
@@ -109,10 +109,11 @@ def layout(rep: dict, images: list[str]) -> list[Section]:
 
     sections = [_summary(rep), _measured(rep)]
     layers = rep.get("layers") or []
+    macs = macs_label(rep.get("before"), rep["after"])
     if layers:
         sections.append(Section("Width per layer", [("img", image(".widths.png"), "kept width per layer")]))
         sections.append(Section("Parameters and MACs per block", [("table", [
-            "block", "layers", "params", "MACs", "MACs after/before"],
+            "block", "layers", "params", macs, "MACs after/before"],
             [[b["block"], str(b["layers"]), change(b["params_before"], b["params_after"], human),
               change(b["macs_before"], b["macs_after"], human),
               f"{b['macs_after'] / b['macs_before']:.1%}" if b["macs_before"] else "-"] for b in block_rows(layers)])]))
@@ -121,7 +122,7 @@ def layout(rep: dict, images: list[str]) -> list[Section]:
             ("p", "Per-layer widths are unknown: give the original model (--original).")]))
     sections += [_scores(rep, image(".scores.png")), _plan(rep)]
     if layers:
-        sections.append(Section("Layers", [("table", ["layer", "op", "in", "out", "params", "MACs"], [
+        sections.append(Section("Layers", [("table", ["layer", "op", "in", "out", "params", macs], [
             [r["layer"], r["op"], change(r["in_before"], r["in_after"]), change(r["out_before"], r["out_after"]),
              change(r["params_before"], r["params_after"], human), change(r["macs_before"], r["macs_after"], human)]
             for r in layers])]))
@@ -138,7 +139,8 @@ def _summary(rep: dict) -> Section:
     else:
         summary.items.append(("p", "No before→after: the model carries no SPA report and no --original was given."))
         summary.items.append(("table", ["", "value"], [["parameters", human(after["params"])],
-                                                       ["MACs", human(after["macs"])], ["nodes", str(after["nodes"])]]))
+                                                       [macs_label(after), human(after["macs"])],
+                                                       ["nodes", str(after["nodes"])]]))
     if rep.get("groups_prunable") is not None:
         summary.items.append(("p", f"{len(rep['groups'])} of {rep['groups_prunable']} prunable groups pruned "
                                    f"({rep['groups_total']} groups in all), {rep['channels_removed']} channels removed."))

@@ -6,7 +6,7 @@ from collections import Counter
 import onnx_ir as ir
 
 from spa.graph.io import serialized_bytes
-from spa.analysis.metrics import count, node_macs, node_params
+from spa.analysis.metrics import MacsDims, count, node_macs, node_params, sizes_text
 from spa.analysis.rules import Rule, standard_rule
 
 
@@ -27,8 +27,10 @@ def change(before, after, fmt=str) -> str:
     return fmt(after) if before == after else f"{fmt(before)} → {fmt(after)}"
 
 
-def model_stats(model: ir.Model) -> dict:
-    stats = count(_with_shapes(model))
+def model_stats(model: ir.Model, input_shapes: dict | None = None) -> dict:
+    """Parameters, MACs (at the input sizes in 'macs_at', see spa.analysis.metrics.count), nodes,
+    file size and the op histogram."""
+    stats = count(_with_shapes(model), input_shapes=input_shapes)
     stats["nodes"] = len(model.graph)
     stats["bytes"] = serialized_bytes(model)  # does not read the weights of a big model
     stats["ops"] = dict(sorted(Counter(n.op_type for n in model.graph).items()))
@@ -61,7 +63,8 @@ def inspect_summary(model: ir.Model, analysis) -> dict:
         "producer": f"{model.producer_name or ''} {model.producer_version or ''}".strip(),
         "inputs": [describe_value(v) for v in model.graph.inputs],
         "outputs": [describe_value(v) for v in model.graph.outputs],
-        "params": stats["params"], "macs": stats["macs"], "nodes": stats["nodes"], "ops": stats["ops"],
+        "params": stats["params"], "macs": stats["macs"], "macs_at": stats["macs_at"], "nodes": stats["nodes"],
+        "ops": stats["ops"],
         "groups": {"total": len(analysis.groups), "prunable": len(analysis.prunable_groups()),
                    "prunable_channels": sum(g.width for g in analysis.prunable_groups()),
                    "unprunable": [{"reason": r, "groups": n} for r, n in reasons.most_common()]},
@@ -115,9 +118,16 @@ def group_rows(analysis) -> list[dict]:
     return rows
 
 
+def macs_label(*stats: dict) -> str:
+    """'MACs (batch_size 1, sequence_length 128)': the input sizes the MACs were counted at."""
+    at = next((s.get("macs_at") for s in stats if s and s.get("macs_at")), None)
+    return "MACs" + sizes_text(at)
+
+
 def before_after(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
     rows = []
-    for key, label in (("params", "parameters"), ("macs", "MACs"), ("bytes", "file size"), ("nodes", "nodes")):
+    for key, label in (("params", "parameters"), ("macs", macs_label(before, after)), ("bytes", "file size"),
+                       ("nodes", "nodes")):
         b, a = before[key], after[key]
         rows.append((label, human(b), human(a), f"{a / b:.1%}" if b else "-"))
         if key == "params":
@@ -176,9 +186,11 @@ def block_of(name: str, weight: str = "") -> str:
     return "/".join(scopes[:2]) if scopes else name
 
 
-def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
+def layer_rows(before: ir.Model, after: ir.Model, input_shapes: dict | None = None) -> list[dict]:
     """One row per weighted layer of `after`, in graph order, with its widths, parameters and MACs
-    before and after. Layers are matched by weight name, which canonicalization and slicing keep."""
+    before and after (each model's own, at the input sizes `count` uses). Layers are matched by
+    weight name, which canonicalization and slicing keep; a model read back from a file gets its
+    shapes inferred first (SPA saves only the exporter's shape annotations)."""
     def index(model):
         table = {}
         for node in model.graph:
@@ -187,6 +199,8 @@ def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
                 table[w.name] = (node, w)
         return table
 
+    before, after = _with_shapes(before), _with_shapes(after)
+    b_dims, a_dims = MacsDims(before, None, input_shapes), MacsDims(after, None, input_shapes)
     old = index(before)
     rows = []
     for name, (node, w) in index(after).items():
@@ -197,7 +211,7 @@ def layer_rows(before: ir.Model, after: ir.Model) -> list[dict]:
         rows.append({"layer": node.name, "op": node.op_type, "weight": name, "block": block_of(node.name, name),
                      "in_before": b_in, "in_after": a_in, "out_before": b_out, "out_after": a_out,
                      "params_before": node_params(b_node), "params_after": node_params(node),
-                     "macs_before": node_macs(b_node), "macs_after": node_macs(node)})
+                     "macs_before": node_macs(b_node, b_dims), "macs_after": node_macs(node, a_dims)})
     return rows
 
 

@@ -154,6 +154,12 @@ def fixed_shapes(inputs: list[_Input], batch: int | None, given: dict | None) ->
     return shapes
 
 
+def default_shapes(model: ir.Model, given: dict | None = None) -> dict[str, list[int]]:
+    """The input shapes `spa bench` feeds at its default batch (fixed_shapes): also what MACs are
+    counted at (spa.analysis.metrics)."""
+    return fixed_shapes(_inputs(model), None, given)
+
+
 def make_feeds(inputs: list[_Input], shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
     """Role-aware values (spa.runtime.examples.fill: ids inside the vocabulary, masks of ones, …)."""
     from spa.runtime.examples import fill
