@@ -159,7 +159,7 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
     1). Real text's statistics, not uniform noise tokens, without any data."""
     ids_name, logits_name, vocab = next_token_logits(model)
     rng = np.random.default_rng(seed)
-    sess = session(model)
+    sess = session(last_position_logits(model, logits_name))
     ids_value = next(v for v in model.graph.inputs if v.name == ids_name)
     others = [v for v in model.graph.inputs if v.name != ids_name and v.name not in model.graph.initializers]
     done = 0
@@ -182,6 +182,37 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
             feed.update({v.name: synthetic_input(v, [1, length], rng) for v in others})
             yield feed
         done += count
+
+
+def last_position_logits(model: ir.Model, logits_name: str) -> ir.Model:
+    """A copy whose logits output holds only the last position ([batch, 1, vocabulary]): sampling
+    reads nothing else, and the vocabulary projection of every earlier position is a fifth of a small
+    language model's work and a [batch, sequence, vocabulary] output copy per token. The model
+    itself when its logits do not come from a projection of a [batch, sequence, hidden] input."""
+    from spa.runtime.validate import copy_model
+
+    short = copy_model(model)
+    logits = next(v for v in short.graph.outputs if v.name == logits_name)
+    head = logits.producer()
+    if head is None or head.op_type != "MatMul" or head.inputs[0] is None or head.inputs[0].shape is None \
+            or len(head.inputs[0].shape) != 3:
+        return model
+    hidden = head.inputs[0]
+    starts = _constant(short, "spa_last_start", [-1])
+    ends = _constant(short, "spa_last_end", [np.iinfo(np.int64).max])
+    axes = _constant(short, "spa_last_axis", [1])
+    sliced = ir.Node("", "Slice", [hidden, starts, ends, axes], num_outputs=1, name="spa_last_position")
+    sliced.outputs[0].name = "spa_last_position_hidden"
+    short.graph.insert_before(head, sliced)
+    head.replace_input_with(0, sliced.outputs[0])
+    logits.shape = None  # [batch, 1, vocabulary] now
+    return short
+
+
+def _constant(model: ir.Model, name: str, values: list[int]) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(np.asarray(values, np.int64), name=name))
+    model.graph.register_initializer(value)
+    return value
 
 
 def data_feeds(model: ir.Model, path: str, samples: int):
