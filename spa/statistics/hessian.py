@@ -10,9 +10,10 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from spa.runtime import examples
 from spa.core.errors import InputError, SpaError, UnsupportedError
 from spa.runtime.examples import embedding_rows, natural_image as natural_noise  # noqa: F401 (re-exported)
+from spa.statistics.generation import (can_generate, generated_feeds, last_position_logits,  # noqa: F401
+                                       next_token_logits, synthetic_feeds, synthetic_input)
 from spa.statistics.sinks import SinkWeight, conv_geometry
 from spa.runtime.validate import copy_model, session
 
@@ -112,109 +113,6 @@ class Moments:
         return h / max(self.rows, 1)
 
 
-def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int = 64):
-    """Inputs made without data: a language model's own text (see generated_feeds); otherwise
-    example inputs (spa.runtime.examples: 1/f-noise images, ids inside the embedding table, masks of ones,
-    positions counting up) in the shapes the original ran on, with `sequence` for a sequence the
-    default size served."""
-    found = next_token_logits(model)
-    if found is not None and can_generate(model, found[0]):
-        yield from generated_feeds(model, samples, seed, sequence)
-        return
-    rng = np.random.default_rng(seed)
-    specs = examples.input_specs(model)
-    shapes = examples.shapes(model, sequence=sequence)
-    for _ in range(samples):
-        yield examples.fill(specs, shapes, rng)
-
-
-def synthetic_input(value: ir.Value, dims: list[int], rng: np.random.Generator) -> np.ndarray:
-    return examples.fill_one(examples.spec_of(value), dims, rng)
-
-
-def next_token_logits(model: ir.Model) -> tuple[str, str, int] | None:
-    """(ids input, logits output, vocabulary) when the model reads token ids and writes a
-    [batch, sequence, vocabulary] output over the same table size: a language model."""
-    for v in model.graph.inputs:
-        vocab = embedding_rows(v) if v.dtype is not None and v.dtype.is_integer() else None
-        if vocab is None or "type" in v.name.lower() or "position" in v.name.lower() or len(v.shape or []) != 2:
-            continue
-        for out in model.graph.outputs:
-            if out.shape is not None and len(out.shape) == 3 and out.shape[-1] == vocab:
-                return v.name, out.name, vocab
-    return None
-
-
-def can_generate(model: ir.Model, ids_name: str) -> bool:
-    """Whether text can be generated with the model as it is: its ids input takes any batch and
-    sequence length (an export with fixed dims takes example inputs of those dims instead)."""
-    ids = next(v for v in model.graph.inputs if v.name == ids_name)
-    return ids.shape is not None and not any(isinstance(d, int) for d in ids.shape)
-
-
-def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 64, top_k: int = 40,
-                    batch: int = 32):
-    """Text the language model writes itself (data-free, as in LLM-QAT): each sequence starts at a
-    random token and continues by sampling the model's next-token distribution (top-k, temperature
-    1). Real text's statistics, not uniform noise tokens, without any data."""
-    ids_name, logits_name, vocab = next_token_logits(model)
-    rng = np.random.default_rng(seed)
-    sess = session(last_position_logits(model, logits_name))
-    ids_value = next(v for v in model.graph.inputs if v.name == ids_name)
-    others = [v for v in model.graph.inputs if v.name != ids_name and v.name not in model.graph.initializers]
-    done = 0
-    while done < samples:
-        count = min(batch, samples - done)
-        ids = rng.integers(0, vocab, (count, 1))
-        for _ in range(length - 1):
-            feed = {ids_name: ids.astype(ids_value.dtype.numpy())}
-            feed.update({v.name: synthetic_input(v, list(ids.shape), rng) for v in others})
-            logits = sess.run([logits_name], feed)[0][:, -1].astype(np.float64)
-            k = min(top_k, vocab - 1)
-            top = np.argpartition(-logits, k, axis=1)[:, :k]
-            chosen = np.take_along_axis(logits, top, 1)
-            p = np.exp(chosen - chosen.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            picks = [top[i, rng.choice(k, p=p[i])] for i in range(count)]
-            ids = np.concatenate([ids, np.asarray(picks)[:, None]], axis=1)
-        for row in ids:
-            feed = {ids_name: row[None].astype(ids_value.dtype.numpy())}
-            feed.update({v.name: synthetic_input(v, [1, length], rng) for v in others})
-            yield feed
-        done += count
-
-
-def last_position_logits(model: ir.Model, logits_name: str) -> ir.Model:
-    """A copy whose logits output holds only the last position ([batch, 1, vocabulary]): sampling
-    reads nothing else, and the vocabulary projection of every earlier position is a fifth of a small
-    language model's work and a [batch, sequence, vocabulary] output copy per token. The model
-    itself when its logits do not come from a projection of a [batch, sequence, hidden] input."""
-    from spa.runtime.validate import copy_model
-
-    short = copy_model(model)
-    logits = next(v for v in short.graph.outputs if v.name == logits_name)
-    head = logits.producer()
-    if head is None or head.op_type != "MatMul" or head.inputs[0] is None or head.inputs[0].shape is None \
-            or len(head.inputs[0].shape) != 3:
-        return model
-    hidden = head.inputs[0]
-    starts = _constant(short, "spa_last_start", [-1])
-    ends = _constant(short, "spa_last_end", [np.iinfo(np.int64).max])
-    axes = _constant(short, "spa_last_axis", [1])
-    sliced = ir.Node("", "Slice", [hidden, starts, ends, axes], num_outputs=1, name="spa_last_position")
-    sliced.outputs[0].name = "spa_last_position_hidden"
-    short.graph.insert_before(head, sliced)
-    head.replace_input_with(0, sliced.outputs[0])
-    logits.shape = None  # [batch, 1, vocabulary] now
-    return short
-
-
-def _constant(model: ir.Model, name: str, values: list[int]) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(np.asarray(values, np.int64), name=name))
-    model.graph.register_initializer(value)
-    return value
-
-
 def data_feeds(model: ir.Model, path: str, samples: int):
     """Calibration samples from an .npz file (one array per input name, first axis = samples) or a
     folder of such .npz files (or of .npy files, for a one-input model), read in name order."""
@@ -267,7 +165,9 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, n
     moments = {name: None for name in sinks}
     feeds = list(feeds)
     rng = np.random.default_rng(0)
-    for feed in feeds:
+    # a matrix sink's rows are every position of every sample: samples of one shape run as one batch
+    batch = PROBE_BATCH if takes_any_batch(model) and all(s.kind != "conv" for s in sinks.values()) else 1
+    for feed in stacked(feeds, batch):
         values = run(feed)
         for name, sink in sinks.items():
             # a convolution reads enough positions per input for ~ROWS_PER_COLUMN rows per column overall
@@ -277,6 +177,41 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds) -> dict[str, n
                 moments[name] = Moments(cols.shape[1])
             moments[name].add(cols)
     return {name: m.hessian() for name, m in moments.items() if m is not None}
+
+
+PROBE_BATCH = 16  # samples per statistics run of a model that takes any batch (fewer, larger runs)
+
+
+def takes_any_batch(model: ir.Model) -> bool:
+    """Every input's first dim is symbolic: samples can be stacked into one run."""
+    inputs = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+    return bool(inputs) and all(v.shape is not None and len(v.shape) > 0 and not isinstance(v.shape[0], int)
+                                for v in inputs)
+
+
+def stacked(feeds: list[dict], batch: int):
+    """The feeds, consecutive ones of the same shapes (one sample each) stacked up to `batch` per feed."""
+    group: list[dict] = []
+
+    def key(feed):
+        return tuple((name, a.shape, a.dtype.str) for name, a in sorted(feed.items()))
+
+    for feed in feeds:
+        if batch <= 1 or any(a.ndim == 0 or a.shape[0] != 1 for a in feed.values()):
+            yield from ([_stack(group)] if group else [])
+            group = []
+            yield feed
+            continue
+        if group and (key(feed) != key(group[0]) or len(group) == batch):
+            yield _stack(group)
+            group = []
+        group.append(feed)
+    if group:
+        yield _stack(group)
+
+
+def _stack(group: list[dict]) -> dict:
+    return group[0] if len(group) == 1 else {name: np.concatenate([f[name] for f in group]) for name in group[0]}
 
 
 def collect_cross(model: ir.Model, reference, sinks: dict[str, SinkWeight], feeds
