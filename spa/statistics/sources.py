@@ -15,6 +15,7 @@ from spa.core.errors import UnsupportedError, UsageError
 from spa.core.plugins import import_submodules
 from spa.core.progress import progress
 from spa.statistics import hessian as hess
+from spa.statistics.generation import OWN_TEXT_LENGTH
 from spa.statistics.sinks import SinkPlan
 
 
@@ -188,14 +189,14 @@ IMAGE_PIXELS = 32 * 320 * 320
 def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
     """How many inputs a statistics pass runs when the caller does not say: 32, or fewer large
     images (see IMAGE_PIXELS; at least 8, for variety); a language model's text gives one row per
-    token (64 a sequence), so enough sequences for about five rows per column of its widest
-    consumer, in 32s (128 for a 1536-wide FFN; measured on SmolLM2-135M: perplexity 229 with 32
-    sequences, 139 with 128), at most 256."""
+    token (OWN_TEXT_LENGTH a sequence), so enough sequences for about five rows per column of its
+    widest consumer, in 32s (256 of 32 tokens for a 1536-wide FFN; measured on SmolLM2-135M with
+    64-token text: perplexity 229 with 32 sequences, 139 with 128), at most 512."""
     if hess.next_token_logits(model) is None or not sinks:
         pixels = _largest_image_pixels(model)
         return 32 if pixels is None else int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
     widest = max(sp.sink.matrix().shape[1] for sp in sinks.values())
-    return int(min(256, 32 * -(-5 * widest // (64 * 32))))
+    return int(min(512, 32 * -(-5 * widest // (OWN_TEXT_LENGTH * 32))))
 
 
 def _largest_image_pixels(model: ir.Model) -> int | None:

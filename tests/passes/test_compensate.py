@@ -372,7 +372,7 @@ def test_default_samples_give_a_language_models_widest_consumer_enough_token_row
     b.output(b.op("MatMul", [emb, b.weight((8, vocab))]))
     lm = load_canonical(b.proto())
     wide = type("Sink", (), {"matrix": lambda self: np.zeros((576, 1536))})()
-    assert default_samples(lm, {"down": SinkPlan(wide, None)}) == 128  # 5 rows a column, 64 tokens a sequence
+    assert default_samples(lm, {"down": SinkPlan(wide, None)}) == 256  # 5 rows a column, 32 tokens a sequence (OWN_TEXT_LENGTH)
     assert default_samples(token_model(), {"down": SinkPlan(wide, None)}) == 32  # no next-token output: 32
 
 
