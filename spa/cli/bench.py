@@ -11,7 +11,7 @@ class Bench(Tool):
             "one process")
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("model", help="an .onnx file (the dense model), or a Hugging Face folder")
+        cli_args.add_model(parser, help="the dense model")
         parser.add_argument("--against", metavar="PRUNED",
                             help="a pruned copy to time alongside it (speedup = dense/pruned)")
         cli_args.add_device(parser, "cpu", "ONNX Runtime's execution provider")

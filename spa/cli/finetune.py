@@ -144,7 +144,7 @@ class Finetune(Tool):
     help = "recover a pruned model's accuracy by distilling from the dense one"
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("model", help="the pruned .onnx file, or a Hugging Face folder holding it")
+        cli_args.add_model(parser, help="the pruned model")
         parser.add_argument("--teacher", required=True, metavar="DENSE",
                             help="the model it was pruned from (.onnx or folder)")
         cli_args.add_output(parser, "where to write the fine-tuned model (a folder when the model is one)")
