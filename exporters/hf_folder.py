@@ -20,7 +20,8 @@ SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokeni
               "chat_template.jinja", "chat_template.json", "modules.json", "sentence_bert_config.json",
               "config_sentence_transformers.json")
 WEIGHT_SUFFIXES = (".onnx", ".onnx.data", ".onnx_data", ".data", ".safetensors", ".bin", ".pt", ".pth", ".ckpt",
-                   ".h5", ".keras", ".msgpack", ".gguf", ".tflite", ".ot", ".pb", ".npz", ".index", ".lock")
+                   ".h5", ".keras", ".msgpack", ".gguf", ".tflite", ".ot", ".pb", ".npz", ".index", ".lock",
+                   ".index.json")  # a shard index names weight files the output does not have
 
 # A tokenizer or config file bigger than this is not one.
 SIDE_FILE_MAX_BYTES = 1 << 30

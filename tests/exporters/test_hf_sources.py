@@ -121,6 +121,7 @@ def test_pruned_folder_carries_every_side_file_but_no_weights(tmp_path):
         (source / name).parent.mkdir(exist_ok=True)
         (source / name).write_text(text)
     (source / "model.safetensors").write_bytes(b"dense weights")
+    (source / "model.safetensors.index.json").write_text("{}")
     (source / "unrelated").mkdir()
     (source / "unrelated" / "x.json").write_text("{}")
     out = tmp_path / "pruned"
@@ -128,4 +129,5 @@ def test_pruned_folder_carries_every_side_file_but_no_weights(tmp_path):
     for name, text in side.items():
         assert (out / name).read_text() == text, name
     assert not (out / "model.safetensors").exists() and not (out / "unrelated").exists()
+    assert not (out / "model.safetensors.index.json").exists()
     assert sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx"]
