@@ -222,7 +222,8 @@ class BudgetArgs:
                             "--target latency measures (default: cpu)")
         p.add_argument("--min-width", type=int, default=1, metavar="N", help="keep at least N channels per group")
         p.add_argument("--protect", nargs="+", default=[], metavar="NAME",
-                       help="node, tensor or module names (as in the given model, also ones fused away) to leave whole")
+                       help="group keys (as spa groups prints them), node, tensor or module names (as in the given "
+                            "model, also ones fused away) to leave whole")
 
     @classmethod
     def plan_shapers_given(cls, args) -> list[str]:
@@ -265,7 +266,10 @@ class CriterionArgs:
                        help="compensate sink by sink in topological order, re-measuring the pruned prefix "
                             "(STAGES: share one statistics pass among that many runs of sinks; default one per sink)")
         add_samples(p, None, "inputs used to estimate the moments (default 32; a language model writes enough "
-                             "sequences for about 5 token rows per column of its widest layer, up to 256)")
+                             "sequences for about 5 token rows per column of its widest layer, up to 512)")
+        p.add_argument("--statistics-cache", metavar="DIR", default=None,
+                       help="keep the measured moments in DIR (made if absent) and reuse them when the same model "
+                            "is pruned again with the same statistics settings (another ratio, criterion or target)")
         p.add_argument("--p", type=finite(0.0, False), default=2.0, help="the norm's exponent for --criterion lp")
         p.add_argument("--normalizer", choices=NORMALIZERS, default=None,
                        help="scale each member's scores before combining (mean: relative to its group; default "

@@ -128,10 +128,18 @@ def _compensation(args):
 
     compensation = compensation_for(args.criterion, obs=args.compensate, greedy=args.greedy,
                                     sequential=args.sequential, statistics=args.statistics, calib=args.calib,
-                                    samples=args.samples, seed=args.seed)
+                                    samples=args.samples, seed=args.seed, cache=_cache_folder(args))
     if compensation is not None and args.samples is not None and args.samples < 1:
         raise SpaError("--samples must be at least 1")
     return compensation
+
+
+def _cache_folder(args) -> str | None:
+    if args.statistics_cache is None:
+        return None
+    from spa.statistics.cache import check_folder
+
+    return str(check_folder(args.statistics_cache))
 
 
 def _check_fidelity(args, result):

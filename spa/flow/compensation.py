@@ -5,6 +5,7 @@ update does it make"; the CLI and the pipeline both call it."""
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, replace
+from pathlib import Path
 
 import onnx_ir as ir
 
@@ -36,6 +37,7 @@ class Compensation:
     greedy: bool = False
     sequential: bool = False
     stages: int | None = None
+    cache: str | None = None       # a folder keeping the moments between runs (spa.statistics.cache)
     hessian: InitVar[str | None] = None  # the older keyword for `statistics` (bench/fidelity.py)
 
     def __post_init__(self, hessian: str | None) -> None:
@@ -45,7 +47,7 @@ class Compensation:
 
 def compensation_for(criterion: str | Criterion, *, obs: bool = False, greedy: bool = False,
                      sequential: int | None = None, statistics: str = "auto", calib: str | None = None,
-                     samples: int | None = None, seed: int = 0) -> Compensation | None:
+                     samples: int | None = None, seed: int = 0, cache: str | None = None) -> Compensation | None:
     """The compensation a run gets: None when neither the criterion nor the caller needs sink
     statistics; else the OBS update where asked for (`obs`, `greedy` or `sequential`, which are all
     OBS), or the criterion's own update ("none" for criteria that only rank by statistics or
@@ -59,7 +61,7 @@ def compensation_for(criterion: str | Criterion, *, obs: bool = False, greedy: b
             return None
         own = chosen.compensation
     return Compensation(statistics, calib, samples, seed, "obs" if asked else own,
-                        greedy=greedy, sequential=sequential is not None, stages=sequential or None)
+                        greedy=greedy, sequential=sequential is not None, stages=sequential or None, cache=cache)
 
 
 def resolve_method(compensation: Compensation | None, criterion: Criterion) -> Compensation | None:
@@ -86,9 +88,36 @@ def measure(source, original: ir.Model, analysis: Analysis, compensation: Compen
     sinks = compensable_sinks(original, analysis.prunable_groups())
     if compensation.samples is None:
         compensation = replace(compensation, samples=default_samples(original, sinks))
+    key = _cache_key(original, compensation, found.name, input_shapes, fuse_batchnorm) \
+        if compensation.cache and not keep_feeds else None
+    if key is not None:
+        from spa.statistics import cache
+
+        hs = cache.load(Path(compensation.cache), key, sorted(sinks))
+        if hs is not None:
+            return Statistics(sinks, hs, found.name)
     bn_model = batchnorm_model(source, original, input_shapes, fuse_batchnorm) if found.reads_batchnorm else None
-    return found.measure(StatisticsRequest(original, sinks, compensation.samples, compensation.seed,
-                                           compensation.calib, bn_model, keep_feeds))
+    stats = found.measure(StatisticsRequest(original, sinks, compensation.samples, compensation.seed,
+                                            compensation.calib, bn_model, keep_feeds))
+    if key is not None and set(stats.hs) == set(sinks):
+        cache.store(Path(compensation.cache), key, stats.hs)
+    return stats
+
+
+def _cache_key(original: ir.Model, compensation: Compensation, source: str, input_shapes, fuse_batchnorm) -> str | None:
+    """The statistics cache's key for this run: None for a model that was not read from files."""
+    from spa.graph.external_data import SOURCE_FILES
+    from spa.statistics import cache
+    from spa.statistics.generation import OWN_TEXT_LENGTH
+
+    files = sorted(original.meta.get(SOURCE_FILES, ()))
+    if not files:
+        return None
+    calib = Path(compensation.calib) if compensation.calib else None  # its bytes count, not its name
+    calib_files = [] if calib is None else sorted(str(p) for p in calib.iterdir() if p.is_file()) \
+        if calib.is_dir() else [str(calib)] if calib.is_file() else []
+    return cache.cache_key(files + calib_files, source=source, samples=compensation.samples, seed=compensation.seed,
+                           input_shapes=input_shapes, fuse_batchnorm=fuse_batchnorm, text=OWN_TEXT_LENGTH, version=1)
 
 
 def update_sinks(pruned: ir.Model, analysis: Analysis, plan, compensation: Compensation, stats: Statistics) -> None:
