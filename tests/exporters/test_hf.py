@@ -70,18 +70,23 @@ def test_pruned_llm_folder_generates_and_keeps_the_gqa_ratio(tmp_path):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    folder = hf_zoo.cached_export("llama", "optimum")
+    import shutil
+
+    folder = tmp_path / "source"
+    shutil.copytree(hf_zoo.cached_export("llama", "optimum"), folder)
+    original = json.loads((folder / "config.json").read_text())
+    original["use_cache"] = True  # as a folder optimum wrote itself says (SPA's exports say false)
+    (folder / "config.json").write_text(json.dumps(original))
     pruned = tmp_path / "llama"
     assert main(["prune", str(folder), "-o", str(pruned), "--ratio", "0.5", "--scope", "all"]) == 0
     config = json.loads((pruned / "config.json").read_text())
-    original = json.loads((folder / "config.json").read_text())
     assert config["num_key_value_heads"] == original["num_key_value_heads"] // 2
     assert config["num_attention_heads"] // config["num_key_value_heads"] == \
         original["num_attention_heads"] // original["num_key_value_heads"]
     assert config["intermediate_size"] < original["intermediate_size"]
     assert config["hidden_size"] < original["hidden_size"]
     assert config["head_dim"] == original["hidden_size"] // original["num_attention_heads"]
-    assert original["use_cache"] is True and config["use_cache"] is False  # the graph takes no KV cache
+    assert config["use_cache"] is False  # the graph takes no KV cache
     model = ORTModelForCausalLM.from_pretrained(pruned, use_cache=False, use_io_binding=False)
     ids = torch.tensor([[1, 5, 7, 9]])
     generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
