@@ -219,3 +219,34 @@ def test_importance_scores_dequantized_values():
     group, = analyze(model).prunable_groups()
     scores = group_importance(group, model, "l2", normalizer="none")
     assert np.argmin(scores) == 0
+
+
+def _qdq_conv(b: GraphBuilder, x: str, c_in: int, c_out: int) -> str:
+    """Conv on a uint8-quantized input (zero point 0) with full-range int8 weights, its output
+    quantized again: the pattern ONNX Runtime fuses into QLinearConv."""
+    scale, zero = _const(b, np.float32(0.1)), _const(b, np.uint8(0))
+    x = b.op("DequantizeLinear", [b.op("QuantizeLinear", [x, scale, zero]), scale, zero])
+    sign = np.where(b.rng.random((c_out, c_in, 1, 1)) < 0.5, -1, 1)
+    data = (sign * b.rng.integers(100, 128, (c_out, c_in, 1, 1))).astype(np.int8)
+    w = b.op("DequantizeLinear", [b.weight(None, data=data), _const(b, np.full(c_out, 0.001, np.float32)),
+                                  _const(b, np.zeros(c_out, np.int8))], axis=0)
+    h = b.op("Conv", [x, w, b.weight(None, data=np.zeros(c_out, np.float32))])
+    out_scale, out_zero = _const(b, np.float32(0.5)), _const(b, np.uint8(128))
+    return b.op("DequantizeLinear", [b.op("QuantizeLinear", [h, out_scale, out_zero]), out_scale, out_zero])
+
+
+def test_oracle_holds_where_integer_kernels_saturate():
+    """Full-range int8 weights on large uint8 inputs: ONNX Runtime's fused u8×s8 kernel saturates
+    pairs of products on AVX2 without VNNI, so the optimized masked and sliced models differ by which
+    channels sit side by side (a real file, smart-turn v3.2, did: 2.3e-2). The oracle then compares
+    with activation rounding taken out, in float."""
+    from spa.flow.oracle import oracle
+
+    b = GraphBuilder()
+    h = b.op("Relu", [_qdq_conv(b, b.input("x", [1, 64, 6, 6]), 64, 96)])
+    b.output(_qdq_conv(b, b.op("Add", [h, _const(b, np.float32(20.0))]), 96, 16))
+    model = _prepared(b)
+    analysis = analyze(model)
+    plan = allocate(analysis, score_groups(analysis), Budget(ratio=0.3))
+    assert plan.removed
+    assert oracle(model, analysis, plan).holds()
