@@ -3,6 +3,7 @@ SmolLM2-135M-Instruct at -20% params with LENGTH-token sequences × SAMPLES (the
 32×256, 64×128, 16×512), the stage times and perplexity on 8×512 tokens of gensim's Lee background text.
 
     .venv/bin/python bench/own_text.py --length 32 --samples 256     # needs `make bench-transformers`
+    .venv/bin/python bench/own_text.py --no-kv-cache                  # the text written without a KV cache
 
 Each run writes build/speed/smol20_L<length>.onnx; run one configuration per process (one at a time:
 the machine has two cores).
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=256, help="generated sequences")
     ap.add_argument("--batch", type=int, default=32, help="sequences written together")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-kv-cache", action="store_true", help="write the text re-running the whole prefix")
     args = ap.parse_args()
 
     import spa
@@ -33,6 +35,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     plain = generation.generated_feeds
+    if args.no_kv_cache:
+        generation._cached_writer = lambda *_: None
     generation.generated_feeds = lambda model, n, seed=0, length=0, **_: plain(model, n, seed, args.length,
                                                                               batch=args.batch)
     dense = BUILD / "SmolLM2-135M-Instruct"
@@ -42,14 +46,15 @@ def main() -> None:
     result = spa.prune(dense, spa.Budget(ratio=0.2, target="params"), criterion="obspa",
                        compensation=Compensation(samples=args.samples, seed=args.seed))
     total = time.perf_counter() - start
-    out = ROOT / "build" / "speed" / f"smol20_L{args.length}.onnx"
+    out = ROOT / "build" / "speed" / f"smol20_L{args.length}{'_plain' if args.no_kv_cache else ''}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     result.save(out)
     tokenizer = AutoTokenizer.from_pretrained(str(dense))
     ids = tokenizer((gensim_data() / "lee_background.cor").read_text(encoding="latin-1"),
                     add_special_tokens=False)["input_ids"]
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if v >= 0.05)
-    print(f"{args.length} tokens × {args.samples} sequences (seed {args.seed}): prune {total:.1f} s ({stages}); "
+    cache = "without" if args.no_kv_cache else "with"
+    print(f"{args.length} tokens × {args.samples} sequences (seed {args.seed}, {cache} KV cache): prune {total:.1f} s ({stages}); "
           f"perplexity {perplexity(out, ids, 8):.1f} (dense {perplexity(dense / 'model.onnx', ids, 8):.2f})")
 
 

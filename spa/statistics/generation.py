@@ -10,10 +10,9 @@ from spa.runtime.examples import embedding_rows
 from spa.runtime.validate import session
 
 
-#: Tokens per sequence of a language model's own text for statistics. Writing costs grow with the
-#: square of the length (no KV cache), rows with the length: SmolLM2-135M at -20% params, obspa, the
-#: same 8,192 tokens: 64 × 128 sequences perplexity 201, 32 × 256 189-190 (two texts) in half the
-#: writing time, 16 × 512 201.
+#: Tokens per sequence of a language model's own text for statistics. SmolLM2-135M at -20% params,
+#: obspa, the same 8,192 tokens: 64 × 128 sequences perplexity 201, 32 × 256 189-190 (two texts),
+#: 16 × 512 201 (measured writing without a KV cache, where the cost grew with the square of the length).
 OWN_TEXT_LENGTH = 32
 
 
@@ -62,32 +61,113 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
                     batch: int = 32):
     """Text the language model writes itself (data-free, as in LLM-QAT): each sequence starts at a
     random token and continues by sampling the model's next-token distribution (top-k, temperature
-    1). Real text's statistics, not uniform noise tokens, without any data."""
+    1). Real text's statistics, not uniform noise tokens, without any data. Written with a KV-cache
+    copy of the graph (spa.statistics.kv_cache) when one can be made and gives the plain graph's
+    logits on the first batch; otherwise by running the whole prefix again for every token."""
     ids_name, logits_name, vocab = next_token_logits(model)
+    ids_dtype = next(v for v in model.graph.inputs if v.name == ids_name).dtype.numpy()
+    others = [examples.spec_of(v) for v in model.graph.inputs
+              if v.name != ids_name and v.name not in model.graph.initializers]
     rng = np.random.default_rng(seed)
-    sess = session(last_position_logits(model, logits_name))
-    ids_value = next(v for v in model.graph.inputs if v.name == ids_name)
-    others = [v for v in model.graph.inputs if v.name != ids_name and v.name not in model.graph.initializers]
+    writer, first = _cached_writer(model, ids_name, logits_name, others), None
+    if writer is not None:
+        first = writer.write(rng.integers(0, vocab, (min(batch, samples), 1)).astype(ids_dtype), length, rng, top_k)
+        if first is None:  # the cached copy disagrees with the graph: write without it
+            writer, rng = None, np.random.default_rng(seed)
+    writer = writer or _plain_writer(model, ids_name, logits_name, others)
+    fill = np.random.default_rng(seed + 1)
     done = 0
     while done < samples:
         count = min(batch, samples - done)
-        ids = rng.integers(0, vocab, (count, 1))
-        for _ in range(length - 1):
-            feed = {ids_name: ids.astype(ids_value.dtype.numpy())}
-            feed.update({v.name: synthetic_input(v, list(ids.shape), rng) for v in others})
-            logits = sess.run([logits_name], feed)[0][:, -1].astype(np.float64)
-            k = min(top_k, vocab - 1)
-            top = np.argpartition(-logits, k, axis=1)[:, :k]
-            chosen = np.take_along_axis(logits, top, 1)
-            p = np.exp(chosen - chosen.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            picks = [top[i, rng.choice(k, p=p[i])] for i in range(count)]
-            ids = np.concatenate([ids, np.asarray(picks)[:, None]], axis=1)
+        ids = first if done == 0 and first is not None else \
+            writer.write(rng.integers(0, vocab, (count, 1)).astype(ids_dtype), length, rng, top_k)
         for row in ids:
-            feed = {ids_name: row[None].astype(ids_value.dtype.numpy())}
-            feed.update({v.name: synthetic_input(v, [1, length], rng) for v in others})
+            feed = {ids_name: row[None]}
+            feed.update({spec.name: examples.fill_one(spec, [1, length], fill) for spec in others})
             yield feed
         done += count
+
+
+def _sample(logits: np.ndarray, rng: np.random.Generator, top_k: int) -> np.ndarray:
+    """One token per row from the top-k of `logits` ([rows, vocabulary]) at temperature 1."""
+    logits = logits.astype(np.float64)
+    k = min(top_k, logits.shape[1] - 1)
+    top = np.argpartition(-logits, k, axis=1)[:, :k]
+    chosen = np.take_along_axis(logits, top, 1)
+    p = np.exp(chosen - chosen.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return np.asarray([top[i, rng.choice(k, p=p[i])] for i in range(len(logits))])
+
+
+class _plain_writer:
+    """Every token runs the whole prefix through a copy with last-position logits."""
+
+    def __init__(self, model, ids_name, logits_name, others):
+        self.session = session(last_position_logits(model, logits_name))
+        self.ids_name, self.logits_name, self.others = ids_name, logits_name, others
+
+    def write(self, ids, length, rng, top_k):
+        for _ in range(length - 1):
+            feed = {self.ids_name: ids}
+            feed.update({spec.name: examples.fill_one(spec, list(ids.shape), rng) for spec in self.others})
+            logits = self.session.run([self.logits_name], feed)[0][:, -1]
+            ids = np.concatenate([ids, _sample(logits, rng, top_k).astype(ids.dtype)[:, None]], axis=1)
+        return ids
+
+
+def _cached_writer(model, ids_name, logits_name, others):
+    from spa.statistics.kv_cache import with_kv_cache
+
+    try:
+        cached = with_kv_cache(model, ids_name, logits_name)
+        return None if cached is None else _CachedWriter(model, cached, others)
+    except Exception:  # an unusual graph: the plain writer always works
+        return None
+
+
+class _CachedWriter:
+    """One token per step through the KV-cache copy; the first batch is checked against the plain
+    graph (the last step's logits for two rows), and a disagreement makes `write` return None."""
+
+    CHECK_ROWS = 2
+
+    def __init__(self, model, cached, others):
+        self.model, self.cached, self.others = model, cached, others
+        self.session = session(cached.model)
+        self.checked = False
+
+    def write(self, ids, length, rng, top_k):
+        cache = self.cached.empty_cache(len(ids))
+        names = [self.cached.logits_name, *self.cached.present]
+        logits = None
+        for step in range(length - 1):
+            feed = {self.cached.ids_name: ids[:, -1:], **cache}
+            feed.update({spec.name: examples.fill_one(spec, [len(ids), step + 1], rng)[:, -1:]
+                         for spec in self.others})
+            try:
+                logits, *present = self.session.run(names, feed)
+            except Exception:
+                if self.checked:
+                    raise
+                return None  # the copy does not run: the caller writes without it
+            cache = dict(zip((name for name, _, _ in self.cached.past), present))
+            logits = logits[:, -1]
+            ids = np.concatenate([ids, _sample(logits, rng, top_k).astype(ids.dtype)[:, None]], axis=1)
+        if not self.checked:
+            if not self._agrees(ids[:self.CHECK_ROWS, :-1], logits[:self.CHECK_ROWS]):
+                return None
+            self.checked = True
+        return ids
+
+    def _agrees(self, prefix: np.ndarray, logits: np.ndarray) -> bool:
+        from spa.runtime.validate import relative_error
+
+        feed = {self.cached.ids_name: prefix}
+        feed.update({spec.name: examples.fill_one(spec, list(prefix.shape), np.random.default_rng(0))
+                     for spec in self.others})
+        plain = session(last_position_logits(self.model, self.cached.logits_name))
+        want = plain.run([self.cached.logits_name], feed)[0][:, -1]
+        return relative_error([want], [logits]) <= 1e-3
 
 
 def last_position_logits(model: ir.Model, logits_name: str) -> ir.Model:

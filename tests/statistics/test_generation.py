@@ -29,6 +29,7 @@ def test_last_position_copy_gives_the_last_logits_and_the_same_text(llama, monke
     np.testing.assert_allclose(last, full[:, -1:], rtol=1e-5, atol=1e-5)
     text = [f[ids_name] for f in generation.generated_feeds(llama, 6, seed=3, length=12, batch=4)]
     monkeypatch.setattr(generation, "last_position_logits", lambda model, name: model)  # the full graph
+    monkeypatch.setattr(generation, "_cached_writer", lambda *args: None)  # and no KV cache
     plain = [f[ids_name] for f in generation.generated_feeds(llama, 6, seed=3, length=12, batch=4)]
     assert len(text) == 6 and all(np.array_equal(a, b) for a, b in zip(text, plain))
 
@@ -48,3 +49,60 @@ def test_batched_statistics_equal_one_sample_at_a_time(llama, monkeypatch):
     assert batched.keys() == single.keys() and ids_name
     for name in single:
         np.testing.assert_allclose(batched[name], single[name], rtol=1e-4, atol=1e-6)
+
+
+def test_kv_cache_copy_gives_the_full_graphs_logits_step_by_step(llama):
+    """The cached copy fed one token at a time (positions counting, empty cache first) returns, at
+    every step, the logits the plain graph gives for that position of the whole text."""
+    from spa.runtime.examples import spec_of
+    from spa.statistics.kv_cache import with_kv_cache
+
+    ids_name, logits_name, vocab = generation.next_token_logits(llama)
+    cached = with_kv_cache(llama, ids_name, logits_name)
+    assert cached is not None and len(cached.past) == 2 * sum(n.op_type == "Softmax" for n in llama.graph)
+    text = np.random.default_rng(4).integers(0, vocab, (3, 7))
+    specs = [spec_of(v) for v in llama.graph.inputs if v.name != ids_name]
+    feed = {ids_name: text, **{s.name: generation.examples.fill_one(s, [3, 7], None) for s in specs}}
+    full = session(llama).run([logits_name], feed)[0]
+    step_session, cache = session(cached.model), cached.empty_cache(3)
+    for t in range(7):
+        step = {ids_name: text[:, t:t + 1], **cache}
+        step.update({s.name: generation.examples.fill_one(s, [3, t + 1], None)[:, -1:] for s in specs})
+        logits, *present = step_session.run([logits_name, *cached.present], step)
+        np.testing.assert_allclose(logits[:, 0], full[:, t], rtol=1e-4, atol=1e-4)
+        cache = dict(zip((name for name, _, _ in cached.past), present))
+
+
+def test_text_with_kv_cache_equals_text_without(llama, monkeypatch):
+    ids_name = generation.next_token_logits(llama)[0]
+    cached = [f[ids_name] for f in generation.generated_feeds(llama, 5, seed=7, length=10, batch=3)]
+    monkeypatch.setattr(generation, "_cached_writer", lambda *args: None)
+    plain = [f[ids_name] for f in generation.generated_feeds(llama, 5, seed=7, length=10, batch=3)]
+    assert len(cached) == 5 and all(np.array_equal(a, b) for a, b in zip(cached, plain))
+
+
+def test_a_cached_copy_that_disagrees_is_dropped(llama, monkeypatch):
+    """A copy whose logits differ from the plain graph's on the first batch is not used: the text is
+    the plain writer's."""
+    ids_name = generation.next_token_logits(llama)[0]
+    plain_writer = generation._plain_writer
+    used = []
+    monkeypatch.setattr(generation._CachedWriter, "_agrees", lambda self, prefix, logits: False)
+    monkeypatch.setattr(generation, "_plain_writer", lambda *args: used.append(1) or plain_writer(*args))
+    text = [f[ids_name] for f in generation.generated_feeds(llama, 4, seed=2, length=8, batch=4)]
+    monkeypatch.setattr(generation, "_cached_writer", lambda *args: None)
+    plain = [f[ids_name] for f in generation.generated_feeds(llama, 4, seed=2, length=8, batch=4)]
+    assert used and all(np.array_equal(a, b) for a, b in zip(text, plain))
+
+
+def test_no_kv_cache_without_a_position_input(llama):
+    """Positions counted inside the graph would restart at 0 on every one-token step."""
+    from spa.runtime.validate import copy_model
+    from spa.statistics.kv_cache import with_kv_cache
+
+    model = copy_model(llama)
+    ids_name, logits_name, _ = generation.next_token_logits(model)
+    for v in model.graph.inputs:
+        if "position" in v.name:
+            v.name = "offsets"
+    assert with_kv_cache(model, ids_name, logits_name) is None
