@@ -46,11 +46,11 @@ class Diff(Tool):
 def _print_structure(con, args, s: dict) -> None:
     from rich.table import Table
 
-    from spa.report.tables import human
+    from spa.report.tables import human, macs_label
 
     con.print(f"A: {args.a}\nB: {args.b}")
     table = Table("", "A", "B", "B - A")
-    for key, label in (("params", "parameters"), ("macs", "MACs"), ("nodes", "nodes"), ("bytes", "file size")):
+    for key, label in (("params", "parameters"), ("macs", macs_label(s)), ("nodes", "nodes"), ("bytes", "file size")):
         table.add_row(label, human(s[key]["a"]), human(s[key]["b"]), f"{s[key]['delta']:+,d}")
     for op, n in s["ops"].items():
         table.add_row(f"{op} nodes", str(n["a"]), str(n["b"]), f"{n['b'] - n['a']:+d}")

@@ -49,14 +49,14 @@ def prune_report(original: ir.Model, pruned: ir.Model, analysis: Analysis, plan:
 def annotate(model: ir.Model, analysis: Analysis, plan: PruningPlan, report: dict) -> None:
     """Write the plan, the report and a one-line summary into the model's metadata, and mark every
     layer whose width changed (node metadata "spa.width", "spa.groups") so Netron shows them."""
-    from spa.report.tables import change, human
+    from spa.report.tables import change, human, macs_label
 
     model.metadata_props[PLAN_KEY] = json.dumps(plan.to_json())
     model.metadata_props[REPORT_KEY] = json.dumps({k: v for k, v in report.items() if k != "plan"})
     b, a = report["before"], report["after"]
     model.metadata_props[SUMMARY_KEY] = (
         f"pruned by {report['created_by']} ({report['criterion']}): parameters {human(b['params'])} → "
-        f"{human(a['params'])}, MACs {human(b['macs'])} → {human(a['macs'])}; "
+        f"{human(a['params'])}, {macs_label(b, a)} {human(b['macs'])} → {human(a['macs'])}; "
         f"{len(report['groups'])} of {report['groups_prunable']} prunable groups pruned")
     group_of_weight: dict[str, list[str]] = {}
     for key, removed in plan.removed.items():

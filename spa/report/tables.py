@@ -108,7 +108,7 @@ def group_rows(analysis) -> list[dict]:
     rows = []
     for g in analysis.groups:
         rows.append({
-            "id": g.id, "key": g.key, "kind": g.kind, "width": g.width,
+            "id": g.id, "key": g.key, "old_key": g.old_key, "kind": g.kind, "width": g.width,
             "members": [m.key for m in g.members if m.kind != "virtual"],
             "params": [m.key for m in g.params],
             "sinks": sorted({s.node for s in g.sinks}),

@@ -54,10 +54,12 @@ def load(folder: Path, key: str, names: list[str]) -> dict[str, np.ndarray] | No
 
 
 def store(folder: Path, key: str, hs: dict[str, np.ndarray]) -> None:
-    """Write the moments under `key`: a temporary file in the folder, renamed into place."""
-    from spa.core.output import deferred_signals, new_temp_file
+    """Write the moments under `key`: a temporary file in the folder, renamed into place (and the
+    temporaries of runs killed while writing here are swept first)."""
+    from spa.core.output import deferred_signals, new_temp_file, sweep_stale
 
     folder.mkdir(exist_ok=True)
+    sweep_stale(folder)
     temp = new_temp_file(folder, ".npz")
     try:
         with open(temp, "wb") as handle:

@@ -3,6 +3,8 @@ the exporter's scoped node names or weight names; unique, stable, and the old me
 model has no usable names. Old keys still work in plans and --protect."""
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
 
@@ -169,6 +171,12 @@ def test_groups_table_shows_whole_keys(tmp_path, capsys):
     onnx.save(proto, tmp_path / "long.onnx")
     assert main(["groups", str(tmp_path / "long.onnx")]) == 0
     assert "encoder_stack.layers.0.feed_forward_network" in capsys.readouterr().out
+    assert main(["groups", str(tmp_path / "long.onnx"), "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["prunable"]]
+    # the key older plans and --protect lists used is listed too
+    assert [(r["key"], r["old_key"]) for r in rows] == [("encoder_stack.layers.0.feed_forward_network",
+                                                         rows[0]["old_key"])]
+    assert ":" in rows[0]["old_key"]
 
 
 def test_group_named_finds_both():

@@ -61,8 +61,12 @@ def test_another_model_misses_and_a_bad_cache_path_is_refused(tmp_path, text_run
     weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
     onnx.save(changed, tmp_path / "other.onnx")
     before = len(text_runs)
+    killed = cache / ".spa-999999999-0123456789ab.npz"  # a run killed by SIGKILL while storing
+    killed.write_bytes(b"partial")
+    (cache / "notes.txt").write_text("the user's")
     _prune(tmp_path / "other.onnx", tmp_path / "b.onnx", "0.3", "--statistics-cache", str(cache))
     assert len(text_runs) > before and len(list(cache.glob("*.npz"))) == 2
+    assert not killed.exists() and (cache / "notes.txt").read_text() == "the user's"
     (tmp_path / "file").write_text("not a folder")
     capsys.readouterr()
     assert main(["prune", str(source), "-o", str(tmp_path / "c.onnx"), "--criterion", "obspa",
