@@ -131,3 +131,54 @@ def test_pruned_folder_carries_every_side_file_but_no_weights(tmp_path):
     assert not (out / "model.safetensors").exists() and not (out / "unrelated").exists()
     assert not (out / "model.safetensors.index.json").exists()
     assert sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx"]
+
+
+_ENCODE = """
+import json, sys
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(sys.argv[1], backend="onnx", device="cpu")
+print(json.dumps(model.encode(json.loads(sys.argv[2])).tolist()))
+"""
+
+
+def test_sentence_transformers_onnx_backend_reads_a_pruned_folder(tmp_path):
+    """sentence-transformers' ONNX backend, default arguments, on a pruned folder: its embeddings are
+    the mean of the pruned graph's token states over the attention mask (computed here with the
+    folder's tokenizer and ONNX Runtime)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        pytest.skip("sentence-transformers is not installed (`make` installs it without its dependencies)")
+    source = tmp_path / "bert"
+    shutil.copytree(hf_zoo.cached_export("bert", "optimum"), source)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(123)]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(source)
+    hidden = json.loads((source / "config.json").read_text())["hidden_size"]
+    side = {"modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
+            "sentence_bert_config.json": {"max_seq_length": 32, "do_lower_case": False},
+            "1_Pooling/config.json": {"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True}}
+    for name, content in side.items():
+        (source / name).parent.mkdir(exist_ok=True)
+        (source / name).write_text(json.dumps(content))
+    out = tmp_path / "pruned"
+    assert main(["prune", str(source), "-o", str(out), "--ratio", "0.4", "-q", "--no-latency"]) == 0
+    sentences = ["w1 w2 w3 w4 w5", "w7 w9"]
+    env = dict(os.environ, USE_TF="0", HF_HUB_OFFLINE="1")  # transformers 4.57 refuses TensorFlow's Keras 3
+    run = subprocess.run([sys.executable, "-c", _ENCODE, str(out), json.dumps(sentences)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = np.asarray(json.loads(run.stdout.strip().splitlines()[-1]))
+    tokens = AutoTokenizer.from_pretrained(out)(sentences, padding=True, return_tensors="np")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    states = session.run(None, {k: v.astype(np.int64) for k, v in tokens.items() if k in names})[0]
+    mask = tokens["attention_mask"][..., None].astype(np.float32)
+    want = (states * mask).sum(1) / mask.sum(1)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
