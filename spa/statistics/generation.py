@@ -126,8 +126,8 @@ def _cached_writer(model, ids_name, logits_name, others):
 
 
 class _CachedWriter:
-    """One token per step through the KV-cache copy; the first batch is checked against the plain
-    graph (the last step's logits for two rows), and a disagreement makes `write` return None."""
+    """One token per step through the KV-cache copy; the first batch is checked against the whole
+    prefix at once (the last step's logits for two rows), and a disagreement makes `write` return None."""
 
     CHECK_ROWS = 2
 
@@ -160,13 +160,15 @@ class _CachedWriter:
         return ids
 
     def _agrees(self, prefix: np.ndarray, logits: np.ndarray) -> bool:
+        """Whether the last step's logits equal those of the whole prefix run at once through the
+        same copy with an empty cache, which computes what the plain graph computes (no second
+        session of the model)."""
         from spa.runtime.validate import relative_error
 
-        feed = {self.cached.ids_name: prefix}
+        feed = {self.cached.ids_name: prefix, **self.cached.empty_cache(len(prefix))}
         feed.update({spec.name: examples.fill_one(spec, list(prefix.shape), np.random.default_rng(0))
                      for spec in self.others})
-        plain = session(last_position_logits(self.model, self.cached.logits_name))
-        want = plain.run([self.cached.logits_name], feed)[0][:, -1]
+        want = self.session.run([self.cached.logits_name], feed)[0][:, -1]
         return relative_error([want], [logits]) <= 1e-3
 
 
