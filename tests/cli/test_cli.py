@@ -338,7 +338,7 @@ def test_input_shape_fixes_dynamic_batch(tmp_path):
 
 # ---------------------------------------------------------------- failures
 # Every failure case gets its own folder holding a copy of the CNN (model.onnx). The cases run
-# concurrently (they are independent processes) and each test then checks its own result.
+# two at a time (tests/cli_runner.py) and each test then checks its own result.
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess):
@@ -449,8 +449,12 @@ FAILURES = {
 
 @pytest.fixture(scope="module")
 def failure_runs(tmp_path_factory, cnn_file):
-    """Run every failure case (two at a time) and record (result, tree before, tree after, input hash)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Run every failure case and record (result, tree before, tree after). The cases need no
+    process of their own (no environment, stdin or signal of their own): they run through
+    `python -m spa.cli`'s entry point in two long-lived interpreters (tests/cli_runner.py), each
+    with its own working folder, stdout, stderr and exit code; run_cli's real subprocesses are
+    checked by the tests above."""
+    from tests.cli_runner import run_many
 
     prepared = {}
     for name, (setup, _, _) in FAILURES.items():
@@ -459,13 +463,8 @@ def failure_runs(tmp_path_factory, cnn_file):
         spec = setup(d)
         args, cwd = spec if isinstance(spec, tuple) else (spec, None)
         prepared[name] = (d, args, cwd, tree(d))
-
-    def go(item):
-        name, (d, args, cwd, before) = item
-        return name, (run_cli(*args, cwd=cwd), before, tree(d))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(go, prepared.items()))
+    runs = run_many([(args, cwd) for _, args, cwd, _ in prepared.values()], workers=2, timeout=120)
+    return {name: (r, before, tree(d)) for (name, (d, _, _, before)), r in zip(prepared.items(), runs)}
 
 
 @pytest.mark.parametrize("case", [pytest.param(name, marks=marks) for name, (_, _, marks) in FAILURES.items()])

@@ -1,4 +1,6 @@
-"""The bad-input corpus (tests/corpus/make_corpus.py) through the real CLI, one subprocess per case.
+"""The bad-input corpus (tests/corpus/make_corpus.py) through the real CLI: `python -m spa.cli`'s
+entry point, each case in its own folder with its own stdout, stderr and exit code, in two
+long-lived interpreters (tests/cli_runner.py; an interpreter per case spent minutes on imports).
 
 Every case must give: one line on stderr starting `spa: error:` that names the problem, its own
 exit code, no traceback, no new or changed file anywhere in the corpus (no output, no temp files,
@@ -10,14 +12,14 @@ import hashlib
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from tests.corpus.make_corpus import Case, cnn, external, make_corpus, save
+from tests.cli_runner import run_many
+from tests.corpus.make_corpus import cnn, external, make_corpus, save
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,20 +40,15 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def run_case(root: Path, case: Case) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SPA_DEBUG"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "spa.cli", *case.args], cwd=root / case.name, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     cases = make_corpus(root)
     before = snapshot(root)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip([c.name for c in cases], pool.map(lambda c: run_case(root, c), cases)))
+    # no case needs a process of its own (no environment, stdin or signal of its own): they share
+    # two interpreters, each case still with its own working folder, output streams and exit code
+    runs = run_many([(c.args, root / c.name) for c in cases], workers=2, timeout=120)
+    results = dict(zip([c.name for c in cases], runs))
     return root, cases, before, snapshot(root), results
 
 
@@ -224,6 +221,37 @@ def _spa(folder: Path, *args, popen=False, tmpdir: Path | None = None):
     return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
 
 
+def _spa_here(folder: Path, *args, tmpdir: Path) -> subprocess.CompletedProcess:
+    """`_spa` in this process, for the runs before and after the interrupted one (they need no
+    process of their own; a new interpreter costs seconds): the same working folder and $TMPDIR,
+    stdout and stderr captured, main's exit code."""
+    import contextlib
+    import io
+    import tempfile
+
+    from spa.cli import main
+
+    cwd, tempdir = os.getcwd(), tempfile.tempdir
+    env_tmpdir, debug = os.environ.get("TMPDIR"), os.environ.get("SPA_DEBUG")
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.chdir(folder)
+        os.environ["TMPDIR"] = str(tmpdir)
+        os.environ.pop("SPA_DEBUG", None)
+        tempfile.tempdir = None  # gettempdir() reads $TMPDIR again
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        os.chdir(cwd)
+        for name, value in (("TMPDIR", env_tmpdir), ("SPA_DEBUG", debug)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        tempfile.tempdir = tempdir
+    return subprocess.CompletedProcess(["spa", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 def _temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".spa-"))
 
@@ -280,7 +308,9 @@ def _signal_run(tmp_path: Path, sig: int, when: str, width: int, ratios=("0.2", 
     inputs = sorted(p.name for p in work.iterdir())
     out_dir = work / "out"
     out_dir.mkdir()
-    first = _spa(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[0], "-q", tmpdir=tmpdir)
+    # the runs around the interrupted one only write the old output and sweep: l2, the quick criterion
+    first = _spa_here(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[0], "--criterion", "l2",
+                      "-q", tmpdir=tmpdir)
     assert first.returncode == 0, first.stderr
     if external:
         assert (out_dir / "out.onnx.data").exists(), "the old output should have external data"
@@ -310,7 +340,9 @@ def _signal_run(tmp_path: Path, sig: int, when: str, width: int, ratios=("0.2", 
         assert _temps(out_dir) == [], "an interrupted run left temporary files"
         assert list(tmpdir.iterdir()) == [], "an interrupted run left temporary files in $TMPDIR"
     assert sorted(p.name for p in work.iterdir()) == sorted(inputs + ["out"])  # nothing outside the output
-    after = _spa(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[2], "-q", tmpdir=tmpdir)
+    # the next command (in this process: the sweep goes by the killed run's pid, not the caller's)
+    after = _spa_here(work, "prune", "model.onnx", "-o", "out/out.onnx", "--ratio", ratios[2], "--criterion", "l2",
+                      "-q", tmpdir=tmpdir)
     assert after.returncode == 0, after.stderr
     assert _temps(out_dir) == [], "the next run did not sweep a killed run's temporaries"
     assert list(tmpdir.iterdir()) == [], "the next run did not sweep a killed run's temporaries in $TMPDIR"

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tests.cli.test_cli import run_cli, tree
+from tests.cli_runner import run_many
 from tests.training.models import photo_folder, pruned_pair
 
 
@@ -51,14 +52,17 @@ def test_bad_finetune_requests_are_refused_with_nothing_written(tmp_path):
         (["--data", tmp_path / "missing"], 2, "no such file"),
         (["--steps", "0"], 2, "at least 1"),
     ]
-    for extra, code, phrase in cases:
-        done = run_cli("finetune", pruned, "--teacher", dense, "-o", tmp_path / "out.onnx", "--steps", 2, *extra)
+    commands = [["finetune", pruned, "--teacher", dense, "-o", tmp_path / "out.onnx", "--steps", 2, *extra]
+                for extra, _, _ in cases]
+    commands.append(["finetune", pruned, "--teacher", dense, "-o", dense, "--steps", 2])  # would overwrite the teacher
+    commands.append(["finetune", pruned, "--teacher", pruned, "-o", tmp_path / "o.onnx", "--steps", 1,
+                     "--checkpoint", pruned])
+    # refusals need no process of their own: `python -m spa.cli`'s entry point in two interpreters
+    *refused, overwrite, checkpoint = run_many([(args, None) for args in commands])
+    for (extra, code, phrase), done in zip(cases, refused):
         assert done.returncode == code and phrase in done.stderr and "Traceback" not in done.stderr, (extra, done.stderr)
-    done = run_cli("finetune", pruned, "--teacher", dense, "-o", dense, "--steps", 2)  # would overwrite the teacher
-    assert done.returncode != 0 and done.stderr.count("\n") == 1
-    done = run_cli("finetune", pruned, "--teacher", pruned, "-o", tmp_path / "o.onnx", "--steps", 1,
-                   "--checkpoint", pruned)
-    assert done.returncode != 0 and "--checkpoint" in done.stderr
+    assert overwrite.returncode != 0 and overwrite.stderr.count("\n") == 1
+    assert checkpoint.returncode != 0 and "--checkpoint" in checkpoint.stderr
     assert tree(tmp_path) == before
 
 

@@ -183,7 +183,14 @@ def zoo_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("framework_zoo")
 
 
-@pytest.mark.parametrize("framework,name", framework_zoo.cases(), ids=[f"{f}-{n}" for f, n in framework_zoo.cases()])
+# Every group alone too, on one or two models per framework in `make test`; the others go through the
+# same exporter and whole-model check in the `spa export` tests below, and here with -m slow.
+ZOO_SLOW = {("tf", "mobilenetv2"), ("jax", "cnn"), ("paddle", "resnet")}
+
+
+@pytest.mark.parametrize("framework,name", [pytest.param(f, n, id=f"{f}-{n}",
+                                                         marks=[pytest.mark.slow] if (f, n) in ZOO_SLOW else [])
+                                            for f, n in framework_zoo.cases()])
 def test_framework_zoo(zoo_dir, framework, name):
     why = framework_zoo.extra_available(framework)
     if why:
@@ -197,8 +204,11 @@ def test_framework_zoo(zoo_dir, framework, name):
         assert result["prunable"] >= 4, result  # token- and channel-mixing hidden widths of both blocks
 
 
-@pytest.mark.parametrize("framework,name,opset", [("tf", "resnet", 9), ("tf", "mobilenetv2", 13),
-                                                  ("paddle", "lcnet", 11), ("jax", "cnn", 20)])
+# tf mobilenetv2 at opset 13 and jax cnn at opset 20 are what the `spa export` tests below write
+# and check: here with -m slow only
+@pytest.mark.parametrize("framework,name,opset", [("tf", "resnet", 9), ("paddle", "lcnet", 11),
+                                                  pytest.param("tf", "mobilenetv2", 13, marks=pytest.mark.slow),
+                                                  pytest.param("jax", "cnn", 20, marks=pytest.mark.slow)])
 def test_framework_opsets(zoo_dir, framework, name, opset):
     why = framework_zoo.extra_available(framework)
     if why:
@@ -223,8 +233,10 @@ def _python(code, cwd):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _exported(done, path):
+def _exported(done, path, opset=None):
     assert done.returncode == 0 and "PASSED wrote" in done.stdout, (done.stdout + done.stderr)[-2000:]
+    if opset is not None:
+        assert onnx.load(path).opset_import[0].version == opset
     assert not failures(framework_zoo.check_file(path, per_group=False))
 
 
@@ -235,7 +247,7 @@ def test_cli_export_tf_keras_file_and_saved_model(tmp_path):
     _python("from models.keras_zoo import build; m = build('mobilenetv2'); m.save('m.keras'); "
             "m.export('saved', verbose=False)", tmp_path)
     _exported(_spa("export", "tf", "m.keras", "-o", "k.onnx", cwd=tmp_path), tmp_path / "k.onnx")
-    _exported(_spa("export", "tf", "saved", "-o", "s.onnx", "--opset", "13", cwd=tmp_path), tmp_path / "s.onnx")
+    _exported(_spa("export", "tf", "saved", "-o", "s.onnx", "--opset", "13", cwd=tmp_path), tmp_path / "s.onnx", 13)
 
 
 def test_cli_export_paddle_layer_and_inference_model(tmp_path):
@@ -256,7 +268,7 @@ def test_cli_export_jax_factory(tmp_path):
     if why:
         pytest.skip(why)
     _exported(_spa("export", "jax", "models.flax_zoo:cnn", "-o", "c.onnx", "--input-shape", "image=2,32,32,3",
-                   "--opset", "20", cwd=tmp_path), tmp_path / "c.onnx")
+                   "--opset", "20", cwd=tmp_path), tmp_path / "c.onnx", 20)
     done = _spa("export", "jax", "models.flax_zoo:cnn", "-o", "y.onnx", "--input-shape", "image=2,32,32,3",
                 "--opset", "13", cwd=tmp_path)
     assert done.returncode == 2 and "opset 18" in done.stderr
