@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", type=int, default=32, help="tokens per generated sequence")
     ap.add_argument("--samples", type=int, default=256, help="generated sequences")
-    ap.add_argument("--batch", type=int, default=32, help="sequences written together")
+    ap.add_argument("--batch", type=int, default=128, help="sequences written together")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-kv-cache", action="store_true", help="write the text re-running the whole prefix")
     args = ap.parse_args()
