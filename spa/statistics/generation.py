@@ -79,7 +79,7 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
         first = writer.write(rng.integers(0, vocab, (min(batch, samples), 1)).astype(ids_dtype), length, rng, top_k)
         if first is None:  # the cached copy disagrees with the graph: write without it
             writer, rng = None, np.random.default_rng(seed)
-    writer = writer or _plain_writer(model, ids_name, logits_name, others)
+    writer = writer or _PlainWriter(model, ids_name, logits_name, others)
     fill = np.random.default_rng(seed + 1)
     done = 0
     while done < samples:
@@ -104,7 +104,7 @@ def _sample(logits: np.ndarray, rng: np.random.Generator, top_k: int) -> np.ndar
     return np.asarray([top[i, rng.choice(k, p=p[i])] for i in range(len(logits))])
 
 
-class _plain_writer:
+class _PlainWriter:
     """Every token runs the whole prefix through a copy with last-position logits."""
 
     def __init__(self, model, ids_name, logits_name, others):
@@ -125,7 +125,7 @@ def _cached_writer(model, ids_name, logits_name, others):
 
     try:
         cached = with_kv_cache(model, ids_name, logits_name)
-        return None if cached is None else _CachedWriter(model, cached, others)
+        return None if cached is None else _CachedWriter(cached, others)
     except Exception:  # an unusual graph: the plain writer always works
         return None
 
@@ -136,8 +136,8 @@ class _CachedWriter:
 
     CHECK_ROWS = 2
 
-    def __init__(self, model, cached, others):
-        self.model, self.cached, self.others = model, cached, others
+    def __init__(self, cached, others):
+        self.cached, self.others = cached, others
         self.session = session(cached.model)
         self.checked = False
 

@@ -4,7 +4,7 @@ surgery on the exported no-past graph: in every attention (MatMul → scaling/ma
 MatMul), the keys the scores read and the values the context reads are concatenated after the
 previous steps' ones, which come in as inputs and go out as outputs. Positions come from the
 model's position input; a one-token step needs no causal mask. The caller checks the copy against
-the plain graph before trusting it (`CachedDecoder.agrees`)."""
+the whole prefix run at once before trusting it (spa.statistics.generation)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,13 +21,13 @@ _PROBABILITY_OPS = frozenset({"Cast", "Where", "Dropout", "Identity"})
 @dataclass
 class CachedDecoder:
     model: ir.Model            # takes `past` inputs, returns logits then `present` outputs
-    past: list[tuple[str, tuple[int, ...], int]]   # (input name, shape with a 0 for the cached axis, axis)
+    past: list[tuple[str, tuple[int, ...], np.dtype]]   # (input name, shape with 0 on the cached axis, dtype)
     present: list[str]
     ids_name: str
     logits_name: str
 
-    def empty_cache(self, batch: int, dtype=np.float32) -> dict[str, np.ndarray]:
-        return {name: np.zeros((batch, *shape[1:]), dtype) for name, shape, _ in self.past}
+    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
+        return {name: np.zeros((batch, *shape[1:]), dtype) for name, shape, dtype in self.past}
 
 
 def with_kv_cache(model: ir.Model, ids_name: str, logits_name: str) -> CachedDecoder | None:
@@ -46,8 +46,8 @@ def with_kv_cache(model: ir.Model, ids_name: str, logits_name: str) -> CachedDec
     for layer, (scores, context) in enumerate(attentions):
         for node, role in ((scores, "key"), (context, "value")):
             value = node.inputs[1]
-            if value.shape is None or len(value.shape) != 4 or not all(isinstance(d, int) for d in
-                                                                         _kept_dims(value.shape, role)):
+            if value.dtype is None or value.shape is None or len(value.shape) != 4 or \
+                    not all(isinstance(d, int) for d in _kept_dims(value.shape, role)):
                 return None
             axis = 3 if role == "key" else 2  # keys as the scores read them: [batch, heads, dim, seq]
             dims = [d if isinstance(d, int) else 0 for d in value.shape]
@@ -62,7 +62,7 @@ def with_kv_cache(model: ir.Model, ids_name: str, logits_name: str) -> CachedDec
             copy.graph.insert_before(node, joined)
             node.replace_input_with(1, joined.outputs[0])
             copy.graph.outputs.append(joined.outputs[0])
-            past.append((name, tuple(dims), axis))
+            past.append((name, tuple(dims), np.dtype(value.dtype.numpy())))
             present.append(joined.outputs[0].name)
     for node in copy.graph:  # sequence dims of the scores change meaning: ONNX Runtime infers them anew
         for out in node.outputs:

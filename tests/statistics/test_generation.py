@@ -85,7 +85,7 @@ def test_a_cached_copy_that_disagrees_is_dropped(llama, monkeypatch):
     """A copy that loses the first layer's keys and values between steps writes other logits than the whole
     prefix gives: the first batch's check catches it, and the text is the plain writer's."""
     ids_name = generation.next_token_logits(llama)[0]
-    plain_writer, real_init = generation._plain_writer, generation._CachedWriter.__init__
+    plain_writer, real_init = generation._PlainWriter, generation._CachedWriter.__init__
     used = []
 
     def forgetful(self, *args):
@@ -101,7 +101,7 @@ def test_a_cached_copy_that_disagrees_is_dropped(llama, monkeypatch):
         self.session = Session()
 
     monkeypatch.setattr(generation._CachedWriter, "__init__", forgetful)
-    monkeypatch.setattr(generation, "_plain_writer", lambda *args: used.append(1) or plain_writer(*args))
+    monkeypatch.setattr(generation, "_PlainWriter", lambda *args: used.append(1) or plain_writer(*args))
     text = [f[ids_name] for f in generation.generated_feeds(llama, 4, seed=2, length=8, batch=4)]
     monkeypatch.setattr(generation, "_cached_writer", lambda *args: None)
     plain = [f[ids_name] for f in generation.generated_feeds(llama, 4, seed=2, length=8, batch=4)]
