@@ -113,7 +113,8 @@ def export(source, output: str | os.PathLike, *, task: str | None = None, export
         try:
             write = _export_optimum if exporter == "optimum" else export_torch
             steps = [(f"exporting with {exporter}", lambda: write(model, staging, task, opset)),
-                     ("copying config and tokenizer", lambda: _copy_side_files(model, folder, staging, task, tokenizer))]
+                     ("copying config and tokenizer, adding a KV cache",
+                      lambda: _copy_side_files(model, folder, staging, task, tokenizer))]
             for _, step in progress(steps, f"spa export ({exporter}, {task})"):
                 with _offline_and_quiet():
                     step()
@@ -177,5 +178,27 @@ def _copy_side_files(model, folder: Path | None, out: Path, task: str, tokenizer
     generation = getattr(model, "generation_config", None)
     if generation is not None and task == "text-generation" and not (out / "generation_config.json").exists():
         generation.save_pretrained(str(out))
-    if task == "text-generation":  # exported without a KV cache: say so to the loaders that read the config
-        set_use_cache(out / "config.json", False)
+    if task == "text-generation":  # loaders read it to decide whether to feed a KV cache
+        set_use_cache(out / "config.json", _add_kv_cache(out / "model.onnx"))
+
+
+def _add_kv_cache(path: Path) -> bool:
+    """Give the exported decoder the KV cache optimum's generate() feeds by default (exported without
+    one: SPA prunes the plain graph and gives the cache back on writing). Whether it has one now."""
+    import shutil
+
+    from spa.flow.kv_past import with_past
+    from spa.graph import io as graph_io
+
+    plain = path.parent / ".plain"  # the graph and its weight files, read from here while the new one is written
+    plain.mkdir()
+    for item in path.parent.glob(path.name + "*"):
+        item.rename(plain / item.name)
+    cached = with_past(graph_io.load(plain / path.name))
+    if cached is None:
+        for item in plain.iterdir():
+            item.rename(path.parent / item.name)
+    else:
+        graph_io.save(cached, path)
+    shutil.rmtree(plain)
+    return cached is not None

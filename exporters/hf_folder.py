@@ -168,15 +168,19 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
     moved into place. Returns notes on the config update."""
     import json
 
-    from spa.api import save
     from spa.core.errors import OutputError
     from spa.exporters.hf_config import pruned_config
+    from spa.flow.kv_past import as_read, takes_kv_cache, with_past
+    from spa.graph.io import save
 
     source, out = Path(source), check_output_folder(out, source)
     config = read_config(source)  # before any work: a malformed config.json is refused, not half-written
+    model = as_read(result.model)
+    if config is not None and task_for_architectures(config.get("architectures") or []) == "text-generation":
+        model = with_past(model) or model  # what optimum's generate() feeds by default, where it can be made
     try:
         with temp_dir(out.parent) as staging:  # removed on any failure or signal; swept after a kill
-            save(result, staging / "model.onnx")
+            save(model, staging / "model.onnx")
             copy_side_files(source, staging, skip=("config.json",))  # config.json: rewritten below
             notes = []
             if config is not None:
@@ -186,14 +190,9 @@ def write_pruned_folder(result, source: str | os.PathLike, out: str | os.PathLik
                     raise InputError(f"{source / 'config.json'}: unexpected content ({type(exc).__name__}: "
                                      f"{str(exc)[:120]})") from None
                 if "use_cache" in config:  # loaders read it to decide whether to feed a KV cache
-                    config["use_cache"] = takes_kv_cache(result.model)
+                    config["use_cache"] = takes_kv_cache(model)
                 (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             commit_folder(staging, out)
     except OSError as exc:
         raise OutputError(f"{out}: could not write the folder ({exc.strerror or exc})") from None
     return notes
-
-
-def takes_kv_cache(model) -> bool:
-    """Whether the graph takes past keys/values as inputs (optimum's `past_key_values.N.key` names)."""
-    return any(v.name.startswith("past_key_values") or v.name.startswith("past_key") for v in model.graph.inputs)

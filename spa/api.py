@@ -195,9 +195,11 @@ def save(obj: PruneResult | ir.Model | Any, path: str | os.PathLike, *, external
     atomically."""
     from spa.graph import io
 
+    from spa.flow.kv_past import as_read
+
     _check_path(path, "path")
     model = obj.model if isinstance(getattr(obj, "model", None), ir.Model) else io.load(obj)
-    return io.save(model, path, external_data=external_data)
+    return io.save(as_read(model), path, external_data=external_data)  # a decoder read with a KV cache keeps it
 
 
 def inspect(model, *, input_shapes: dict | None = None, fuse_batchnorm: bool = True,

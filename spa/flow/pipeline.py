@@ -23,6 +23,7 @@ from spa.flow.ranking import make_plan, rank, ranking_defaults
 from spa.flow.record import annotate, prune_report, report_scores
 from spa.graph import io
 from spa.graph.canon import canonicalize, restore_initializer_inputs
+from spa.graph.kv_inputs import HAD_KV_CACHE, drop_kv_cache
 from spa.importance.registry import Criterion, criterion_names, get_criterion
 from spa.passes.slice import slice_model
 from spa.runtime import examples
@@ -38,6 +39,8 @@ def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: 
     from_file = isinstance(source, (str, os.PathLike))
     if not from_file:
         model = copy_model(model)
+    if drop_kv_cache(model):  # the decoder without its cache; the writer gives it back
+        from_file = False     # the file as given takes the cache: run the model as read
     ran = None
     if reference:
         try:
@@ -47,6 +50,7 @@ def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: 
     batchnorms = sum(n.op_type == "BatchNormalization" for n in model.graph.all_nodes())
     canonical = canonicalize(model, fuse_batchnorm=fuse_batchnorm, input_shapes=input_shapes)
     canonical.meta["spa.batchnorms"] = batchnorms  # how many the input had (fusion may remove them)
+    canonical.meta[HAD_KV_CACHE] = model.meta.get(HAD_KV_CACHE, False)
     if ran is not None:
         canonical.meta[REFERENCE] = ran
         if examples.CHOICE in model.meta:

@@ -16,6 +16,7 @@ from spa.core.errors import InputError, UnsupportedError, UsageError
 from spa.graph import rewrites as spa_rewrites
 from spa.graph.detours import FoldDetoursPass
 from spa.graph.io import EXPORTER_ANNOTATED
+from spa.graph.kv_inputs import DropKvCachePass
 from spa.graph.model_copy import copy_model
 from spa.graph.rewrites import (  # noqa: F401 - also importable from here, as before
     DropReshapeAllowzeroPass, RememberNodeNamesPass, RestoreNodeNamesPass, UnshareUniformConstantsPass,
@@ -55,6 +56,7 @@ def canonicalization(fuse_batchnorm: bool = True, input_shapes: dict | None = No
         # Old exporters list every weight as a graph input too; as inputs they could be overridden
         # at run time, so nothing would be prunable. They are weights: keep them as initializers only.
         common.RemoveInitializersFromInputsPass(),
+        DropKvCachePass(),  # a decoder's KV cache, empty, computes nothing: read it without one
         forget_outputs,
         common.InlinePass(),
         OptimizePass(fuse_batchnorm, fold_bodies),

@@ -124,7 +124,8 @@ def _inputs(model: ir.Model) -> list[_Input]:
 
 def fixed_shapes(inputs: list[_Input], batch: int | None, given: dict | None) -> dict[str, list[int]]:
     """One fixed shape per input: --input-shape as given; otherwise a symbolic first dim is the
-    batch and other symbolic dims are DEFAULT_SEQUENCE. A fixed first dim must equal the batch."""
+    batch and other symbolic dims are DEFAULT_SEQUENCE (0 in a KV cache). A fixed first dim must
+    equal the batch."""
     given = dict(given or {})
     unknown = set(given) - {i.name for i in inputs}
     if unknown:
@@ -145,8 +146,10 @@ def fixed_shapes(inputs: list[_Input], batch: int | None, given: dict | None) ->
                         raise UsageError(f"input '{inp.name}' has a fixed batch of {d}; --batch {batch} needs a "
                                          "model exported with a dynamic batch dimension")
                     shape.append(d)
-                else:
-                    shape.append(batch if axis == 0 and batch is not None else 1 if axis == 0 else DEFAULT_SEQUENCE)
+                elif axis == 0:
+                    shape.append(batch if batch is not None else 1)
+                else:  # a decoder's KV cache is empty: the model computes what it computes without one
+                    shape.append(0 if getattr(inp.spec, "role", None) == "kv-cache" else DEFAULT_SEQUENCE)
         for axis, d in enumerate(inp.dims):
             if isinstance(d, int) and shape[axis] != d:
                 raise UsageError(f"input '{inp.name}' has a fixed size {d} on axis {axis}, not {shape[axis]}")
@@ -224,6 +227,7 @@ def runner(sess, feeds: dict, device: str):
     the GPU once and the outputs stay there (IO binding)."""
     import onnxruntime as ort
 
+    feeds = {**feeds, **empty_cache(sess, feeds)}
     if device == "cpu":
         return lambda: sess.run(None, feeds)
     binding = sess.io_binding()
@@ -236,6 +240,18 @@ def runner(sess, feeds: dict, device: str):
         sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
     return run
+
+
+def empty_cache(sess, feeds: dict) -> dict:
+    """Empty past keys/values for a decoder's KV-cache inputs the feeds leave out (the dense model
+    read without its cache, the pruned one written with it: both then compute the same)."""
+    from spa.graph.kv_inputs import PAST_NAME
+
+    batch = next((len(a) for a in feeds.values() if getattr(a, "ndim", 0)), 1)
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    return {i.name: np.zeros([batch if axis == 0 else d if isinstance(d, int) and axis != 2 else 0
+                              for axis, d in enumerate(i.shape)], dtypes.get(i.type, np.float32))
+            for i in sess.get_inputs() if i.name not in feeds and PAST_NAME.match(i.name)}
 
 
 def stats(seconds: list[float], batch: int) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import UnsupportedError, UsageError
+from spa.graph.kv_inputs import PAST_NAME
 
 #: Sizes tried for an image's open height/width: ImageNet's, then multiples of 32 and 64 that FPN,
 #: U-Net and detector strides divide.
@@ -33,7 +34,7 @@ class InputSpec:
     name: str
     dtype: np.dtype
     dims: list
-    role: str                       # image-nchw, image-nhwc, ids, mask, token-types, positions, float, other
+    role: str                       # image-nchw, image-nhwc, ids, mask, token-types, positions, kv-cache, float, other
     vocab: int | None = None        # ids: rows of the embedding table that reads them
     open_axes: list[int] = field(default_factory=list)
 
@@ -53,6 +54,8 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
 def _role(value: ir.Value, dims: list, dtype: np.dtype) -> str:
     name = value.name.lower()
     if np.issubdtype(dtype, np.floating):
+        if PAST_NAME.match(value.name):
+            return "kv-cache"
         if _STATE_NAME.search(name) and len(dims) >= 2:
             return "state"
         if len(dims) == 4 and dim_value(dims[1]) in (1, 2, 3, 4):
@@ -163,6 +166,8 @@ def _shapes_for(specs, given, batch, side, other) -> dict[str, list[int]]:
             if value is None:
                 if axis == 0 or s.role == "state":
                     value = batch
+                elif s.role == "kv-cache":
+                    value = 0  # an empty cache: the decoder as if exported without one
                 elif axis in image_axes:
                     value = side[image_axes.index(axis)]
                 else:

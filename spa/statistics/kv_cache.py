@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 #: Ops between the scores MatMul and the Softmax (scaling, mask, soft-capping) and between the
 #: Softmax and the context MatMul (casts, NaN guards).
-_SCORE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Where", "Cast", "Tanh"})
+SCORE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Where", "Cast", "Tanh"})
 _PROBABILITY_OPS = frozenset({"Cast", "Where", "Dropout", "Identity"})
 
 
@@ -39,7 +39,7 @@ def with_kv_cache(model: ir.Model, ids_name: str, logits_name: str) -> CachedDec
         return None  # positions counted inside the graph would restart at 0 on every step
     copy = copy_model(model)
     attentions = [found for node in copy.graph if node.op_type == "Softmax"
-                  for found in [_attention(node)] if found is not None]
+                  for found in [attention_matmuls(node)] if found is not None]
     if not attentions or len(attentions) != sum(n.op_type == "Softmax" for n in copy.graph):
         return None
     past, present = [], []
@@ -76,7 +76,7 @@ def _kept_dims(shape, role: str) -> list:
     return [shape[1], shape[2] if role == "key" else shape[3]]
 
 
-def _attention(softmax: ir.Node) -> tuple[ir.Node, ir.Node] | None:
+def attention_matmuls(softmax: ir.Node) -> tuple[ir.Node, ir.Node] | None:
     """(scores MatMul, context MatMul) around `softmax`, or None."""
     scores = _upstream_matmul(softmax.inputs[0], depth=6)
     context = _downstream_matmul(softmax.outputs[0], depth=4)
@@ -91,7 +91,7 @@ def _upstream_matmul(value: ir.Value | None, depth: int) -> ir.Node | None:
         return None
     if node.op_type == "MatMul":
         return node
-    if node.op_type not in _SCORE_OPS:
+    if node.op_type not in SCORE_OPS:
         return None
     for inp in node.inputs:
         if inp is not None and inp.const_value is None:

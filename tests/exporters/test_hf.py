@@ -75,8 +75,6 @@ def test_pruned_llm_folder_generates_and_keeps_the_gqa_ratio(tmp_path):
     folder = tmp_path / "source"
     shutil.copytree(hf_zoo.cached_export("llama", "optimum"), folder)
     original = json.loads((folder / "config.json").read_text())
-    original["use_cache"] = True  # as a folder optimum wrote itself says (SPA's exports say false)
-    (folder / "config.json").write_text(json.dumps(original))
     pruned = tmp_path / "llama"
     assert main(["prune", str(folder), "-o", str(pruned), "--ratio", "0.5", "--scope", "all"]) == 0
     config = json.loads((pruned / "config.json").read_text())
@@ -86,12 +84,15 @@ def test_pruned_llm_folder_generates_and_keeps_the_gqa_ratio(tmp_path):
     assert config["intermediate_size"] < original["intermediate_size"]
     assert config["hidden_size"] < original["hidden_size"]
     assert config["head_dim"] == original["hidden_size"] // original["num_attention_heads"]
-    assert config["use_cache"] is False  # the graph takes no KV cache
-    model = ORTModelForCausalLM.from_pretrained(pruned, use_cache=False, use_io_binding=False)
+    assert config["use_cache"] is True  # the graph takes a KV cache again (the source's did)
+    model = ORTModelForCausalLM.from_pretrained(pruned)  # default arguments: with the cache
     ids = torch.tensor([[1, 5, 7, 9]])
     generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
                                pad_token_id=0)
     assert generated.shape == (1, 7) and (generated[:, :4] == ids).all()
+    plain = ORTModelForCausalLM.from_pretrained(pruned, use_cache=False)  # the whole prefix at every step
+    assert (plain.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                           pad_token_id=0) == generated).all()
 
 
 def test_groups_reports_heads_and_scope_refusals(capsys):

@@ -71,12 +71,14 @@ def test_export_gguf_matches_transformers_own_loading(gguf_dir, tmp_path, given)
     import torch
     from transformers import AutoModelForCausalLM
 
+    from spa.runtime.benchmark import empty_cache
+
     source = gguf_dir / "tiny.gguf" if given == "file" else gguf_dir
     out = tmp_path / "onnx"
     assert main(["export", "hf", str(source), "-o", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]  # a language model, not the bare decoder
-    assert config["num_key_value_heads"] == KV_HEADS and config["use_cache"] is False
+    assert config["num_key_value_heads"] == KV_HEADS and config["use_cache"] is True  # the graph takes a KV cache
     assert not (out / "notes.txt").exists()  # the GGUF's folder is not the model's folder
     # the oracle: transformers' own de-quantized model, run in PyTorch
     reference = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file="tiny.gguf", dtype=torch.float32)
@@ -87,6 +89,7 @@ def test_export_gguf_matches_transformers_own_loading(gguf_dir, tmp_path, given)
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     if "position_ids" in {i.name for i in session.get_inputs()}:
         feed["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
+    feed.update(empty_cache(session, feed))
     logits = session.run(["logits"], feed)[0]
     assert logits.shape == (1, ids.shape[1], VOCAB)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
