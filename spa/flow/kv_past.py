@@ -120,7 +120,7 @@ def _probe(model: ir.Model, values: list[ir.Value], feed: dict) -> tuple[dict[st
     for name in wanted:
         if not by_name[name].is_graph_output():
             probe.graph.outputs.append(by_name[name])
-    logits, *results = session(probe).run([model.graph.outputs[0].name, *wanted], feed)
+    logits, *results = session(probe, lean=True).run([model.graph.outputs[0].name, *wanted], feed)
     return {name: tuple(a.shape) for name, a in zip(wanted, results)}, logits
 
 
@@ -254,7 +254,7 @@ def _same_logits_step_by_step(cached: ir.Model, text: dict, full: np.ndarray) ->
 
     past = [v.name for v in cached.graph.inputs if PAST_NAME.match(v.name)]
     present = [v.name for v in cached.graph.outputs[1:]]
-    runner = session(cached)
+    runner = session(cached, lean=True)  # a few short runs: building the session is the cost
     dtype = cached.graph.outputs[0].dtype.numpy()
     cache = {name: np.zeros((_ROWS, 1, 0, 1), dtype) for name in past}  # its widths need not be the layer's
     start = 0

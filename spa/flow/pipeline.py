@@ -39,8 +39,7 @@ def load_canonical(source, *, input_shapes: dict | None = None, fuse_batchnorm: 
     from_file = isinstance(source, (str, os.PathLike))
     if not from_file:
         model = copy_model(model)
-    if drop_kv_cache(model):  # the decoder without its cache; the writer gives it back
-        from_file = False     # the file as given takes the cache: run the model as read
+    drop_kv_cache(model)  # the decoder without its cache (the file runs with an empty one); the writer gives it back
     ran = None
     if reference:
         try:

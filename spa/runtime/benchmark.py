@@ -227,7 +227,9 @@ def runner(sess, feeds: dict, device: str):
     the GPU once and the outputs stay there (IO binding)."""
     import onnxruntime as ort
 
-    feeds = {**feeds, **empty_cache(sess, feeds)}
+    from spa.runtime.examples import empty_cache
+
+    feeds = {**feeds, **empty_cache(sess, feeds)}  # a decoder written with its KV cache
     if device == "cpu":
         return lambda: sess.run(None, feeds)
     binding = sess.io_binding()
@@ -240,18 +242,6 @@ def runner(sess, feeds: dict, device: str):
         sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
     return run
-
-
-def empty_cache(sess, feeds: dict) -> dict:
-    """Empty past keys/values for a decoder's KV-cache inputs the feeds leave out (the dense model
-    read without its cache, the pruned one written with it: both then compute the same)."""
-    from spa.graph.kv_inputs import PAST_NAME
-
-    batch = next((len(a) for a in feeds.values() if getattr(a, "ndim", 0)), 1)
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-    return {i.name: np.zeros([batch if axis == 0 else d if isinstance(d, int) and axis != 2 else 0
-                              for axis, d in enumerate(i.shape)], dtypes.get(i.type, np.float32))
-            for i in sess.get_inputs() if i.name not in feeds and PAST_NAME.match(i.name)}
 
 
 def stats(seconds: list[float], batch: int) -> dict:

@@ -276,3 +276,13 @@ def choose(model: ir.Model, runs: Callable[[dict], object], given: dict | None =
     message = " ".join(str(exc).split())[:300]
     hint = "check the --input-shape values" if given else "give --input-shape NAME=D1,D2,..."
     raise UnsupportedError(f"the original model does not run on made-up inputs ({shown}): {message}; {hint}")
+
+
+def empty_cache(sess, feeds: dict) -> dict:
+    """Empty past keys/values for a decoder's KV-cache inputs the feeds leave out (the dense model
+    read without its cache, the pruned one written with it: both then compute the same)."""
+    batch = next((len(a) for a in feeds.values() if getattr(a, "ndim", 0)), 1)
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    return {i.name: np.zeros([batch if axis == 0 else d if isinstance(d, int) and axis != 2 else 0
+                              for axis, d in enumerate(i.shape)], dtypes.get(i.type, np.float32))
+            for i in sess.get_inputs() if i.name not in feeds and PAST_NAME.match(i.name)}

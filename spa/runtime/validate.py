@@ -119,12 +119,15 @@ def reference_run(model: ir.Model, source=None, given: dict | None = None, seed:
         except ValidationError as exc:
             raise UnsupportedError(f"{str(exc).replace('the model', 'the original model')}; SPA validates a pruned "
                                    "model by running it next to the original") from None
-        choice, feeds, outputs = examples.choose(model, lambda f: sess.run(names, f), given, seed=seed)
+        # a decoder read without its KV cache (spa.graph.kv_inputs) runs from its file with an empty one
+        choice, feeds, outputs = examples.choose(
+            model, lambda f: sess.run(names, {**f, **examples.empty_cache(sess, f)}), given, seed=seed)
         varying: dict[str, set[int]] = {}
         if any(_value_dependent(v, model) for v in model.graph.outputs):
             # run once more on other values of the same shapes: axes that change size (a detector's
             # box count) depend on the values, so pruning may change them too
-            again = sess.run(names, examples.fill(examples.input_specs(model), choice.shapes, seed + 1))
+            again_feeds = examples.fill(examples.input_specs(model), choice.shapes, seed + 1)
+            again = sess.run(names, {**again_feeds, **examples.empty_cache(sess, again_feeds)})
             for name, a, b in zip(names, outputs, again):
                 axes = {i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y}
                 if axes:

@@ -71,7 +71,7 @@ def test_export_gguf_matches_transformers_own_loading(gguf_dir, tmp_path, given)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from spa.runtime.benchmark import empty_cache
+    from spa.runtime.examples import empty_cache
 
     source = gguf_dir / "tiny.gguf" if given == "file" else gguf_dir
     out = tmp_path / "onnx"
