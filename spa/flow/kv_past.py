@@ -8,15 +8,13 @@ the layer makes them (after the rotary embedding, before any repeat for grouped 
 concatenated after the past ones, and every later use — the shape computations included — reads
 the concatenation; the mask added to the scores is rebuilt for new queries against past + new
 keys (causal, and padding from attention_mask). The copy is trusted only after it gives the plain
-graph's logits, step by step and with a padded row (`verified`)."""
+graph's logits, step by step on a batch with a left-padded row (`_same_logits_step_by_step`).
+A model read with a cache (spa.graph.kv_inputs took it off) gets it back on writing (`as_read`)."""
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
-
-from spa.graph.model_copy import copy_model
-from spa.statistics.kv_cache import SCORE_OPS, attention_matmuls
 
 from spa.graph.kv_inputs import HAD_KV_CACHE, PAST_NAME
 from spa.graph.model_copy import copy_model

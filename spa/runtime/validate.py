@@ -80,6 +80,14 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
     try:  # writing the model out for ONNX Runtime can fail too: the same one-line error
+        if source is None:
+            with _weightless_file(model) as light:
+                if light is not None:  # only the graph is serialized; ONNX Runtime reads the arrays
+                    path, names, arrays = light
+                    sess = open_session(path, options, providers=providers, error=None,
+                                        initializers=dict(zip(names, arrays)))
+                    sess.spa_weights = arrays  # ONNX Runtime reads them from here while the session lives
+                    return sess
         with _source(model, source) as source:
             return open_session(source, options, providers=providers, error=None)
     except Exception as exc:

@@ -48,3 +48,30 @@ def test_a_refused_model_is_one_line_of_the_callers_error_type():
     with pytest.raises(Exception) as raw:
         open_session(b"not a model", error=None)
     assert not isinstance(raw.value, ValidationError)
+
+
+def test_a_model_in_memory_hands_its_weights_over_and_computes_the_same(monkeypatch):
+    """spa.runtime.validate.session serializes only the graph of an in-memory model; the weights
+    go to ONNX Runtime as arrays, kept alive with the session."""
+    import onnx_ir as ir
+
+    from spa.graph import io
+    from spa.runtime import validate
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 32)).astype(np.float32)  # over the hand-over size
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 32])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    serialized = []
+    real_to_proto = validate.to_proto
+    monkeypatch.setattr(validate, "to_proto", lambda m: serialized.append(
+        [(i.name, len(i.raw_data)) for i in real_to_proto(m).graph.initializer]) or real_to_proto(m))
+    sess = validate.session(model)
+    assert serialized and all(size == 0 for _, size in serialized[0])  # no weight bytes in the graph
+    assert len(sess.spa_weights) == 1
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ weight, rtol=1e-5, atol=1e-5)
+    assert io.weight_bytes(model) == weight.nbytes  # the model keeps its weights
