@@ -80,7 +80,10 @@ def session(model: ir.Model, providers=None, source: bytes | str | None = None,
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
     try:  # writing the model out for ONNX Runtime can fail too: the same one-line error
-        if source is None:
+        # not for graphs with If/Loop bodies: ONNX Runtime moves weights into the bodies and then
+        # cannot replace them by name (silero_vad)
+        if source is None and not any(a.type == ir.AttributeType.GRAPH for n in model.graph.all_nodes()
+                                      for a in n.attributes.values()):
             with _weightless_file(model) as light:
                 if light is not None:  # only the graph is serialized; ONNX Runtime reads the arrays
                     path, names, arrays = light
