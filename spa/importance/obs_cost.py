@@ -27,16 +27,26 @@ def spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def spd_inverse(h: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite matrix (damped H̃) by Cholesky: faster than a
-    general inverse and symmetric by construction; falls back to it if the factorisation fails."""
+    general inverse and symmetric by construction; falls back to it if the factorisation fails.
+    The factor's copy is the only work space (a 1B decoder's FFN sink: 0.25 GB a copy)."""
     from scipy.linalg import lapack
 
     factor, info = lapack.dpotrf(h, lower=False)
     if info == 0:
-        inverse, info = lapack.dpotri(factor, lower=False)
+        inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
         if info == 0:
-            upper = np.triu(inverse)
-            return upper + np.triu(upper, 1).T
+            return _mirror_upper(inverse)
     return np.linalg.inv(h)
+
+
+def _mirror_upper(a: np.ndarray, block: int = 512) -> np.ndarray:
+    """`a` with its lower triangle set from the upper one, in place, a block of rows at a time."""
+    for start in range(0, len(a), block):
+        end = min(start + block, len(a))
+        a[start:end, :start] = a[:start, start:end].T
+        diagonal = a[start:end, start:end]
+        diagonal[:] = np.triu(diagonal) + np.triu(diagonal, 1).T
+    return a
 
 
 def removal_cost(w: np.ndarray, h_inv: np.ndarray, removed: np.ndarray) -> float:
@@ -71,12 +81,29 @@ def obs_scores(analysis, sinks: dict[str, SinkPlan], hs: dict[str, np.ndarray]) 
     """Per group, the summed sink cost of removing each root channel alone."""
     def costs(plan: SinkPlan, h: np.ndarray, width: int) -> np.ndarray:
         w, h = system(plan.sink, h)
-        h_inv = spd_inverse(h)
-        total = np.zeros(width)
-        for cls in range(width):
-            positions = np.nonzero(plan.space.pos2class == cls)[0]
-            if len(positions):
-                total[cls] = removal_cost(w, h_inv, plan.sink.columns(positions))
-        return total
+        return channel_costs(w, spd_inverse(h), plan, width)
 
     return summed_over_sinks(analysis, sinks, hs, costs)
+
+
+def channel_costs(w: np.ndarray, h_inv: np.ndarray, plan: SinkPlan, width: int) -> np.ndarray:
+    """removal_cost of each root channel's columns alone, the channels with the same number of
+    columns in one batched solve (a 5632-neuron FFN is 5632 one-column solves)."""
+    total = np.zeros(width)
+    columns: dict[int, list[np.ndarray]] = {}
+    classes: dict[int, list[int]] = {}
+    order = np.argsort(plan.space.pos2class, kind="stable")
+    bounds = np.searchsorted(plan.space.pos2class[order], np.arange(width + 1))
+    for cls in range(width):
+        positions = order[bounds[cls]:bounds[cls + 1]]
+        if len(positions):
+            cols = plan.sink.columns(positions)
+            columns.setdefault(len(cols), []).append(cols)
+            classes.setdefault(len(cols), []).append(cls)
+    for size, found in columns.items():
+        cols = np.asarray(found)                                   # (channels, size)
+        blocks = h_inv[cols[:, :, None], cols[:, None, :]]         # (channels, size, size)
+        wp = np.moveaxis(w[:, cols], 0, -1)                        # (channels, size, rows)
+        solved = np.linalg.solve(blocks, wp)
+        total[classes[size]] = 0.5 * np.einsum("csr,csr->c", wp, solved)
+    return total

@@ -16,14 +16,15 @@ from spa.runtime.validate import session
 OWN_TEXT_LENGTH = 32
 
 
-def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int | None = None):
+def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int | None = None, observer=None):
     """Inputs made without data: a language model's own text of `sequence` tokens (default
     OWN_TEXT_LENGTH; see generated_feeds); otherwise example inputs (spa.runtime.examples: 1/f-noise
     images, ids inside the embedding table, masks of ones, positions counting up) in the shapes the
-    original ran on, with `sequence` (default 64) for a sequence the default size served."""
+    original ran on, with `sequence` (default 64) for a sequence the default size served. `observer`:
+    see generated_feeds (made-up inputs never call it)."""
     found = next_token_logits(model)
     if found is not None and can_generate(model, found[0]):
-        yield from generated_feeds(model, samples, seed, sequence or OWN_TEXT_LENGTH)
+        yield from generated_feeds(model, samples, seed, sequence or OWN_TEXT_LENGTH, observer=observer)
         return
     sequence = sequence or 64
     rng = np.random.default_rng(seed)
@@ -63,22 +64,31 @@ TEXT_BATCH = 128
 
 
 def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 64, top_k: int = 40,
-                    batch: int = TEXT_BATCH):
+                    batch: int = TEXT_BATCH, observer=None):
     """Text the language model writes itself (data-free, as in LLM-QAT): each sequence starts at a
     random token and continues by sampling the model's next-token distribution (top-k, temperature
     1). Real text's statistics, not uniform noise tokens, without any data. Written with a KV-cache
     copy of the graph (spa.statistics.kv_cache) when one can be made and gives the plain graph's
-    logits on the first batch; otherwise by running the whole prefix again for every token."""
+    logits on the first batch; otherwise by running the whole prefix again for every token.
+
+    `observer` (e.g. spa.statistics.hessian.Watcher: `.names`, `.add(values)`, `.reset()`,
+    `.complete`): the cached copy also returns the values named in `.names` at every step, plus one
+    step for each sequence's last token, and hands them to `.add` — every position of the text once,
+    what a second run of the whole text would read. `.complete` is set once all the text was written
+    that way; `.reset()` is called when the copy is given up after the first batch."""
     ids_name, logits_name, vocab = next_token_logits(model)
     ids_dtype = next(v for v in model.graph.inputs if v.name == ids_name).dtype.numpy()
     others = [examples.spec_of(v) for v in model.graph.inputs
               if v.name != ids_name and v.name not in model.graph.initializers]
     rng = np.random.default_rng(seed)
-    writer, first = _cached_writer(model, ids_name, logits_name, others), None
+    writer, first = _cached_writer(model, ids_name, logits_name, others, observer), None
     if writer is not None:
         first = writer.write(rng.integers(0, vocab, (min(batch, samples), 1)).astype(ids_dtype), length, rng, top_k)
         if first is None:  # the cached copy disagrees with the graph: write without it
             writer, rng = None, np.random.default_rng(seed)
+            if observer is not None:
+                observer.reset()
+    observed = writer is not None and observer is not None
     writer = writer or _PlainWriter(model, ids_name, logits_name, others)
     fill = np.random.default_rng(seed + 1)
     done = 0
@@ -91,6 +101,8 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
             feed.update({spec.name: examples.fill_one(spec, [1, length], fill) for spec in others})
             yield feed
         done += count
+    if observed:
+        observer.complete = True
 
 
 def _sample(logits: np.ndarray, rng: np.random.Generator, top_k: int) -> np.ndarray:
@@ -120,14 +132,25 @@ class _PlainWriter:
         return ids
 
 
-def _cached_writer(model, ids_name, logits_name, others):
+def _cached_writer(model, ids_name, logits_name, others, observer=None):
     from spa.statistics.kv_cache import with_kv_cache
 
     try:
         cached = with_kv_cache(model, ids_name, logits_name)
-        return None if cached is None else _CachedWriter(cached, others)
+        if cached is not None and observer is not None:
+            _add_outputs(cached.model, observer.names)
+        return None if cached is None else _CachedWriter(cached, others, observer)
     except Exception:  # an unusual graph: the plain writer always works
         return None
+
+
+def _add_outputs(model: ir.Model, names) -> None:
+    values = {v.name: v for n in model.graph for v in n.outputs}
+    values.update({v.name: v for v in model.graph.inputs})
+    have = {v.name for v in model.graph.outputs}
+    for name in names:
+        if name not in have:
+            model.graph.outputs.append(values[name])
 
 
 class _CachedWriter:
@@ -136,33 +159,45 @@ class _CachedWriter:
 
     CHECK_ROWS = 2
 
-    def __init__(self, cached, others):
-        self.cached, self.others = cached, others
+    def __init__(self, cached, others, observer=None):
+        self.cached, self.others, self.observer = cached, others, observer
         self.session = session(cached.model)
         self.checked = False
+        self.watched = [] if observer is None else list(dict.fromkeys(observer.names))
 
     def write(self, ids, length, rng, top_k):
         cache = self.cached.empty_cache(len(ids))
-        names = [self.cached.logits_name, *self.cached.present]
+        names = [self.cached.logits_name, *self.cached.present, *self.watched]
         logits = None
         for step in range(length - 1):
             feed = {self.cached.ids_name: ids[:, -1:], **cache}
             feed.update({spec.name: examples.fill_one(spec, [len(ids), step + 1], rng)[:, -1:]
                          for spec in self.others})
             try:
-                logits, *present = self.session.run(names, feed)
+                logits, *outputs = self.session.run(names, feed)
             except Exception:
                 if self.checked:
                     raise
                 return None  # the copy does not run: the caller writes without it
+            present, watched = outputs[:len(self.cached.present)], outputs[len(self.cached.present):]
+            self._observe(watched)
             cache = dict(zip((name for name, _, _ in self.cached.past), present))
             logits = logits[:, -1]
             ids = np.concatenate([ids, _sample(logits, rng, top_k).astype(ids.dtype)[:, None]], axis=1)
+        if self.watched:  # the last token is sampled, never fed: one more step for what it reads
+            feed = {self.cached.ids_name: ids[:, -1:], **cache}
+            spare = np.random.default_rng(0)  # not the text's generator: the text stays what it is without a watcher
+            feed.update({spec.name: examples.fill_one(spec, [len(ids), length], spare)[:, -1:] for spec in self.others})
+            self._observe(self.session.run(self.watched, feed))
         if not self.checked:
             if not self._agrees(ids[:self.CHECK_ROWS, :-1], logits[:self.CHECK_ROWS]):
                 return None
             self.checked = True
         return ids
+
+    def _observe(self, arrays: list[np.ndarray]) -> None:
+        if self.watched:
+            self.observer.add(dict(zip(self.watched, arrays)))
 
     def _agrees(self, prefix: np.ndarray, logits: np.ndarray) -> bool:
         """Whether the last step's logits equal those of the whole prefix run at once through the

@@ -31,6 +31,7 @@ class StatisticsRequest:
     calib: str | None = None
     bn_model: ir.Model | None = None
     keep_feeds: bool = False
+    observer: object = None  # handed what a text writer computes anyway (hessian.Watcher)
 
 
 @dataclass
@@ -93,12 +94,13 @@ def feed_source_names() -> tuple[str, ...]:
 # ---------------------------------------------------------------- the sources
 
 def statistics_feeds(model: ir.Model, source: str, samples: int = 32, calib: str | None = None, seed: int = 0,
-                     bn_model: ir.Model | None = None) -> list[dict]:
-    """The input feeds a statistics pass runs (a list: sequential mode runs them more than once)."""
+                     bn_model: ir.Model | None = None, observer=None) -> list[dict]:
+    """The input feeds a statistics pass runs (a list: sequential mode runs them more than once).
+    `observer`: see spa.statistics.generation.generated_feeds."""
     found = get_statistics_source(source)
     if found.feeds is None:
         raise ValueError(f"the statistics source '{source}' runs no input feeds")
-    request = StatisticsRequest(model, {}, samples, seed, calib, bn_model)
+    request = StatisticsRequest(model, {}, samples, seed, calib, bn_model, observer=observer)
     return list(progress(found.feeds(request), "collecting statistics", total=samples))  # at most `samples` feeds
 
 
@@ -111,8 +113,15 @@ def measured_on(name: str) -> Callable[[StatisticsRequest], Statistics]:
 def _measured_on_feeds(name: str, request: StatisticsRequest) -> Statistics:
     if not request.sinks and not request.keep_feeds:  # e.g. every consumer sits inside an If/Loop body
         return Statistics(request.sinks, {}, name)
-    feeds = statistics_feeds(request.model, name, request.samples, request.calib, request.seed, request.bn_model)
-    hs = hess.collect(request.model, _weights(request.sinks), feeds) if request.sinks else {}
+    sinks = _weights(request.sinks)
+    # a language model's own text is written through a KV-cache copy that computes every sink input anyway
+    watcher = hess.Watcher(sinks) if hess.Watcher.watching(request.model, sinks) else None
+    feeds = statistics_feeds(request.model, name, request.samples, request.calib, request.seed, request.bn_model,
+                             watcher)
+    if watcher is not None and watcher.complete:
+        hs = watcher.result()
+    else:
+        hs = hess.collect(request.model, sinks, feeds) if sinks else {}
     return Statistics(request.sinks, hs, name, feeds if request.keep_feeds else None)
 
 
@@ -132,7 +141,7 @@ def _synthetic_feeds(request: StatisticsRequest):
             matched = None
         if matched is not None:  # None: not an image model it can match (see bn_matched_feeds)
             return matched
-    return hess.synthetic_feeds(request.model, request.samples, request.seed)
+    return hess.synthetic_feeds(request.model, request.samples, request.seed, observer=request.observer)
 
 
 def _analytic(kind: str):

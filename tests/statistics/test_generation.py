@@ -119,3 +119,32 @@ def test_no_kv_cache_without_a_position_input(llama):
         if "position" in v.name:
             v.name = "offsets"
     assert with_kv_cache(model, ids_name, logits_name) is None
+
+
+def test_moments_watched_while_writing_equal_a_second_run_of_the_text(llama):
+    """The KV-cache writer hands every sink input of every position over as it writes (one more
+    step for each last token): the moments equal those of the whole text run through the model,
+    and the text is the one written without a watcher."""
+    analysis = analyze(llama)
+    sinks = {name: sp.sink for name, sp in compensable_sinks(llama, analysis.prunable_groups()).items()}
+    assert hessian.Watcher.watching(llama, sinks)
+    watcher = hessian.Watcher(sinks)
+    feeds = list(generation.generated_feeds(llama, 7, seed=4, length=9, batch=4, observer=watcher))
+    assert watcher.complete
+    plain = list(generation.generated_feeds(llama, 7, seed=4, length=9, batch=4))
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(feeds, plain) for k in a)
+    assert all(m.rows == 7 * 9 for m in watcher.moments.values())  # every position once
+    watched, run = watcher.result(), hessian.collect(llama, sinks, feeds)
+    assert watched.keys() == run.keys()
+    for name in run:
+        np.testing.assert_allclose(watched[name], run[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_watcher_is_reset_when_the_cached_copy_is_given_up(llama, monkeypatch):
+    analysis = analyze(llama)
+    sinks = {name: sp.sink for name, sp in compensable_sinks(llama, analysis.prunable_groups()).items()}
+    watcher = hessian.Watcher(sinks)
+    monkeypatch.setattr(generation._CachedWriter, "_agrees", lambda self, prefix, logits: False)
+    feeds = list(generation.generated_feeds(llama, 5, seed=4, length=8, batch=4, observer=watcher))
+    assert len(feeds) == 5 and not watcher.complete
+    assert all(m is None for m in watcher.moments.values())
