@@ -1,7 +1,8 @@
 """Second moments of every sink's input columns, H = E[x̃ x̃ᵀ] with x̃ = [x, 1] (the constant
 column carries the mean, so the same update corrects the bias). Inputs come from running the
-model under ONNX Runtime with the sink inputs as extra outputs, one sample at a time (memory stays
-at one activation set plus the H matrices)."""
+model under ONNX Runtime with the sink inputs as extra outputs, a batch of samples at a time; sinks
+whose moments pass the memory budget are measured in stages (spa.statistics.staged), and a language
+model's own text hands them over while it is written (Watcher)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
