@@ -61,8 +61,9 @@ def main() -> None:
     ids = tokenizer((gensim_data() / "lee_background.cor").read_text(encoding="latin-1"),
                     add_special_tokens=False)["input_ids"]
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if v >= 0.05)
-    cache = ("without" if args.no_kv_cache else "with") + (", moments from a second run" if args.no_watch else "")
-    print(f"{args.length} tokens × {args.samples} sequences (seed {args.seed}, {cache} KV cache): prune {total:.1f} s ({stages}); "
+    cache = ("without" if args.no_kv_cache else "with") + " KV cache" + (
+        ", moments from a second run" if args.no_watch else "")
+    print(f"{args.length} tokens × {args.samples} sequences (seed {args.seed}, {cache}): prune {total:.1f} s ({stages}); "
           f"perplexity {perplexity(out, ids, 8):.1f} (dense {perplexity(dense / 'model.onnx', ids, 8):.2f})")
 
 
