@@ -74,16 +74,18 @@ _BLOCK_ROWS = 4096  # rows per float32 product: its sums stay short enough to ke
 
 class Moments:
     """Running E[ã b̃ᵀ] over rows of column blocks (ã = [a, 1]); b defaults to a (then it is H̃).
-    Rows are buffered until about _BLOCK_ROWS are there and multiplied in one float32 product
-    (threaded BLAS; a.T @ a is a symmetric rank-k update), summed into float64. One product per
-    few rows would cost a full n×n pass each time: a 1B model's 16-token samples took 0.14 s a
-    sample for one 5632-wide sink, against 1.1 s for 4096 rows at once. Held: the float64 sums
-    (8 bytes an entry) and at most a block of rows; the ones column is kept as column sums."""
+    Rows are buffered and multiplied in one float32 product (threaded BLAS; a.T @ a is a symmetric
+    rank-k update), summed into float64. One product per few rows would cost a full n×n pass each
+    time: a 1B model's 16-token samples took 0.14 s a sample for one 5632-wide sink, against 1.1 s
+    for 4096 rows at once. From about n/2 rows on the product outweighs that pass, so the buffer
+    holds at most that many (up to _BLOCK_ROWS): held are the float64 sums (8 bytes an entry) and
+    at most 2 bytes an entry of rows. The ones column is kept as column sums."""
 
     def __init__(self, size: int):
         self.product = np.zeros((size, size))             # Σ a bᵀ over the rows already multiplied
         self.buffered: list[tuple[np.ndarray, np.ndarray | None]] = []  # rows not yet multiplied
         self.buffered_rows = 0
+        self.flush_rows = min(_BLOCK_ROWS, max(256, size // 2))
         self.sum_a = np.zeros(size)
         self.sum_b = np.zeros(size)
         self.rows = 0
@@ -101,7 +103,7 @@ class Moments:
             return
         self.buffered.append((a, b))
         self.buffered_rows += len(a)
-        if self.buffered_rows >= _BLOCK_ROWS:
+        if self.buffered_rows >= self.flush_rows:
             self._flush()
 
     def _multiply(self, a: np.ndarray, b: np.ndarray | None) -> None:
