@@ -193,13 +193,13 @@ def collect(model: ir.Model, sinks: dict[str, SinkWeight], feeds, budget: int | 
     result = staged.SpilledArrays(staged.HELD_BUDGET if len(runs) > 1 else float("inf"))
     for index, (names, values_of) in enumerate(_runs(model, sinks, runs, batches)):
         moments = {name: None for name in names}
+        # a convolution reads enough positions per input for ~ROWS_PER_COLUMN rows per column overall
+        rows = {name: max(256, -(-ROWS_PER_COLUMN * sinks[name].matrix().shape[1] // len(feeds))) for name in names}
         label = "measuring statistics" + (f" (sinks, part {index + 1} of {len(runs)})" if len(runs) > 1 else "")
         for values in progress(values_of, label, total=len(batches)):
             for name in names:
                 sink = sinks[name]
-                # a convolution reads enough positions per input for ~ROWS_PER_COLUMN rows per column overall
-                budget_rows = max(256, -(-ROWS_PER_COLUMN * sink.matrix().shape[1] // len(feeds)))
-                cols = columns_of(sink, values[sink.node.inputs[0].name], rows=budget_rows, rng=rng)
+                cols = columns_of(sink, values[sink.node.inputs[0].name], rows=rows[name], rng=rng)
                 if moments[name] is None:
                     moments[name] = Moments(cols.shape[1])
                 moments[name].add(cols)

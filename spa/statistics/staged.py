@@ -65,6 +65,7 @@ def plan_stages(model: ir.Model, runs: list[list[str]]) -> list[Stage]:
     """Which nodes each run of sinks needs that no earlier stage ran, what it reads from earlier
     stages and what it must keep for later ones."""
     nodes = {n.name: n for n in model.graph}
+    position = {id(n): i for i, n in enumerate(model.graph)}
     made_by: dict[str, int] = {}  # value name → the stage that computes it
     stages = []
     for index, run in enumerate(runs):
@@ -79,7 +80,6 @@ def plan_stages(model: ir.Model, runs: list[list[str]]) -> list[Stage]:
             seen.add(id(node))
             found.append(node)
             pending.extend(v for v in node.inputs if v is not None)
-        position = {id(n): i for i, n in enumerate(model.graph)}
         stage.nodes = sorted(found, key=lambda n: position[id(n)])
         for node in stage.nodes:
             for out in node.outputs:
