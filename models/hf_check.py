@@ -1,5 +1,5 @@
 """End-to-end check of one Hugging Face zoo model, shared by tests/exporters/test_hf.py and
-bench/hf_zoo_table.py: export → `--scope all` analysis → oracle on every head and FFN group at
+bench/hf_zoo_table.py: export → `--scope all` analysis → oracle on every head, FFN and hidden-width group at
 ratio 0.3 → prune `--scope all --ratio 0.3` (validated) with finite outputs → whole heads removed
 (every member of a head group keeps the same share, in multiples of the head size, so the GQA
 query/key-value ratio holds)."""
@@ -31,7 +31,7 @@ def check_hf_model(name: str, exporter: str) -> dict:
               "oracle": None, "params_after": 1.0, "finite": None, "whole_heads": None}
     if not analysis.prunable_groups():
         return result
-    result["oracle"] = check_groups(model, analysis, ratio=RATIO)["all"]  # hidden groups are exempt
+    result["oracle"] = check_groups(model, analysis, ratio=RATIO)["all"]  # hidden width too (kept-channel norms)
     pruned = prune(path, Budget(ratio=RATIO), scope="all")  # validates: checker, ONNX Runtime, same I/O
     result["params_after"] = pruned.after["params"] / pruned.before["params"]
     outputs = run(pruned.model, random_inputs(pruned.model))

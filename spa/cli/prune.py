@@ -184,6 +184,7 @@ def _summary(args, result, out, fidelity, latency) -> dict:
             "seconds": {stage: round(s, 3) for stage, s in result.seconds.items()},
             "plan": result.plan.meta,
             "oracle_error": None if result.oracle is None else result.oracle.error,
+            "oracle_unchecked": None if result.oracle is None else list(result.oracle.unchecked),
             "fidelity": None if fidelity is None else fidelity.as_dict(), "latency": latency}
 
 
@@ -211,6 +212,9 @@ def _print_summary(args, result, summary: dict, fidelity, tuned=None) -> None:
     con.print(f"pruned {summary['groups_pruned']} of {summary['groups_prunable']} prunable groups, "
               f"{summary['channels_removed']} channels removed"
               + ("" if result.oracle is None else f"; oracle error {result.oracle.error:.1e}"))
+    if result.oracle is not None and result.oracle.unchecked:
+        con.print(f"[yellow]note:[/] the oracle could not check {len(result.oracle.unchecked)} hidden-width group(s) "
+                  f"(a norm SPA cannot restrict to the kept channels): {', '.join(result.oracle.unchecked)}")
     untouched = untouched_head_groups(result)
     if untouched:
         con.print(f"[yellow]note:[/] no attention head removed ({len(untouched)} head groups of "

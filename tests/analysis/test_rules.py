@@ -254,7 +254,8 @@ def test_layernorm_over_non_channel_axis_passes_and_over_channel_blocks():
 
 def test_hidden_scope_prunes_a_normalised_width_with_its_scale_and_bias():
     """With hidden=True a LayerNorm/RMSNorm-normalised width is one group holding the norm's scale
-    and bias; outputs change (statistics), so the check is validity and finiteness, not the oracle."""
+    and bias; the outputs change (the norms' statistics), so beyond validity and finite outputs the
+    oracle compares with a masked copy whose norms count the kept channels only."""
     from spa.allocation.allocate import Budget, allocate
     from spa.importance.criteria import score_groups
     from spa.passes.slice import slice_model
@@ -281,6 +282,10 @@ def test_hidden_scope_prunes_a_normalised_width_with_its_scale_and_bias():
     validate(model, pruned)
     out = run(pruned, random_inputs(model))[0]
     assert out.shape == (1, 6, 4) and np.isfinite(out).all()
+    from spa.flow.oracle import oracle
+
+    checked = oracle(model, a, plan)
+    assert checked.unchecked == () and checked.holds()
 
 
 def test_pooling_resize_pad_and_spatial_reduce_pass_channels(check):

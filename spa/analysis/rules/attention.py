@@ -12,7 +12,7 @@ import numpy as np
 
 from spa.analysis.rules.base import Block, Rule, attr_int, input_or_none, register
 from spa.analysis.rules.elementwise import broadcast
-from spa.analysis.rules.norm import refuse_spaces_on
+from spa.analysis.rules.norm import attr_float, kept_channel_norm, refuse_spaces_on
 
 
 def _couple_heads(ctx, node, q_heads: int, kv_heads: int, query, key, value, out) -> None:
@@ -124,6 +124,26 @@ class SkipLayerNormalization(Rule):
                 param = input_or_none(node, index)
                 if param is not None and space.axes == (last,):
                     ctx.couple(ctx.operand(param, (0,)), space)
+
+    def mask_statistics(self, node, index, axes, keep, build):
+        last = len(node.inputs[0].shape) - 1
+        if index not in (0, 1) or last not in axes:
+            return False
+        simplified = node.op_type == "SkipSimplifiedLayerNormalization"
+        # inputs: x, skip, gamma, then beta and bias (SkipLayerNormalization) or bias (simplified)
+        beta = None if simplified else input_or_none(node, 3)
+        bias = input_or_none(node, 3 if simplified else 4)
+        total = build.op("Add", [node.inputs[0], node.inputs[1]])
+        if bias is not None:
+            total = build.op("Add", [total, bias])
+        y = build.op("Mul", [kept_channel_norm(build, total, keep, attr_float(node, "epsilon", 1e-12),
+                                               centred=not simplified), node.inputs[2]])
+        if beta is not None:
+            y = build.op("Add", [y, beta])
+        build.take_over(node.outputs[0], y)
+        if len(node.outputs) > 3 and node.outputs[3] is not None:
+            build.take_over(node.outputs[3], total)
+        return True
 
 
 @register

@@ -58,6 +58,16 @@ class Rule:
         """The value that means a real zero at integer input `index` (None: the integer 0)."""
         return None
 
+    # -- the oracle's masked reference for a normalised (hidden) width (spa.passes.mask)
+    def mask_statistics(self, node: ir.Node, index: int, axes: tuple[int, ...], keep: np.ndarray, build) -> bool:
+        """In the masked copy, make a statistic this node takes across input `index`'s channels
+        (on `axes`) count only the kept ones, as the sliced model's narrower tensor does: `keep`
+        is 1 on kept channels, 0 on removed ones, broadcastable against the input; `build` a
+        spa.passes.mask.StatisticsBuilder. True when the node was rewritten; raise Block where
+        it cannot be. Default: no statistic across channels (each channel goes its own way, or
+        the group was refused)."""
+        return False
+
     # -- compute-layer hooks (conv.py, linear.py; quant.py's integer kernels inherit them), read by
     # spa.analysis.metrics, spa.report.tables and spa.statistics.sinks through `standard_rule`.
     # The defaults: not a compute layer, no MACs, not a compensable sink.

@@ -19,6 +19,27 @@ def refuse_spaces_on(ctx, value, axes: set[int], why: str) -> None:
             raise Block(f"{why} (axes {sorted(axes)} carry channels of '{value.name}')")
 
 
+def kept_channel_norm(build, x, keep: np.ndarray, epsilon: float, centred: bool):
+    """x normalised over its last axis counting only the kept channels (`keep`, 0/1), as a norm
+    over the sliced, narrower tensor computes it: (x − mean) / √(var + ε) (centred, LayerNorm) or
+    x / √(mean(x²) + ε) (RMSNorm); removed channels come out 0. For the oracle's masked copy.
+    `keep` has x's dtype."""
+    dtype = keep.dtype
+    mask = build.const(keep)
+    per_kept = build.const(np.asarray(1.0 / float(keep.sum()), dtype))
+    if centred:
+        mean = build.op("Mul", [build.reduce_sum_last(build.op("Mul", [x, mask])), per_kept])
+        x = build.op("Sub", [x, mean])
+    x = build.op("Mul", [x, mask])
+    var = build.op("Mul", [build.reduce_sum_last(build.op("Mul", [x, x])), per_kept])
+    return build.op("Div", [x, build.op("Sqrt", [build.op("Add", [var, build.const(np.asarray(epsilon, dtype))])])])
+
+
+def attr_float(node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_float()
+
+
 def per_channel(node, ctx, params: tuple[int, ...], stats_axes: set[int] = frozenset()):
     """y = f(x) with per-channel parameters along axis 1, statistics taken over `stats_axes`."""
     x, y = node.inputs[0], node.outputs[0]
@@ -109,6 +130,21 @@ class LayerNormalization(Rule):
                         ctx.couple(ctx.operand(param, (in_axis,)), space)
             return
         refuse_spaces_on(ctx, x, normalised, "LayerNormalization normalizes over a channel axis")
+
+    def mask_statistics(self, node, index, axes, keep, build):
+        x = node.inputs[0]
+        rank = len(x.shape)
+        normalised = set(range(norm_axis(attr_int(node, "axis", -1), rank), rank))
+        if index != 0 or not set(axes) & normalised:
+            return False
+        if normalised != {rank - 1}:
+            raise Block("LayerNormalization over several axes")
+        y = kept_channel_norm(build, x, keep, attr_float(node, "epsilon", 1e-5), centred=True)
+        y = build.op("Mul", [y, node.inputs[1]])
+        if input_or_none(node, 2) is not None:
+            y = build.op("Add", [y, node.inputs[2]])
+        build.take_over(node.outputs[0], y)
+        return True
 
 
 @register

@@ -2,6 +2,8 @@
 pass through as long as the op does not reduce, pad or resample along a channel axis."""
 from __future__ import annotations
 
+import numpy as np
+
 from spa.analysis.rules.base import Block, Rule, attr_int, attr_ints, const_array, input_or_none, int_list_input_or_attr, norm_axis, register
 from spa.analysis.rules.elementwise import broadcast
 from spa.analysis.rules.norm import opset, refuse_spaces_on
@@ -55,6 +57,19 @@ class Reduce(Rule):
         keep = attr_int(node, "keepdims", 1)
         for space in ctx.spaces_on(x):
             ctx.carry(space, y, None if keep else (lambda a: a - sum(1 for r in axes if r < a)))
+
+    def mask_statistics(self, node, index, axes, keep, build):
+        if index != 0 or node.op_type not in ("ReduceMean", "ReduceSumSquare", "ReduceL2") \
+                or not set(axes) & set(reduced_axes(node, build, len(node.inputs[0].shape))):
+            return False
+        # the analysis let only a statistic over the last axis through (a norm's, written as ops)
+        x = node.inputs[0]
+        node.replace_input_with(0, build.op("Mul", [x, build.const(keep)]))
+        if node.op_type == "ReduceMean":  # a mean over the kept channels: the sum over all, times all / kept
+            y = node.outputs[0]
+            scale = build.const(np.asarray(keep.size / float(keep.sum()), keep.dtype))
+            build.take_over(y, build.op("Mul", [y, scale], behind=True))
+        return True
 
 
 @register
