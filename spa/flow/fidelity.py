@@ -78,18 +78,25 @@ def measure_fidelity(original: ir.Model, pruned: ir.Model, *, samples: int = 8, 
     # a model past ONNX Runtime's in-memory size runs lean (no fp32 copies of fp16 weights), and
     # the two models one after the other: a 1B decoder's two sessions held 6.8 GB together
     lean = weight_bytes(original) >= LEAN_WEIGHT_BYTES
-    dense = session(original, lean=lean)
     names = [v.name for v in original.graph.outputs]
+    text = dense = None
     if feeds is not None:
-        feeds, inputs = list(feeds), inputs or ("given token ids" if lm else "given inputs")
+        feeds, inputs = list(feeds), inputs or ("given token ids" if lm is not None else "given inputs")
     elif lm is not None:
-        feeds, inputs = _sampled_text(original, samples, seed), "the model's own sampled text"
-        if feeds is None:  # the model cannot be sampled from as it is (a cache input): example inputs
+        sampled = _sampled_text(original, samples, seed)
+        if sampled is not None:
+            (feeds, text), inputs = sampled, "the model's own sampled text"
+        else:  # the model cannot be sampled from as it is (a cache input): example inputs
+            dense = session(original, lean=lean)
             feeds, inputs = _example_feeds(original, dense, samples, seed), "example inputs"
     else:
+        dense = session(original, lean=lean)
         feeds, inputs = _example_feeds(original, dense, samples, seed), "example inputs"
-    expected = [dense.run(names, feed) for feed in feeds]
-    del dense
+    expected = _written_logits(text, feeds, names)
+    if expected is None:
+        dense = dense or session(original, lean=lean)
+        expected = [dense.run(names, feed) for feed in feeds]
+    del dense, text
     small = session(pruned, lean=lean)
     runs = ((feed, outputs, small.run(names, feed)) for feed, outputs in zip(feeds, expected))
     return compare_runs(original, names, runs, inputs)
@@ -135,15 +142,27 @@ def _language_model(model: ir.Model) -> tuple[str, str, int] | None:
         return None
 
 
-def _sampled_text(model: ir.Model, samples: int, seed: int) -> list[dict] | None:
-    from spa.statistics.hessian import can_generate, generated_feeds, next_token_logits
+def _sampled_text(model: ir.Model, samples: int, seed: int):
+    """(feeds, the OwnText that wrote them), or None where the model cannot be sampled from."""
+    from spa.statistics.generation import OwnText
+    from spa.statistics.hessian import can_generate, next_token_logits
 
     if not can_generate(model, next_token_logits(model)[0]):  # fixed dims: example inputs instead
         return None
+    text = OwnText(model, seed)
     try:
-        return list(generated_feeds(model, samples, seed, length=SEQUENCE))
+        return list(text.feeds(samples, SEQUENCE)), text
     except Exception:  # noqa: BLE001 - ONNX Runtime refuses the made-up extra inputs
         return None
+
+
+def _written_logits(text, feeds: list[dict], names: list[str]) -> list[list[np.ndarray]] | None:
+    """The dense outputs of the written sequences from the session that wrote them (one session of
+    the model less), when logits are the model's only output; else None."""
+    if text is None or names != [text.logits_name]:
+        return None
+    logits = [text.logits(feed) for feed in feeds]
+    return None if any(x is None for x in logits) else [[x] for x in logits]
 
 
 def _example_feeds(model: ir.Model, dense, samples: int, seed: int) -> list[dict]:

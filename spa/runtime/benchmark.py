@@ -59,8 +59,9 @@ def quick_speedup(model, pruned, *, device: str = "cpu", feeds: dict | None = No
     """Dense vs pruned median latency, alternated in one process for about `seconds` (3 to 50
     rounds, after one warm-up run each), with ONNX Runtime's default threads: the check a prune
     prints. `model` and `pruned`: paths or models, as for `bench`; `feeds`: the inputs (default:
-    made like `bench`'s)."""
-    loaded = [_source_of(m) for m in (model, pruned)]
+    made like `bench`'s). Files are read by ONNX Runtime alone when `feeds` are given (they were
+    read and checked already: the prune's input and its output)."""
+    loaded = [_source_of(m, parse=feeds is None and i == 0) for i, m in enumerate((model, pruned))]
     if feeds is None:
         inputs = _inputs(loaded[0][2])
         feeds = make_feeds(inputs, fixed_shapes(inputs, None, input_shapes), seed)
@@ -170,8 +171,9 @@ def make_feeds(inputs: list[_Input], shapes: dict[str, list[int]], seed: int = 0
     return fill([i.spec for i in inputs], shapes, seed)
 
 
-def _source_of(model):
-    """(label, what ONNX Runtime loads, the onnx-ir model for its inputs)."""
+def _source_of(model, parse: bool = True):
+    """(label, what ONNX Runtime loads, the onnx-ir model for its inputs — None for a file with
+    `parse` False: a 650 MB decoder takes seconds to parse)."""
     from spa.graph import io
     from spa.graph.load import model_label
 
@@ -181,6 +183,8 @@ def _source_of(model):
             from spa.graph.load import model_file
 
             path = str(model_file(path))
+        if not parse:
+            return model_label(model), path, None
         loaded = io.load(path)  # refuses unreadable files and unsafe external data before ORT sees them
         return model_label(model), path, loaded
     loaded = io.load(model)

@@ -76,33 +76,59 @@ def generated_feeds(model: ir.Model, samples: int, seed: int = 0, length: int = 
     step for each sequence's last token, and hands them to `.add` — every position of the text once,
     what a second run of the whole text would read. `.complete` is set once all the text was written
     that way; `.reset()` is called when the copy is given up after the first batch."""
-    ids_name, logits_name, vocab = next_token_logits(model)
-    ids_dtype = next(v for v in model.graph.inputs if v.name == ids_name).dtype.numpy()
-    others = [examples.spec_of(v) for v in model.graph.inputs
-              if v.name != ids_name and v.name not in model.graph.initializers]
-    rng = np.random.default_rng(seed)
-    writer, first = _cached_writer(model, ids_name, logits_name, others, observer), None
-    if writer is not None:
-        first = writer.write(rng.integers(0, vocab, (min(batch, samples), 1)).astype(ids_dtype), length, rng, top_k)
-        if first is None:  # the cached copy disagrees with the graph: write without it
-            writer, rng = None, np.random.default_rng(seed)
-            if observer is not None:
-                observer.reset()
-    observed = writer is not None and observer is not None
-    writer = writer or _PlainWriter(model, ids_name, logits_name, others)
-    fill = np.random.default_rng(seed + 1)
-    done = 0
-    while done < samples:
-        count = min(batch, samples - done)
-        ids = first if done == 0 and first is not None else \
-            writer.write(rng.integers(0, vocab, (count, 1)).astype(ids_dtype), length, rng, top_k)
-        for row in ids:
-            feed = {ids_name: row[None]}
-            feed.update({spec.name: examples.fill_one(spec, [1, length], fill) for spec in others})
-            yield feed
-        done += count
-    if observed:
-        observer.complete = True
+    yield from OwnText(model, seed, top_k, batch, observer).feeds(samples, length)
+
+
+class OwnText:
+    """The writer behind generated_feeds, kept for what else its session can tell: `logits(feed)`
+    gives the dense logits of a whole written sequence without a second session of the model."""
+
+    def __init__(self, model: ir.Model, seed: int = 0, top_k: int = 40, batch: int = TEXT_BATCH, observer=None):
+        self.model, self.seed, self.top_k, self.batch, self.observer = model, seed, top_k, batch, observer
+        self.ids_name, self.logits_name, self.vocab = next_token_logits(model)
+        self.ids_dtype = next(v for v in model.graph.inputs if v.name == self.ids_name).dtype.numpy()
+        self.others = [examples.spec_of(v) for v in model.graph.inputs
+                       if v.name != self.ids_name and v.name not in model.graph.initializers]
+        self.writer = None  # the _CachedWriter once it wrote a checked batch
+
+    def feeds(self, samples: int, length: int):
+        """One feed per sequence ({ids: [1, length], other inputs}), in order."""
+        ids_name, vocab, ids_dtype, observer = self.ids_name, self.vocab, self.ids_dtype, self.observer
+        rng = np.random.default_rng(self.seed)
+        writer, first = _cached_writer(self.model, ids_name, self.logits_name, self.others, observer), None
+        if writer is not None:
+            first = writer.write(rng.integers(0, vocab, (min(self.batch, samples), 1)).astype(ids_dtype), length,
+                                 rng, self.top_k)
+            if first is None:  # the cached copy disagrees with the graph: write without it
+                writer, rng = None, np.random.default_rng(self.seed)
+                if observer is not None:
+                    observer.reset()
+        self.writer = writer
+        observed = writer is not None and observer is not None
+        writer = writer or _PlainWriter(self.model, ids_name, self.logits_name, self.others)
+        fill = np.random.default_rng(self.seed + 1)
+        done = 0
+        while done < samples:
+            count = min(self.batch, samples - done)
+            ids = first if done == 0 and first is not None else \
+                writer.write(rng.integers(0, vocab, (count, 1)).astype(ids_dtype), length, rng, self.top_k)
+            for row in ids:
+                feed = {ids_name: row[None]}
+                feed.update({spec.name: examples.fill_one(spec, [1, length], fill) for spec in self.others})
+                yield feed
+            done += count
+        if observed:
+            observer.complete = True
+
+    def logits(self, feed: dict) -> np.ndarray | None:
+        """The dense logits of a written feed's whole sequence, from the cached copy with an empty
+        cache (what the plain graph computes; checked on the first batch) — None when the text was
+        written without the cached copy."""
+        if self.writer is None:
+            return None
+        batch = len(feed[self.ids_name])
+        cached = self.writer.cached  # the KV-cache copy (spa.statistics.kv_cache)
+        return self.writer.session.run([cached.logits_name], {**feed, **cached.empty_cache(batch)})[0]
 
 
 def _sample(logits: np.ndarray, rng: np.random.Generator, top_k: int) -> np.ndarray:

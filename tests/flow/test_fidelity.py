@@ -175,3 +175,22 @@ def test_a_language_model_is_measured_on_its_own_text_and_masked_positions():
     assert g.kind == "language model" and g.samples == 3
     assert g.agreement == pytest.approx(np.concatenate(same).mean())
     assert g.relative_error == pytest.approx(frobenius_error(dense, pruned), rel=1e-3)
+
+
+def test_own_text_logits_come_from_the_writer_and_equal_the_dense_graphs():
+    """The sampled text's dense logits are the writing session's (no second session of the model):
+    the same numbers a plain ONNX Runtime run of the original gives on those sequences."""
+    from models import hf_zoo
+    from spa.flow import fidelity
+    from spa.flow.pipeline import load_canonical
+
+    path = hf_zoo.cached_export("llama", "optimum") / "model.onnx"  # with its KV cache, read without it
+    original = load_canonical(str(path))
+    feeds, text = fidelity._sampled_text(original, 3, seed=5)
+    assert text.writer is not None  # written through the KV-cache copy
+    written = fidelity._written_logits(text, feeds, [v.name for v in original.graph.outputs])
+    plain = ort_outputs(original, feeds)
+    assert len(written) == 3
+    for w, p in zip(written, plain):
+        assert w[0].shape == p[0].shape
+        np.testing.assert_allclose(w[0], p[0], rtol=1e-4, atol=1e-4)
