@@ -14,19 +14,21 @@ from spa.runtime.validate import session
 #: obspa, the same 8,192 tokens: 64 × 128 sequences perplexity 201, 32 × 256 189-190 (two texts),
 #: 16 × 512 201 (measured writing without a KV cache, where the cost grew with the square of the length).
 OWN_TEXT_LENGTH = 32
+#: Positions of a made-up sequence input (a text encoder's ids) where the model leaves the length open.
+MADE_UP_SEQUENCE = 64
 
 
 def synthetic_feeds(model: ir.Model, samples: int, seed: int = 0, sequence: int | None = None, observer=None):
     """Inputs made without data: a language model's own text of `sequence` tokens (default
     OWN_TEXT_LENGTH; see generated_feeds); otherwise example inputs (spa.runtime.examples: 1/f-noise
     images, ids inside the embedding table, masks of ones, positions counting up) in the shapes the
-    original ran on, with `sequence` (default 64) for a sequence the default size served. `observer`:
+    original ran on, with `sequence` (default MADE_UP_SEQUENCE) for a sequence the default size served. `observer`:
     see generated_feeds (made-up inputs never call it)."""
     found = next_token_logits(model)
     if found is not None and can_generate(model, found[0]):
         yield from generated_feeds(model, samples, seed, sequence or OWN_TEXT_LENGTH, observer=observer)
         return
-    sequence = sequence or 64
+    sequence = sequence or MADE_UP_SEQUENCE
     rng = np.random.default_rng(seed)
     specs = examples.input_specs(model)
     shapes = examples.shapes(model, sequence=sequence)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
+import numpy as np
 import onnx_ir as ir
 
 from spa.core.errors import UnsupportedError, UsageError
 from spa.core.plugins import import_submodules
 from spa.core.progress import progress
 from spa.statistics import hessian as hess
-from spa.statistics.generation import OWN_TEXT_LENGTH
+from spa.statistics.generation import MADE_UP_SEQUENCE, OWN_TEXT_LENGTH
 from spa.statistics.sinks import SinkPlan
 
 
@@ -195,17 +196,44 @@ register_statistics_source(StatisticsSource(
 IMAGE_PIXELS = 32 * 320 * 320
 
 
+#: Rows (token positions) per column of the widest consumer that made-up token ids give a text
+#: encoder's statistics: uniform ids make noisier moments than a language model's own text (5 rows
+#: a column there). all-MiniLM-L6-v2 at -30% params, 5 seeds, Lee Pearson min (mean): 0.590 (0.617)
+#: with 32 sequences of 64 tokens, 0.600 (0.628) with 64, 0.627 (0.645) with 128, 0.642 (0.653) with
+#: 256 — 10 rows a column (bench/minilm_seeds.py).
+MADE_UP_ROWS_PER_COLUMN = 10
+
+
 def default_samples(model: ir.Model, sinks: dict[str, SinkPlan]) -> int:
     """How many inputs a statistics pass runs when the caller does not say: 32, or fewer large
-    images (see IMAGE_PIXELS; at least 8, for variety); a language model's text gives one row per
-    token (OWN_TEXT_LENGTH a sequence), so enough sequences for about five rows per column of its
-    widest consumer, in 32s (256 of 32 tokens for a 1536-wide FFN; measured on SmolLM2-135M with
-    64-token text: perplexity 229 with 32 sequences, 139 with 128), at most 512."""
-    if hess.next_token_logits(model) is None or not sinks:
-        pixels = _largest_image_pixels(model)
-        return 32 if pixels is None else int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
-    widest = max(sp.sink.matrix().shape[1] for sp in sinks.values())
-    return int(min(512, 32 * -(-5 * widest // (OWN_TEXT_LENGTH * 32))))
+    images (see IMAGE_PIXELS; at least 8, for variety). Token inputs give one row per position, so
+    as many sequences as give enough rows for the widest consumer, in 32s, at most 512: a language
+    model's own text (OWN_TEXT_LENGTH a sequence) about five rows per column (256 of 32 tokens for a
+    1536-wide FFN; measured on SmolLM2-135M with 64-token text: perplexity 229 with 32 sequences,
+    139 with 128), a text encoder's made-up ids MADE_UP_ROWS_PER_COLUMN."""
+    widest = max((sp.sink.matrix().shape[1] for sp in sinks.values()), default=0)
+    if widest and hess.next_token_logits(model) is not None:
+        return _sequences_for(5 * widest, OWN_TEXT_LENGTH)
+    pixels = _largest_image_pixels(model)
+    if pixels is not None:
+        return int(min(32, max(8, -(-IMAGE_PIXELS // pixels))))
+    tokens = _made_up_tokens(model) if widest else None
+    return 32 if tokens is None else max(32, _sequences_for(MADE_UP_ROWS_PER_COLUMN * widest, tokens))
+
+
+def _sequences_for(rows: int, tokens: int) -> int:
+    """Sequences of `tokens` positions for at least `rows` rows, in 32s, at most 512."""
+    return int(min(512, 32 * -(-rows // (tokens * 32))))
+
+
+def _made_up_tokens(model: ir.Model) -> int | None:
+    """Positions of one made-up sample's token-id input (a text encoder's), None without one."""
+    from spa.runtime import examples
+
+    shapes = examples.shapes(model, sequence=MADE_UP_SEQUENCE)
+    positions = [int(np.prod(shapes[spec.name][1:])) for spec in examples.input_specs(model)
+                 if spec.role == "ids" and shapes.get(spec.name) is not None]
+    return max(positions) if positions else None
 
 
 def _largest_image_pixels(model: ir.Model) -> int | None:

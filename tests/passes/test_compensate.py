@@ -373,7 +373,10 @@ def test_default_samples_give_a_language_models_widest_consumer_enough_token_row
     lm = load_canonical(b.proto())
     wide = type("Sink", (), {"matrix": lambda self: np.zeros((576, 1536))})()
     assert default_samples(lm, {"down": SinkPlan(wide, None)}) == 256  # 5 rows a column, 32 tokens a sequence (OWN_TEXT_LENGTH)
-    assert default_samples(token_model(), {"down": SinkPlan(wide, None)}) == 32  # no next-token output: 32
+    # no next-token output (a text encoder): made-up ids, 10 rows a column, 64 positions a sequence
+    assert default_samples(token_model(), {"down": SinkPlan(wide, None)}) == 256
+    narrow = type("Sink", (), {"matrix": lambda self: np.zeros((8, 64))})()
+    assert default_samples(token_model(), {"down": SinkPlan(narrow, None)}) == 32  # never fewer than 32
 
 
 def test_removal_cost_is_the_trace_formula_for_a_wide_head():
