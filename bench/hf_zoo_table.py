@@ -41,7 +41,7 @@ def render() -> None:
     with_heads = [r for r in ok if r.get("kinds", {}).get("heads")]
     lines = [f"{len(NAMES)} architectures × {len(EXPORTERS)} exporters: {len(runs)} runs (optimum has no "
              f"standalone exporter for {len(results) - len(runs)} of them); **{len(ok)} pass** every check "
-             "(`--scope all` analysis; the oracle ≤ 1e-4 on every head and FFN group pruned at 0.3; "
+             "(`--scope all` analysis; the oracle ≤ 1e-4 on every head, FFN and hidden-width group pruned at 0.3; "
              "`prune --scope all --ratio 0.3` validated with finite outputs; head groups cut at whole heads "
              f"with the same share for every member). Heads are prunable in **{len(with_heads)}** runs.", "",
              "Columns count prunable groups by kind (heads / FFN-or-conv channels / hidden width). "

@@ -1,6 +1,7 @@
 """Every criterion on the real all-MiniLM-L6-v2 at one budget (20% of parameters, heads + FFN,
 local allocation): Lee similarity Pearson against the human ratings. Statistics criteria (wanda,
-flap, obspa) use the calibration-free synthetic source (Gaussian noise fed to the model).
+flap, obspa) use the calibration-free default source: made-up inputs (token ids inside the
+vocabulary), as many as spa.statistics.sources.default_samples gives (256 sequences of 64 tokens here).
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python bench/minilm_criteria.py     # after `make bench-transformers`
 """
@@ -26,9 +27,9 @@ RATIO = 0.2
 def main() -> None:
     from transformers import AutoTokenizer
 
-    src = tf.BUILD / "all-MiniLM-L6-v2" / "model.onnx"
-    if not src.exists():
-        raise SystemExit("run bench/transformer_fidelity.py first (it exports all-MiniLM-L6-v2)")
+    from minilm_seeds import minilm_model
+
+    src = minilm_model() / "model.onnx"
     tok = AutoTokenizer.from_pretrained(str(tf.minilm_dir()))
     docs, sims = tf.lee_data()
     dense = tf.lee_pearson(src, tok, docs, sims)
@@ -46,9 +47,10 @@ def main() -> None:
     write_block("minilm-criteria", [
         "## Criteria on all-MiniLM-L6-v2 (real weights), 20% of parameters, no data, no fine-tuning", "",
         f"Command: `HF_HUB_OFFLINE=1 nice .venv/bin/python bench/minilm_criteria.py`. Dense Lee Pearson {dense:.4f}. "
-        "Heads + FFN neurons, local allocation; wanda/flap/obspa take their statistics from Gaussian noise fed "
-        "to the model (the calibration-free source); flap and obspa also update the sinks. Prune time on the "
-        "shared 2-core machine.", "",
+        "Heads + FFN neurons, local allocation, seed 0; wanda/flap/obspa take their statistics from made-up "
+        "inputs (token ids inside the vocabulary, 256 sequences of 64 tokens: the calibration-free default); "
+        "flap and obspa also update the sinks. Prune time on the shared 2-core machine. Over 5 seeds at -30% "
+        "params: the plain command section below.", "",
         "| criterion | params left | Lee Pearson | Δ vs dense | prune s |", "|---|---|---|---|---|", *rows])
 
 
