@@ -63,13 +63,15 @@ class MaskPass(PlanPass):
     def _mask_statistics(self, model: ir.Model) -> int:
         """Norms over a hidden group's width count only its kept channels (see the module doc)."""
         groups = self.analysis.group_by_key()
+        hidden = [(groups[key], remove) for key, remove in self.plan.removed.items()
+                  if remove and groups[key].kind == "hidden"]
+        if not hidden:
+            return 0
         values = {v.name: v for n in model.graph.all_nodes() for v in n.outputs if v is not None}
         values.update({v.name: v for v in model.graph.inputs})
         done: set[int] = set()
-        for key, remove in self.plan.removed.items():
-            group = groups[key]
-            if not remove or group.kind != "hidden":
-                continue
+        for group, remove in hidden:
+            key = group.key
             removed = np.asarray(sorted(set(remove)))
             for member in group.members:
                 value = values.get(member.value) if member.kind == "act" else None

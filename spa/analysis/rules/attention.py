@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spa.analysis.rules.base import Block, Rule, attr_int, input_or_none, register
+from spa.analysis.rules.base import Block, Rule, attr_float, attr_int, input_or_none, register
 from spa.analysis.rules.elementwise import broadcast
-from spa.analysis.rules.norm import attr_float, kept_channel_norm, refuse_spaces_on
+from spa.analysis.rules.norm import kept_channel_norm, refuse_spaces_on
 
 
 def _couple_heads(ctx, node, q_heads: int, kv_heads: int, query, key, value, out) -> None:

@@ -203,6 +203,11 @@ def attr_int(node: ir.Node, name: str, default: int | None = None) -> int | None
     return default if attr is None else attr.as_int()
 
 
+def attr_float(node: ir.Node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_float()
+
+
 def attr_ints(node: ir.Node, name: str, default=None) -> list[int] | None:
     attr = node.attributes.get(name)
     return default if attr is None else list(attr.as_ints())

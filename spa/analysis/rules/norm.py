@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spa.analysis.rules.base import Block, Rule, attr_int, attr_ints, input_or_none, norm_axis, register
+from spa.analysis.rules.base import Block, Rule, attr_float, attr_int, attr_ints, input_or_none, norm_axis, register
 from spa.analysis.rules.elementwise import broadcast
 
 
@@ -33,11 +33,6 @@ def kept_channel_norm(build, x, keep: np.ndarray, epsilon: float, centred: bool)
     x = build.op("Mul", [x, mask])
     var = build.op("Mul", [build.reduce_sum_last(build.op("Mul", [x, x])), per_kept])
     return build.op("Div", [x, build.op("Sqrt", [build.op("Add", [var, build.const(np.asarray(epsilon, dtype))])])])
-
-
-def attr_float(node, name: str, default: float) -> float:
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.as_float()
 
 
 def per_channel(node, ctx, params: tuple[int, ...], stats_axes: set[int] = frozenset()):
